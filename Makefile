@@ -1,0 +1,36 @@
+# Each target sets itself up on a fresh machine: a .venv with runarchive[dev].
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@command -v zstd >/dev/null || { echo "installing the zstd CLI (used by a format test)"; \
+	  (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null; }
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/runarchive demo
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_core.py
+
+clean:
+	rm -rf $(VENV) .runarchive .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,508 @@
+"""The public entry point: :class:`Archive` (one bucket + one local cache) and :class:`Run`.
+
+::
+
+    from runarchive import Archive
+
+    with Archive.open("s3://my-bucket/agents") as archive:
+        with archive.start_run(agent="planner") as run:
+            run.checkpoint("plan", {"messages": [...]})
+            run.event("tool_call", {"tool": "search"})
+        restored = archive.restore(run.run_id)       # works on any host
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from runarchive.cache import Cache, CachedRecord
+from runarchive.codec import index_key, parse_records
+from runarchive.config import ArchiveConfig, load_config, parse_url
+from runarchive.errors import (
+    ConfigError,
+    InvalidInputError,
+    ObjectNotFoundError,
+    RunNotFoundError,
+    RunStateError,
+)
+from runarchive.flush import FlushEngine, FlushError, Flusher
+from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.model import (
+    Checkpoint,
+    Event,
+    RunIndex,
+    format_ts,
+    new_run_id,
+    parse_index,
+    utcnow,
+    validate_name,
+    validate_run_id,
+)
+from runarchive.restore import RestoredRun, execute_restore, plan_restore
+from runarchive.store import (
+    CountingStore,
+    FileStore,
+    S3Settings,
+    S3Store,
+    Store,
+    probe_conditional_writes,
+)
+
+log = logging.getLogger(__name__)
+_open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for archive in list(_open_archives):
+        try:
+            archive.close()
+        except Exception:  # data stays in the cache; the next open flushes it
+            log.exception("flushing %s at interpreter exit failed", archive.url)
+
+
+def make_store(config: ArchiveConfig) -> Store:
+    """The store a configuration points at (no request is made)."""
+    scheme, where, prefix = parse_url(config.resolved_url)
+    if scheme == "file":
+        return FileStore(where)
+    return S3Store(
+        S3Settings(
+            bucket=where,
+            prefix=prefix,
+            endpoint_url=config.endpoint_url,
+            region=config.region,
+            profile=config.profile,
+            addressing_style=config.addressing_style,
+            retry_mode=config.retry_mode,
+            max_attempts=config.max_attempts,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            request_checksum_calculation=config.request_checksum_calculation,
+            response_checksum_validation=config.response_checksum_validation,
+            multipart_threshold=config.multipart_threshold,
+            multipart_part_size=config.multipart_part_size,
+        )
+    )
+
+
+class Reader:
+    """Read-only access to an archive's bucket: no cache, no lock, no writes.
+
+    What ``runarchive show`` and ``restore`` use, so they work beside a running
+    writer and on a fresh host.
+    """
+
+    def __init__(self, config: ArchiveConfig, store: Store) -> None:
+        self.config = config
+        self.url = config.resolved_url
+        self.store = store if isinstance(store, CountingStore) else CountingStore(store)
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        config: ArchiveConfig | None = None,
+        store: Store | None = None,
+        **settings: Any,
+    ) -> Self:
+        """Open ``url`` (or the configured / embedded default archive) for reading.
+
+        No request is made until the first read.
+        """
+        cfg = config or load_config(url=url, **settings)
+        return cls(cfg, store or make_store(cfg))
+
+    def index(self, run_id: str) -> RunIndex:
+        """A run's index as the bucket has it (one GET)."""
+        validate_run_id(run_id)
+        key = index_key(run_id)
+        try:
+            got = self.store.get(key)
+        except ObjectNotFoundError:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
+                "started moments ago, its first flush may not have happened yet."
+            ) from None
+        return parse_index(got.body, key)
+
+    def restore(
+        self,
+        run_id: str,
+        *,
+        seq: int | None = None,
+        at: datetime | None = None,
+        progress: bool | None = None,
+    ) -> RestoredRun:
+        """Read a run back from the bucket alone: metadata, archived checkpoints, all events.
+
+        ``seq`` / ``at`` restore a point in time (records with ``seq <= seq`` /
+        ``ts <= at``). Works on a host with an empty cache. Segments are fetched in
+        parallel and checked against their SHA-256; a missing or corrupt one raises
+        ``CorruptObjectError`` naming it. Cost: 1 GET for the index + 1 per segment.
+        """
+        index = self.index(run_id)
+        plan = plan_restore(index, seq=seq, at=at)
+        records = execute_restore(
+            plan, self.store, workers=self.config.restore_workers, progress=progress
+        )
+        return RestoredRun(index, tuple(records))
+
+    def close(self) -> None:
+        """Release connections."""
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Archive(Reader):
+    """A bucket (or directory) of archived runs, and this host's cache in front of it.
+
+    Thread-safe. Open it once per process and cache directory; close it (or use
+    ``with``) to flush what is pending. An archive left open is flushed at
+    interpreter exit.
+    """
+
+    def __init__(self, config: ArchiveConfig, store: Store) -> None:
+        super().__init__(config, store)
+        self.cache = Cache(config.cache_dir, self.url)
+        self.engine = FlushEngine(self.cache, self.store, config)
+        self.flusher = Flusher(self.engine, config)
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.appended_records = 0  # this process's appends, for reports
+        self.appended_bytes = 0
+        self.flusher.start(self.cache.runs_needing_flush())
+        _open_archives.add(self)
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        config: ArchiveConfig | None = None,
+        store: Store | None = None,
+        **settings: Any,
+    ) -> Self:
+        """Open the archive at ``url`` (``s3://bucket/prefix`` or ``file:///dir``).
+
+        With no ``url`` and no ``RUNARCHIVE_URL``, the embedded default
+        ``./.runarchive/archive`` is used. Other settings (see :class:`ArchiveConfig`)
+        come as keyword arguments or ``RUNARCHIVE_*`` variables. ``store`` replaces
+        the backend the URL names (tests, custom backends).
+
+        At open, the archive checks once that the bucket enforces conditional writes
+        (5 requests) and refuses it otherwise; bad settings raise ``ConfigError``.
+        """
+        if config is not None and (url or cache_dir or settings):
+            raise ConfigError("pass either config= or individual settings, not both")
+        cfg = config or load_config(url=url, cache_dir=cache_dir, **settings)
+        backend = store or make_store(cfg)
+        if cfg.check_conditional_writes:
+            try:
+                probe_conditional_writes(backend)
+            except Exception:
+                backend.close()
+                raise
+        return cls(cfg, backend)
+
+    # -- runs ------------------------------------------------------------------
+
+    def start_run(
+        self,
+        agent: str,
+        run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """Start a new run and return its writer. ``run_id`` defaults to a time-sortable id.
+
+        A given ``run_id`` that already exists in the cache or bucket is refused
+        (one HEAD request); generated ids need no request.
+        """
+        self._check_open()
+        validate_name(agent, "agent")
+        meta = check_json_value(metadata or {}, "metadata")
+        if not isinstance(meta, dict):
+            raise InvalidInputError("metadata must be a dict")
+        if run_id is None:
+            run_id = new_run_id()
+        else:
+            validate_run_id(run_id)
+            if self.cache.run(run_id) is not None or self.store.head(index_key(run_id)):
+                raise InvalidInputError(
+                    f"run {run_id!r} already exists; choose another run_id or use "
+                    "archive.run(run_id) to continue a run of this host"
+                )
+        self.cache.create_run(run_id, agent, dumps(meta).decode(), format_ts(utcnow()))
+        # The index is first written by the first flush (at most flush_age later),
+        # not here: that saves one request per run.
+        self.engine.mark_synced(run_id)
+        return self._handle(run_id)
+
+    def run(self, run_id: str) -> Run:
+        """The writer of a run this host's cache holds (e.g. after a restart)."""
+        self._check_open()
+        validate_run_id(run_id)
+        if self.cache.run(run_id) is None:
+            raise RunNotFoundError(
+                f"run {run_id!r} is not in this host's cache {self.cache.directory}; "
+                "use archive.restore(run_id) to read it from the bucket"
+            )
+        return self._handle(run_id)
+
+    def _handle(self, run_id: str) -> Run:
+        with self._lock:
+            handle = self._runs.get(run_id)
+            if handle is None:
+                handle = self._runs[run_id] = Run(self, run_id)
+            return handle
+
+    # -- flushing and life cycle -------------------------------------------------
+
+    def flush(self) -> None:
+        """Flush every run with pending records now, in this thread; raise on failure."""
+        self._check_open()
+        for run_id in self.cache.runs_needing_flush():
+            self.engine.flush_run(run_id)
+            self.flusher.reset(run_id)
+
+    @property
+    def flush_errors(self) -> dict[str, FlushError]:
+        """The last background flush failure of each run that is still failing."""
+        return dict(self.flusher.errors)
+
+    def close(self) -> None:
+        """Stop the background flusher, flush what is pending, release the cache.
+
+        If the bucket cannot be reached the error is raised, and the records stay
+        safe in the cache for the next ``open``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _open_archives.discard(self)
+        self.flusher.stop()
+        try:
+            for run_id in self.cache.runs_needing_flush():
+                self.engine.flush_run(run_id)
+        finally:
+            self.cache.close()
+            self.store.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunStateError("this archive is closed; open it again")
+
+
+
+def _parse(rec: CachedRecord) -> Checkpoint | Event:
+    return parse_records(rec.line, "local cache")[0]
+
+
+class Run:
+    """The writer and reader of one run. Get one from :meth:`Archive.start_run`.
+
+    Appends return only once the record is durable in the local cache (with
+    ``durability="remote"``: in the bucket). One run's appends are serialised.
+    """
+
+    def __init__(self, archive: Archive, run_id: str) -> None:
+        self.archive = archive
+        self.run_id = run_id
+        row = archive.cache.run(run_id)
+        assert row is not None  # callers check
+        self.agent = row.agent
+        self.metadata: dict[str, Any] = loads(row.metadata)
+        self._last_seq = row.last_seq
+        self._status = row.status
+        self._lock = threading.Lock()
+
+    @property
+    def status(self) -> str:
+        """``running``, ``completed`` or ``failed``."""
+        return self._status
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest record (0 before the first)."""
+        return self._last_seq
+
+    def _append(self, rtype: str, name: str, body: dict[str, Any]) -> tuple[int, datetime]:
+        with self._lock:
+            self.archive._check_open()
+            if self._status != "running":
+                raise RunStateError(
+                    f"run {self.run_id!r} is {self._status}; start a new run to record more"
+                )
+            seq = self._last_seq + 1
+            ts = utcnow()
+            ts_text = format_ts(ts)
+            line = dumps({"run": self.run_id, "seq": seq, "ts": ts_text, "type": rtype, **body})
+            self.archive.cache.append(self.run_id, seq, ts_text, rtype, name, line)
+            self._last_seq = seq
+            self.archive.appended_records += 1
+            self.archive.appended_bytes += len(line)
+        self.archive.flusher.note_append(self.run_id, seq, rtype, name, len(line))
+        if self.archive.config.durability == "remote":
+            self.flush()
+        return seq, ts
+
+    def checkpoint(
+        self, name: str, state: Any, metadata: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        """Record a named snapshot of the agent's state and return it.
+
+        ``state`` must be JSON data (see :mod:`runarchive.jsonvalue`); anything else
+        raises ``StateNotSerializableError`` naming the path, and nothing is written.
+        """
+        validate_name(name, "checkpoint name")
+        data = check_json_value(state, "state")
+        meta = check_json_value(metadata or {}, "metadata")
+        if not isinstance(meta, dict):
+            raise InvalidInputError("metadata must be a dict")
+        seq, ts = self._append("checkpoint", name, {"name": name, "metadata": meta, "state": data})
+        return Checkpoint.model_construct(
+            run=self.run_id, seq=seq, ts=ts, type="checkpoint", name=name, metadata=meta, state=data
+        )
+
+    def event(self, kind: str, data: Any = None, lane: str = "main") -> Event:
+        """Append an event to the run's log and return it. Events are never dropped."""
+        validate_name(kind, "event kind")
+        validate_name(lane, "lane")
+        value = check_json_value(data, "data")
+        seq, ts = self._append("event", kind, {"kind": kind, "lane": lane, "data": value})
+        return Event.model_construct(
+            run=self.run_id, seq=seq, ts=ts, type="event", kind=kind, lane=lane, data=value
+        )
+
+    def _end(self, status: str, result: Any, error: str | None) -> None:
+        with self._lock:
+            if self._status != "running":
+                raise RunStateError(f"run {self.run_id!r} is already {self._status}")
+            result_text = None if result is None else dumps(result).decode()
+            self.archive.cache.end_run(
+                self.run_id, status, format_ts(utcnow()), result_text, error
+            )
+            self._status = status
+        self.flush()
+
+    def complete(self, result: Any = None) -> None:
+        """Mark the run completed (with an optional JSON ``result``) and flush it."""
+        self._end("completed", check_json_value(result, "result"), None)
+
+    def fail(self, error: BaseException | str) -> None:
+        """Mark the run failed with ``error`` (an exception or a message) and flush it."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self._end("failed", None, text)
+
+    def flush(self) -> None:
+        """Ship this run's pending records to the bucket now; raise if that fails."""
+        self.archive._check_open()
+        self.archive.engine.flush_run(self.run_id)
+        self.archive.flusher.reset(self.run_id)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._status != "running":
+            return
+        if exc is None:
+            self.complete()
+        else:
+            try:
+                self.fail(exc)
+            except Exception as flush_exc:  # the caller's exception wins; ours is a note
+                exc.add_note(f"runarchive: marking run {self.run_id} failed raised {flush_exc!r}")
+
+    # -- reads ---------------------------------------------------------------
+
+    def latest(self, name: str | None = None) -> Checkpoint | None:
+        """The newest checkpoint (of ``name``, if given), from the cache."""
+        rows = self.archive.cache.records(
+            self.run_id, rtype="checkpoint", name=name, newest_first=True, limit=1
+        )
+        rec = _parse(rows[0]) if rows else None
+        return rec if isinstance(rec, Checkpoint) else None
+
+    def get(self, seq: int) -> Checkpoint | Event | None:
+        """The record with this seq, from the cache or else the bucket; ``None`` if gone."""
+        rows = self.archive.cache.records(self.run_id, min_seq=seq, max_seq=seq)
+        if rows:
+            return _parse(rows[0])
+        for rec in self._archived(seq, seq):
+            return rec
+        return None
+
+    def history(
+        self,
+        name: str | None = None,
+        since: int | datetime | None = None,
+        until: int | datetime | None = None,
+    ) -> list[Checkpoint]:
+        """Checkpoints still held (cache, then bucket for evicted ones), oldest first.
+
+        ``since``/``until`` are inclusive bounds, as seqs (``int``) or times.
+        Checkpoints dropped by the policy are returned while the cache still has them.
+        """
+        lo = since if isinstance(since, int) else None
+        hi = until if isinstance(until, int) else None
+        out = [
+            r
+            for r in map(_parse, self.archive.cache.records(
+                self.run_id, rtype="checkpoint", name=name, min_seq=lo, max_seq=hi
+            ))
+            if isinstance(r, Checkpoint)
+        ]
+        first_cached = self.archive.cache.min_cached_seq(self.run_id)
+        if first_cached is not None and first_cached > (lo or 1):
+            older = [
+                r
+                for r in self._archived(lo or 1, first_cached - 1)
+                if isinstance(r, Checkpoint) and (name is None or r.name == name)
+            ]
+            out = older + out
+        if isinstance(since, datetime):
+            out = [r for r in out if r.ts >= since]
+        if isinstance(until, datetime):
+            out = [r for r in out if r.ts <= until]
+        return out
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self.history())
+
+    def rollback_to(self, seq: int) -> Any:
+        """The state of checkpoint ``seq``, for the caller to resume from."""
+        rec = self.get(seq)
+        if not isinstance(rec, Checkpoint):
+            what = "an event" if rec is not None else "not held (dropped by the policy or unknown)"
+            raise InvalidInputError(f"seq {seq} of run {self.run_id!r} is {what}, not a checkpoint")
+        return rec.state
+
+    def _archived(self, lo: int, hi: int) -> list[Checkpoint | Event]:
+        row = self.archive.cache.run(self.run_id)
+        if row is None or row.index_json is None or lo > row.archived_seq:
+            return []
+        index = RunIndex.model_validate_json(row.index_json)
+        plan = plan_restore(index, seq=hi, min_seq=lo)
+        return execute_restore(plan, self.archive.store, workers=self.archive.config.restore_workers)

@@ -1,0 +1,403 @@
+"""The local write-through cache: one SQLite database in WAL mode per cache directory.
+
+Why SQLite (see ``docs/design.md``): an append is one transaction whose commit
+fsyncs the WAL (``synchronous=FULL``), so a record is durable when
+``checkpoint()`` returns and a crash at any instant leaves either the whole
+record or none of it; reads by run, seq, name and time are indexed; and it is in
+the standard library.
+
+One process owns a cache directory at a time (an ``flock`` on ``<dir>/lock``).
+Each thread gets its own connection; SQLite serialises writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from runarchive.errors import CacheError
+
+SCHEMA_VERSION = 1
+
+# flushed: 0 = pending, 1 = archived in a segment, 2 = left out by the policy.
+PENDING, ARCHIVED, DROPPED = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    ended_at TEXT,
+    result TEXT,
+    error TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    first_checkpoint_seq INTEGER,
+    archived_seq INTEGER NOT NULL DEFAULT 0,
+    index_etag TEXT,
+    index_json TEXT,
+    status_archived INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    line BLOB NOT NULL,
+    flushed INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_run_seq ON records (run_id, seq);
+CREATE INDEX IF NOT EXISTS records_pending ON records (run_id, flushed, seq);
+"""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as the cache knows it."""
+
+    run_id: str
+    agent: str
+    metadata: str
+    status: str
+    created_at: str
+    updated_at: str
+    ended_at: str | None
+    result: str | None
+    error: str | None
+    last_seq: int
+    first_checkpoint_seq: int | None
+    archived_seq: int
+    index_etag: str | None
+    index_json: str | None
+    status_archived: int
+
+
+@dataclass(frozen=True)
+class CachedRecord:
+    """One record line with the columns the cache indexes."""
+
+    seq: int
+    ts: str
+    type: str
+    name: str
+    line: bytes
+    flushed: int
+
+
+_RUN_COLS = ", ".join(RunRow.__dataclass_fields__)
+_REC_COLS = "seq, ts, type, name, line, flushed"
+
+
+class Cache:
+    """SQLite-backed durable log of every run this host writes."""
+
+    def __init__(self, directory: str | os.PathLike[str], archive_url: str) -> None:
+        self.directory = Path(directory).absolute()
+        self.path = self.directory / "cache.sqlite3"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create cache directory {self.directory}: {exc}") from exc
+        self._lock_file = self._take_lock()
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        try:
+            self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+            self._check_meta(archive_url)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise CacheError(
+                f"the cache database {self.path} is unreadable ({exc}). Move it aside and "
+                "restore the runs you need from the bucket with `runarchive restore`."
+            ) from exc
+
+    def _take_lock(self) -> IO[str]:
+        fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise CacheError(
+                f"cache directory {self.directory} is in use by another process (pid {owner}); "
+                "give each process its own cache_dir (RUNARCHIVE_CACHE_DIR)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return fh
+
+    def _check_meta(self, archive_url: str) -> None:
+        db = self._conn()
+        rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            with self.transaction() as tx:
+                tx.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema", str(SCHEMA_VERSION)), ("archive_url", archive_url)],
+                )
+            return
+        if int(rows.get("schema", "0")) > SCHEMA_VERSION:
+            raise CacheError(
+                f"cache {self.path} was written by a newer runarchive (schema "
+                f"{rows['schema']}); upgrade runarchive or use another cache_dir"
+            )
+        if rows.get("archive_url") != archive_url:
+            raise CacheError(
+                f"cache directory {self.directory} belongs to archive {rows.get('archive_url')!r}, "
+                f"not {archive_url!r}; use a separate cache_dir per archive"
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise CacheError(f"cache {self.directory} is closed")
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection; commits (and fsyncs) on exit."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._write_error(exc) from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):  # the commit error is what we report
+                db.execute("ROLLBACK")
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: sqlite3.Error) -> CacheError:
+        text = str(exc)
+        if "full" in text:
+            return CacheError(
+                f"the disk holding the cache {self.directory} is full; nothing was written. "
+                "Free space or move cache_dir."
+            )
+        return CacheError(f"writing to the cache {self.path} failed: {text}")
+
+    # -- runs -------------------------------------------------------------------
+
+    def create_run(self, run_id: str, agent: str, metadata: str, now: str) -> None:
+        """Record a new run; ``CacheError`` if the id already exists here."""
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO runs (run_id, agent, metadata, status, created_at, updated_at)"
+                    " VALUES (?, ?, ?, 'running', ?, ?)",
+                    (run_id, agent, metadata, now, now),
+                )
+        except sqlite3.IntegrityError:
+            raise CacheError(f"run {run_id!r} already exists in the cache") from None
+
+    def run(self, run_id: str) -> RunRow | None:
+        """The cached run, or ``None``."""
+        row = self._conn().execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return RunRow(*row) if row else None
+
+    def runs(self) -> list[RunRow]:
+        """Every cached run, oldest first."""
+        rows = self._conn().execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY created_at, run_id")
+        return [RunRow(*r) for r in rows]
+
+    def runs_needing_flush(self) -> list[str]:
+        """Runs with pending records, or whose status the bucket does not show yet."""
+        rows = self._conn().execute(
+            "SELECT run_id FROM runs WHERE status_archived = 0 OR EXISTS "
+            "(SELECT 1 FROM records r WHERE r.run_id = runs.run_id AND r.flushed = 0)"
+        )
+        return [r[0] for r in rows]
+
+    def end_run(
+        self, run_id: str, status: str, now: str, result: str | None, error: str | None
+    ) -> None:
+        """Mark a run completed or failed; the next flush carries it to the bucket."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, updated_at = ?, ended_at = ?, result = ?, "
+                "error = ?, status_archived = 0 WHERE run_id = ?",
+                (status, now, now, result, error, run_id),
+            )
+
+    # -- records ----------------------------------------------------------------
+
+    def append(
+        self, run_id: str, seq: int, ts: str, rtype: str, name: str, line: bytes
+    ) -> None:
+        """Durably append one record (one fsynced transaction)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO records (run_id, seq, ts, type, name, line) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, seq, ts, rtype, name, line),
+            )
+            if rtype == "checkpoint":
+                db.execute(
+                    "UPDATE runs SET last_seq = ?, updated_at = ?, first_checkpoint_seq = "
+                    "COALESCE(first_checkpoint_seq, ?) WHERE run_id = ?",
+                    (seq, ts, seq, run_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
+                    (seq, ts, run_id),
+                )
+
+    def pending(self, run_id: str, limit: int, max_seq: int | None = None) -> list[CachedRecord]:
+        """The oldest ``limit`` unflushed records of a run (up to ``max_seq``), in seq order."""
+        rows = self._conn().execute(
+            f"SELECT {_REC_COLS} FROM records WHERE run_id = ? AND flushed = 0 AND seq <= ? "
+            "ORDER BY seq LIMIT ?",
+            (run_id, max_seq if max_seq is not None else 2**62, limit),
+        )
+        return [CachedRecord(*r) for r in rows]
+
+    def pending_stats(self, run_id: str) -> tuple[int, str | None]:
+        """Count of unflushed records and the timestamp of the oldest."""
+        count, oldest = self._conn().execute(
+            "SELECT COUNT(*), MIN(ts) FROM records WHERE run_id = ? AND flushed = 0", (run_id,)
+        ).fetchone()
+        return int(count), oldest
+
+    def records(
+        self,
+        run_id: str,
+        *,
+        name: str | None = None,
+        rtype: str | None = None,
+        min_seq: int | None = None,
+        max_seq: int | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[CachedRecord]:
+        """Cached records of a run, filtered; seq order unless ``newest_first``."""
+        where, args = ["run_id = ?"], [run_id]
+        for clause, value in (
+            ("name = ?", name),
+            ("type = ?", rtype),
+            ("seq >= ?", min_seq),
+            ("seq <= ?", max_seq),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)  # type: ignore[arg-type]
+        sql = (
+            f"SELECT {_REC_COLS} FROM records WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {'DESC' if newest_first else 'ASC'}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [CachedRecord(*r) for r in self._conn().execute(sql, args)]
+
+    def min_cached_seq(self, run_id: str) -> int | None:
+        """Lowest seq still held for a run (older ones were evicted or never written)."""
+        row = self._conn().execute(
+            "SELECT MIN(seq) FROM records WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def mark_flushed(
+        self,
+        run_id: str,
+        archived: list[int],
+        dropped: list[int],
+        archived_seq: int,
+        index_etag: str,
+        index_json: str,
+        index_status: str,
+    ) -> None:
+        """After the bucket's index names a segment: record what it holds, in one commit.
+
+        ``index_status`` is the status the written index carries; the run's status is
+        archived only if it still equals it (``end_run`` may have run meanwhile)."""
+        with self.transaction() as db:
+            db.executemany(
+                f"UPDATE records SET flushed = {ARCHIVED} WHERE run_id = ? AND seq = ?",
+                [(run_id, s) for s in archived],
+            )
+            db.executemany(
+                f"UPDATE records SET flushed = {DROPPED} WHERE run_id = ? AND seq = ?",
+                [(run_id, s) for s in dropped],
+            )
+            db.execute(
+                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ?, "
+                "status_archived = (status = ?) WHERE run_id = ?",
+                (archived_seq, index_etag, index_json, index_status, run_id),
+            )
+
+    def adopt_index(self, run_id: str, archived_seq: int, index_etag: str, index_json: str) -> None:
+        """Take the bucket's index as truth: records up to ``archived_seq`` are in it."""
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE records SET flushed = {ARCHIVED} WHERE run_id = ? AND seq <= ? "
+                "AND flushed = 0",
+                (run_id, archived_seq),
+            )
+            db.execute(
+                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ? "
+                "WHERE run_id = ?",
+                (archived_seq, index_etag, index_json, run_id),
+            )
+
+    def evict(self, run_id: str, keep_records: int) -> int:
+        """Delete flushed records older than the newest ``keep_records``, keeping the
+        run's first checkpoint and the latest checkpoint of each name. Returns the count."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "DELETE FROM records WHERE run_id = ?1 AND flushed != 0 "
+                "AND seq <= (SELECT last_seq FROM runs WHERE run_id = ?1) - ?2 "
+                "AND seq != COALESCE((SELECT first_checkpoint_seq FROM runs "
+                "WHERE run_id = ?1), 0) "
+                "AND seq NOT IN (SELECT MAX(seq) FROM records WHERE run_id = ?1 "
+                "AND type = 'checkpoint' GROUP BY name)",
+                (run_id, keep_records),
+            )
+            return cur.rowcount
+
+    def close(self) -> None:
+        """Close every connection and release the directory lock."""
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(sqlite3.Error):  # closing: nothing left to protect
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+

@@ -1,0 +1,209 @@
+"""``runarchive`` command line. Exit codes: 0 ok, 1 error, 2 usage.
+
+``--json`` output is stable (documented in ``docs/cli.md``): ``show`` prints the
+run index as stored (``docs/format.md``); ``restore`` prints
+``{"index": <run index>, "records": [<record>, ...]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from runarchive.archive import Archive, Reader
+from runarchive.errors import RunArchiveError
+from runarchive.model import Checkpoint, RunIndex
+from runarchive.restore import RestoredRun
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a timezone, e.g. {text}Z")
+    return ts
+
+
+def _print_index(index: RunIndex) -> None:
+    print(f"run       {index.run_id}")
+    print(f"agent     {index.agent}")
+    print(f"status    {index.status}" + (f"  ({index.error})" if index.error else ""))
+    print(f"created   {index.created_at.isoformat()}")
+    if index.ended_at:
+        print(f"ended     {index.ended_at.isoformat()}")
+    if index.metadata:
+        print(f"metadata  {json.dumps(index.metadata)}")
+    print(
+        f"records   seq 1..{index.last_seq}: "
+        f"{sum(s.checkpoints for s in index.segments)} checkpoints, "
+        f"{sum(s.events for s in index.segments)} events archived, "
+        f"{sum(s.dropped for s in index.segments)} checkpoints dropped by the policy"
+    )
+    print(
+        f"segments  {len(index.segments)}, {_human(index.stored_bytes)} stored "
+        f"({_human(index.raw_bytes)} uncompressed)"
+    )
+    for seg in index.segments:
+        print(
+            f"  {seg.first_seq:>8}-{seg.last_seq:<8} {seg.records:>6} rec "
+            f"{_human(seg.stored_bytes):>10}  {seg.key}"
+        )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        index = reader.index(args.run)
+    if args.json:
+        print(index.model_dump_json(indent=2))
+    else:
+        _print_index(index)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        restored = reader.restore(args.run, seq=args.seq, at=args.at)
+    if args.json:
+        doc = {
+            "index": restored.index.model_dump(mode="json"),
+            "records": [r.model_dump(mode="json") for r in restored.records],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_restored(restored)
+    return 0
+
+
+def _print_restored(restored: RestoredRun) -> None:
+    _print_index(restored.index)
+    print(f"restored  {len(restored.records)} records")
+    for rec in restored.records:
+        if isinstance(rec, Checkpoint):
+            size = len(json.dumps(rec.state))
+            print(f"  {rec.seq:>8} {rec.ts.isoformat()} checkpoint {rec.name} ({size} B state)")
+        else:
+            print(f"  {rec.seq:>8} {rec.ts.isoformat()} event      {rec.kind} [{rec.lane}]")
+
+
+_WORDS = (
+    "plan search read summarise draft check call tool result answer user asks about the "
+    "quarterly report weather forecast database schema migration error retry fix test"
+).split()
+
+
+def _simulate(archive: Archive, rng: random.Random, agent: str, steps: int, crash: bool) -> str:
+    run_id = ""
+    try:
+        with archive.start_run(agent=agent, metadata={"demo": True, "steps": steps}) as run:
+            run_id = run.run_id
+            messages: list[dict[str, Any]] = [{"role": "user", "content": "Plan the task."}]
+            for step in range(steps):
+                text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(20, 60)))
+                messages.append({"role": rng.choice(["assistant", "tool"]), "content": text})
+                name = ("plan", "act", "observe", "reflect")[step % 4]
+                run.checkpoint(name, {"messages": messages, "step": step})
+                run.event("llm_call", {"step": step, "tokens": rng.randint(50, 800)})
+                if crash and step == steps // 2:
+                    raise RuntimeError("simulated tool failure")
+    except RuntimeError as exc:
+        if str(exc) != "simulated tool failure":
+            raise
+    return run_id
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    with Archive.open(args.url, cache_dir=args.cache_dir) as archive:
+        print(f"archive   {archive.url}")
+        print(f"cache     {archive.cache.directory}")
+        archive.store.reset()  # count the demo's requests, not the open-time probe
+        run_ids = [
+            _simulate(archive, rng, f"agent-{i}", args.steps, crash=(i == args.runs - 1))
+            for i in range(args.runs)
+        ]
+        archive.flush()
+        appended, appended_bytes = archive.appended_records, archive.appended_bytes
+        counts = dict(archive.store.counts)
+        indexes = [archive.index(r) for r in run_ids]
+    print(f"\n{'run':36} {'status':10} {'records':>8} {'segments':>8} {'stored':>10}")
+    for index in indexes:
+        recs = sum(s.records for s in index.segments)
+        print(
+            f"{index.run_id:36} {index.status:10} {recs:>8} {len(index.segments):>8} "
+            f"{_human(index.stored_bytes):>10}"
+        )
+    objects = sum(len(i.segments) + 1 for i in indexes)
+    stored = sum(i.stored_bytes for i in indexes)
+    ratio = 100 * stored / appended_bytes if appended_bytes else 0.0
+    print(
+        f"\n{len(indexes)} runs, {appended} records appended ({_human(appended_bytes)} of JSON), "
+        f"{objects} objects in the bucket, {_human(stored)} of segments ({ratio:.2f} % of the raw JSON)"
+    )
+    print(f"requests  {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(f"\nnext: runarchive show {run_ids[0]}  |  runarchive restore {run_ids[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="runarchive", description="Archival checkpointer for long-running AI agents."
+    )
+    parser.add_argument(
+        "--url", help="archive URL (default: $RUNARCHIVE_URL or ./.runarchive/archive)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a small simulated agent and report what was stored")
+    demo.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
+    demo.add_argument("--runs", type=int, default=4)
+    demo.add_argument("--steps", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+
+    show = sub.add_parser("show", help="print a run's metadata and segments")
+    show.add_argument("run")
+    show.add_argument("--json", action="store_true", help="print the run index as JSON")
+    show.set_defaults(func=cmd_show)
+
+    restore = sub.add_parser("restore", help="restore a run from the bucket and print it")
+    restore.add_argument("run")
+    restore.add_argument("--json", action="store_true", help="print index and records as JSON")
+    restore.add_argument("--seq", type=int, help="restore up to this seq")
+    restore.add_argument("--at", type=_parse_time, help="restore up to this time (ISO 8601)")
+    restore.set_defaults(func=cmd_restore)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    if getattr(args, "runs", 1) < 1 or getattr(args, "steps", 1) < 1:
+        parser.error("--runs and --steps must be at least 1")
+    try:
+        return int(args.func(args))
+    except RunArchiveError as exc:
+        print(f"runarchive: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `runarchive restore X | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

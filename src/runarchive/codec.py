@@ -1,0 +1,116 @@
+"""On-bucket layout and the segment encoding.
+
+Layout (relative to the archive root: the bucket prefix or the directory)::
+
+    runs/<run_id>/index.json                              run index (CAS-updated)
+    runs/<run_id>/seg/<first>-<last>-<sha16>.jsonl.zst    segments (create-only)
+
+``<first>``/``<last>`` are the segment's seq range, zero-padded to 12 digits so
+keys sort in seq order; ``<sha16>`` is the first 16 hex digits of the SHA-256 of
+the uncompressed body, so the same flush retried yields the same key (and
+``If-None-Match: *`` makes the retry a no-op), while a different body for the same
+range can never overwrite another.
+
+A segment is one zstd frame (content size and XXH64 checksum in the frame) of
+JSON Lines: one record per line, ``\\n``-terminated, in seq order. Read it with
+``zstd -dc SEG | jq -c .``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import orjson
+import zstandard
+from pydantic import TypeAdapter, ValidationError
+
+from runarchive.errors import CorruptObjectError
+from runarchive.model import Checkpoint, Event, Record
+
+SEQ_DIGITS = 12
+_records = TypeAdapter(Record)
+_local = threading.local()
+
+
+def run_prefix(run_id: str) -> str:
+    """Key prefix of everything that belongs to one run."""
+    return f"runs/{run_id}/"
+
+
+def index_key(run_id: str) -> str:
+    """Key of a run's index object."""
+    return f"runs/{run_id}/index.json"
+
+
+def segment_key(run_id: str, first_seq: int, last_seq: int, sha256: str) -> str:
+    """Deterministic key of a segment: seq range plus a prefix of the body hash."""
+    return (
+        f"runs/{run_id}/seg/{first_seq:0{SEQ_DIGITS}d}-{last_seq:0{SEQ_DIGITS}d}"
+        f"-{sha256[:16]}.jsonl.zst"
+    )
+
+
+@dataclass(frozen=True)
+class EncodedSegment:
+    """A segment ready to upload."""
+
+    body: bytes  # compressed
+    raw_bytes: int
+    sha256: str  # of the uncompressed JSON Lines
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstandard compressors are not thread-safe; one per thread and level.
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("c", {})
+    comp = cache.get(level)
+    if comp is None:
+        comp = cache[level] = zstandard.ZstdCompressor(
+            level=level, write_checksum=True, write_content_size=True
+        )
+    return comp
+
+
+def encode_segment(lines: list[bytes], level: int = 3) -> EncodedSegment:
+    """Join record lines (each without its newline) into one compressed zstd frame."""
+    raw = b"\n".join(lines) + b"\n" if lines else b""
+    return EncodedSegment(
+        body=_compressor(level).compress(raw),
+        raw_bytes=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None) -> bytes:
+    """Decompress a segment body, checking the zstd checksum and (if given) the SHA-256."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(body)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+    if expected_sha256 is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != expected_sha256:
+            raise CorruptObjectError(
+                key, f"SHA-256 of the body is {actual[:16]}..., the index says "
+                f"{expected_sha256[:16]}..."
+            )
+    return raw
+
+
+def parse_records(raw: bytes, key: str) -> list[Checkpoint | Event]:
+    """Parse JSON Lines into records, naming the object and line on failure."""
+    out: list[Checkpoint | Event] = []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            out.append(_records.validate_python(orjson.loads(line)))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise CorruptObjectError(key, f"line {n} is not a valid record ({exc})") from exc
+    return out
+
+
+def decode_segment(body: bytes, key: str, expected_sha256: str | None = None) -> list[Checkpoint | Event]:
+    """Decompress, verify and parse one segment object."""
+    return parse_records(decompress_segment(body, key, expected_sha256), key)

@@ -1,0 +1,122 @@
+"""Configuration: one typed, validated object, also read from ``RUNARCHIVE_*`` variables.
+
+Precedence: arguments to :meth:`Archive.open` > ``RUNARCHIVE_*`` environment
+variables > defaults. Nested policy fields use ``__``:
+``RUNARCHIVE_POLICY__KEEP_LAST=50``. An invalid value raises ``ConfigError``
+naming the setting and its variable. S3 credentials are never settings here:
+boto3's standard chain (environment, ``AWS_PROFILE``, SSO, instance roles) finds
+them; ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` are honoured by boto3 itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runarchive.errors import ConfigError
+from runarchive.policy import Policy
+
+DEFAULT_HOME = Path(".runarchive")
+MiB = 1024 * 1024
+
+
+class ArchiveConfig(BaseSettings):
+    """Every setting of an archive. Field docs are the reference (``docs/config.md``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUNARCHIVE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix or file:///dir; unset: file://./.runarchive/archive",
+    )
+    cache_dir: Path = Field(
+        default=DEFAULT_HOME / "cache", description="local write-through cache directory"
+    )
+    durability: Literal["local", "remote"] = Field(
+        default="local",
+        description="ack after local fsync, or only once the record is in the bucket",
+    )
+    flush_records: int = Field(default=256, ge=1, description="flush after this many records")
+    flush_bytes: int = Field(
+        default=8 * MiB, ge=1, description="flush when the next segment would hold this much"
+    )
+    flush_age: float = Field(
+        default=5.0, gt=0, description="flush when the oldest pending record is this old (s)"
+    )
+    max_segment_records: int = Field(
+        default=4096, ge=1, description="split a backlog into segments of at most this many"
+    )
+    policy: Policy = Field(default_factory=Policy, description="which checkpoints to archive")
+    compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
+    cache_keep_records: int = Field(
+        default=1000, ge=0, description="flushed records kept in the cache per run for reads"
+    )
+    check_conditional_writes: bool = Field(
+        default=True, description="probe at open that the bucket enforces conditional writes"
+    )
+    restore_workers: int = Field(default=8, ge=1, le=64, description="parallel segment GETs")
+    # S3 only
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, SeaweedFS...)")
+    region: str | None = Field(default=None, description="S3 region; boto3's default if unset")
+    profile: str | None = Field(default=None, description="AWS profile name")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    request_checksum_calculation: Literal["when_supported", "when_required"] = "when_supported"
+    response_checksum_validation: Literal["when_supported", "when_required"] = "when_supported"
+    multipart_threshold: int = Field(default=64 * MiB, ge=5 * MiB)
+    multipart_part_size: int = Field(default=16 * MiB, ge=5 * MiB)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_url(value)
+        return value
+
+    @property
+    def resolved_url(self) -> str:
+        """The archive URL, with the embedded default filled in."""
+        return self.url or (DEFAULT_HOME / "archive").absolute().as_uri()
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """Split an archive URL into ``(scheme, bucket_or_dir, prefix)``; ``ValueError`` if bad."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        bucket = parsed.netloc
+        if not 3 <= len(bucket) <= 63 or bucket != bucket.lower() or "_" in bucket:
+            raise ValueError(
+                f"invalid bucket name {bucket!r} in {url!r}: S3 bucket names are 3-63 "
+                "lowercase letters, digits, dots and hyphens"
+            )
+        return "s3", bucket, parsed.path.strip("/")
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"file URL {url!r} must be file:///absolute/path")
+        if not parsed.path:
+            raise ValueError(f"file URL {url!r} has no path")
+        return "file", unquote(parsed.path), ""
+    raise ValueError(f"unsupported archive URL {url!r}: use s3://bucket/prefix or file:///dir")
+
+
+def load_config(**overrides: Any) -> ArchiveConfig:
+    """Build the configuration from ``overrides`` and the environment, or raise ``ConfigError``."""
+    try:
+        return ArchiveConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "configuration"
+            env = "RUNARCHIVE_" + loc.upper().replace(".", "__")
+            problems.append(f"setting {loc!r} ({env}): {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+

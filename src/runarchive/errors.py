@@ -1,0 +1,176 @@
+"""The exception tree of runarchive, and the one table mapping S3 error codes onto it.
+
+Every error runarchive raises is a :class:`RunArchiveError`. Messages say what
+happened and what to do; they never contain credentials or object bodies.
+
+::
+
+    RunArchiveError
+    ├── ConfigError (ValueError)            bad setting; names the setting
+    ├── InvalidInputError (ValueError)      bad run id, name, kind, seq...
+    │   └── StateNotSerializableError (TypeError too)  names the offending path
+    ├── RunStateError                       append to a completed/failed/closed run
+    ├── RunNotFoundError (KeyError)         unknown run id (cache or bucket)
+    ├── CacheError                          local cache unusable (locked, corrupt, disk full)
+    ├── CorruptObjectError                  checksum/format mismatch; names the object key
+    ├── FormatVersionError                  object written by a newer format version
+    └── StoreError                          anything from the object store
+        ├── ObjectNotFoundError (KeyError)
+        ├── PreconditionFailedError         If-Match / If-None-Match lost (412, 409)
+        ├── BucketNotFoundError
+        ├── AccessDeniedError               wrong credentials or missing permission
+        ├── StoreUnavailableError           endpoint unreachable, timeouts, 5xx after retries
+        └── ConditionalWritesUnsupportedError   the bucket ignores preconditions
+"""
+
+from __future__ import annotations
+
+
+class RunArchiveError(Exception):
+    """Base class of every error raised by runarchive."""
+
+
+class ConfigError(RunArchiveError, ValueError):
+    """A configuration setting is invalid; the message names the setting."""
+
+
+class InvalidInputError(RunArchiveError, ValueError):
+    """An argument is invalid (run id, checkpoint name, event kind, seq, time...)."""
+
+
+class StateNotSerializableError(InvalidInputError, TypeError):
+    """State or event data is not JSON-serialisable; nothing was written.
+
+    ``path`` is where the offending value sits, e.g. ``state["messages"][3]["blob"]``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path}: {problem}. runarchive stores JSON only: dicts with str keys, lists, "
+            "str, int (64-bit), finite float, bool, None; pydantic models and dataclasses "
+            "are converted. Convert the value first; nothing was written."
+        )
+
+
+class RunStateError(RunArchiveError):
+    """The run cannot take this operation in its current state (completed, failed, closed)."""
+
+
+class RunNotFoundError(RunArchiveError, KeyError):
+    """No run with this id exists in the cache or in the bucket."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class CacheError(RunArchiveError):
+    """The local cache cannot be used (locked by another process, corrupt, disk full)."""
+
+
+class CorruptObjectError(RunArchiveError):
+    """An archived object failed its checksum or could not be decoded."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(
+            f"object {key!r} is corrupt: {problem}. Do not delete it; run `runarchive show` "
+            "on the run and restore from a replica or an export if you have one."
+        )
+
+
+class FormatVersionError(RunArchiveError):
+    """An object was written by a newer runarchive format version than this one reads."""
+
+
+class StoreError(RunArchiveError):
+    """An object-store operation failed. ``key`` is the object concerned, if any."""
+
+    def __init__(self, message: str, *, key: str | None = None, code: str | None = None) -> None:
+        self.key = key
+        self.code = code
+        super().__init__(message)
+
+
+class ObjectNotFoundError(StoreError, KeyError):
+    """The object does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write lost: the object exists (create) or changed (If-Match)."""
+
+
+class BucketNotFoundError(StoreError):
+    """The bucket does not exist."""
+
+
+class AccessDeniedError(StoreError):
+    """The credentials are wrong or lack a permission."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached or kept failing after retries."""
+
+
+class ConditionalWritesUnsupportedError(StoreError):
+    """The bucket accepted a write that its precondition should have refused."""
+
+
+# One table: S3 error code (or HTTP status as a string) -> our type and advice.
+# Codes come from the S3 API reference; numeric entries catch servers that send
+# only a status (SeaweedFS answers If-Match on a missing key with a bare 412).
+S3_ERROR_TABLE: dict[str, tuple[type[StoreError], str]] = {
+    "NoSuchKey": (ObjectNotFoundError, "the object does not exist"),
+    "NotFound": (ObjectNotFoundError, "the object does not exist"),
+    "404": (ObjectNotFoundError, "the object does not exist"),
+    "PreconditionFailed": (PreconditionFailedError, "a conditional write lost a race"),
+    "412": (PreconditionFailedError, "a conditional write lost a race"),
+    "ConditionalRequestConflict": (
+        PreconditionFailedError,
+        "a concurrent conditional write is in progress",
+    ),
+    "409": (PreconditionFailedError, "a concurrent conditional write is in progress"),
+    "NoSuchBucket": (
+        BucketNotFoundError,
+        "the bucket does not exist: create it, or check the URL and region",
+    ),
+    "AccessDenied": (
+        AccessDeniedError,
+        "access denied: check the credentials and the bucket policy",
+    ),
+    "403": (AccessDeniedError, "access denied: check the credentials and the bucket policy"),
+    "InvalidAccessKeyId": (
+        AccessDeniedError,
+        "the access key id is unknown to this endpoint: check AWS_ACCESS_KEY_ID / the profile",
+    ),
+    "SignatureDoesNotMatch": (
+        AccessDeniedError,
+        "the request signature does not match: check the secret key",
+    ),
+    "ExpiredToken": (AccessDeniedError, "the session token expired: refresh credentials"),
+    "InvalidToken": (AccessDeniedError, "the session token is invalid: refresh credentials"),
+    "SlowDown": (StoreUnavailableError, "the store asks to slow down and retries ran out"),
+    "503": (StoreUnavailableError, "the store is unavailable and retries ran out"),
+    "InternalError": (StoreUnavailableError, "the store had an internal error; retries ran out"),
+    "500": (StoreUnavailableError, "the store had an internal error; retries ran out"),
+    "ServiceUnavailable": (StoreUnavailableError, "the store is unavailable; retries ran out"),
+    "RequestTimeout": (StoreUnavailableError, "the request timed out; retries ran out"),
+}
+
+
+def store_error_for(code: str, status: int | None, *, op: str, key: str | None) -> StoreError:
+    """Build our exception for an S3 error ``code`` / HTTP ``status`` from operation ``op``."""
+    entry = S3_ERROR_TABLE.get(code) or (
+        S3_ERROR_TABLE.get(str(status)) if status is not None else None
+    )
+    where = f" on {key!r}" if key else ""
+    if entry is None:
+        return StoreError(
+            f"{op}{where} failed with S3 error {code or status}", key=key, code=code
+        )
+    cls, advice = entry
+    return cls(f"{op}{where}: {advice} (S3 {code or status})", key=key, code=code)

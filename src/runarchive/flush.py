@@ -1,0 +1,402 @@
+"""The flush protocol (cache → segment → index) and the background flusher thread.
+
+One flush of one run, in order:
+
+1. read the run's oldest pending records from the cache (at most
+   ``max_segment_records``);
+2. apply the compression policy; encode kept checkpoints and all events as one
+   zstd segment;
+3. PUT the segment create-only under its deterministic key (a 412 means the same
+   bytes are already there: a retried flush);
+4. PUT the run index with the segment appended, If-Match the ETag we last wrote
+   (create-only for the first); on 412 re-read the index and reconcile;
+5. mark the records flushed in the cache, in one commit; evict old ones.
+
+A crash between any two steps loses nothing: records stay pending in the cache
+until step 5, and step 4 is the only step that makes a segment visible. A crash
+after 3 leaves an orphan segment that no index names; a crash after 4 is found at
+the next flush by the 412 of step 4 (or by the first-flush index read).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from runarchive.cache import Cache, CachedRecord, RunRow
+from runarchive.codec import encode_segment, index_key, segment_key
+from runarchive.config import ArchiveConfig
+from runarchive.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    RunArchiveError,
+)
+from runarchive.jsonvalue import loads
+from runarchive.model import RunIndex, SegmentRef, parse_index, utcnow
+from runarchive.policy import KeptBytes, PendingCheckpoint, select_checkpoints
+from runarchive.store import IfMatch, Store
+
+log = logging.getLogger(__name__)
+
+
+class IndexConflictError(RunArchiveError):
+    """The bucket's run index disagrees with this host's cache in a way we cannot merge."""
+
+
+@dataclass
+class FlushStats:
+    """Totals of what flushes wrote in this process."""
+
+    segments: int = 0
+    records: int = 0
+    dropped: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    index_writes: int = 0
+
+
+def _index_from_row(row: RunRow) -> RunIndex:
+    return RunIndex(
+        run_id=row.run_id,
+        agent=row.agent,
+        metadata=loads(row.metadata),
+        created_at=datetime.fromisoformat(row.created_at),
+        updated_at=datetime.fromisoformat(row.updated_at),
+    )
+
+
+def _with_status(index: RunIndex, row: RunRow) -> RunIndex:
+    return index.model_copy(
+        update={
+            "status": row.status,
+            "ended_at": datetime.fromisoformat(row.ended_at) if row.ended_at else None,
+            "result": loads(row.result) if row.result is not None else None,
+            "error": row.error,
+            "updated_at": utcnow(),
+        }
+    )
+
+
+class FlushEngine:
+    """Runs the flush protocol for one run at a time (per-run lock); thread-safe."""
+
+    def __init__(self, cache: Cache, store: Store, config: ArchiveConfig) -> None:
+        self.cache, self.store, self.config = cache, store, config
+        self.stats = FlushStats()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._synced: set[str] = set()
+
+    def mark_synced(self, run_id: str) -> None:
+        """The run was created by this process: its cache is the truth, no index read needed."""
+        self._synced.add(run_id)
+
+    def _lock_for(self, run_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(run_id, threading.Lock())
+
+    def _remote_index(self, run_id: str) -> tuple[RunIndex, str] | None:
+        key = index_key(run_id)
+        try:
+            got = self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        return parse_index(got.body, key), got.etag
+
+    def _adopt(self, row: RunRow, remote: tuple[RunIndex, str] | None) -> None:
+        """Make the cache agree with the bucket's index after a crash or a lost response."""
+        if remote is None:
+            if row.archived_seq > 0:
+                raise IndexConflictError(
+                    f"run {row.run_id!r}: the cache says seqs up to {row.archived_seq} are "
+                    f"archived, but {index_key(row.run_id)!r} is missing from "
+                    f"{self.store.description}. Check the URL; if the bucket lost the run, "
+                    "restore it from an export."
+                )
+            return
+        index, etag = remote
+        if index.last_seq < row.archived_seq:
+            raise IndexConflictError(
+                f"run {row.run_id!r}: {index_key(row.run_id)!r} ends at seq {index.last_seq} "
+                f"but this host archived up to {row.archived_seq}; another writer rolled the "
+                "index back. Nothing was overwritten."
+            )
+        if index.last_seq > row.last_seq:
+            raise IndexConflictError(
+                f"run {row.run_id!r}: the bucket holds seqs up to {index.last_seq}, beyond this "
+                f"host's last seq {row.last_seq}; another host writes this run."
+            )
+        self.cache.adopt_index(row.run_id, index.last_seq, etag, index.model_dump_json())
+
+    def flush_run(self, run_id: str) -> int:
+        """Flush everything pending for ``run_id``; returns the number of segments written.
+
+        Raises ``StoreError`` subclasses when the bucket fails; the records then stay
+        pending in the cache and the next flush retries them.
+        """
+        written = 0
+        with self._lock_for(run_id):
+            if run_id not in self._synced:
+                row = self.cache.run(run_id)
+                if row is None:
+                    return 0
+                self._adopt(row, self._remote_index(run_id))
+                self._synced.add(run_id)
+            conflicts = 0
+            start = self.cache.run(run_id)
+            if start is None:
+                return written
+            # Records appended while we flush wait for the next trigger: draining them
+            # here would cut the stream into many tiny segments.
+            upto = start.last_seq
+            while True:
+                row = self.cache.run(run_id)
+                if row is None:
+                    return written
+                batch = self.cache.pending(run_id, self.config.max_segment_records, upto)
+                if not batch and row.status_archived:
+                    return written
+                if self._flush_once(row, batch):
+                    written += 1 if batch else 0
+                    continue
+                conflicts += 1
+                if conflicts >= 10:
+                    raise IndexConflictError(
+                        f"run {run_id!r}: the index kept changing under 10 flush attempts; "
+                        "is another process writing this run?"
+                    )
+
+    def _flush_once(self, row: RunRow, batch: list[CachedRecord]) -> bool:
+        """One segment (or a status-only index update). False if the index moved under us."""
+        base = (
+            RunIndex.model_validate_json(row.index_json) if row.index_json else _index_from_row(row)
+        )
+        ref: SegmentRef | None = None
+        archived: list[int] = []
+        dropped: list[int] = []
+        if batch:
+            ref, archived, dropped, body = self._encode(row, batch)
+            try:
+                self.store.put(ref.key, body, mode="create")
+            except PreconditionFailedError:
+                # The key carries the body's hash: an earlier attempt already stored it.
+                log.info("segment %s already present (retried flush)", ref.key)
+            else:
+                self.stats.segments += 1
+                self.stats.stored_bytes += ref.stored_bytes
+                self.stats.raw_bytes += ref.raw_bytes
+        new = base
+        if ref is not None:
+            new = new.model_copy(
+                update={
+                    "segments": (*base.segments, ref),
+                    "last_seq": ref.last_seq,
+                    "updated_at": utcnow(),
+                }
+            )
+        pending_after = batch and len(batch) >= self.config.max_segment_records
+        if row.status != "running" and not pending_after:
+            new = _with_status(new, row)
+        body_json = new.model_dump_json()
+        mode = IfMatch(row.index_etag) if row.index_etag else "create"
+        try:
+            etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
+        except PreconditionFailedError:
+            log.warning("index of run %s changed in the bucket; re-reading it", row.run_id)
+            self._adopt(row, self._remote_index(row.run_id))
+            return False
+        self.stats.index_writes += 1
+        self.stats.records += len(archived)
+        self.stats.dropped += len(dropped)
+        self.cache.mark_flushed(
+            row.run_id,
+            archived,
+            dropped,
+            new.last_seq,
+            etag,
+            body_json,
+            new.status,
+        )
+        if self.config.cache_keep_records >= 0:
+            self.cache.evict(row.run_id, self.config.cache_keep_records)
+        return True
+
+    def _encode(
+        self, row: RunRow, batch: list[CachedRecord]
+    ) -> tuple[SegmentRef, list[int], list[int], bytes]:
+        pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
+        kept = select_checkpoints(pending, self.config.policy, row.first_checkpoint_seq)
+        chosen = [r for r in batch if r.type != "checkpoint" or r.seq in kept]
+        enc = encode_segment([r.line for r in chosen], self.config.compression_level)
+        first, last = batch[0].seq, batch[-1].seq
+        ref = SegmentRef(
+            key=segment_key(row.run_id, first, last, enc.sha256),
+            first_seq=first,
+            last_seq=last,
+            records=len(chosen),
+            checkpoints=sum(1 for r in chosen if r.type == "checkpoint"),
+            events=sum(1 for r in chosen if r.type != "checkpoint"),
+            dropped=len(batch) - len(chosen),
+            stored_bytes=len(enc.body),
+            raw_bytes=enc.raw_bytes,
+            sha256=enc.sha256,
+            first_ts=datetime.fromisoformat(batch[0].ts),
+            last_ts=datetime.fromisoformat(batch[-1].ts),
+        )
+        dropped = [r.seq for r in batch if r.type == "checkpoint" and r.seq not in kept]
+        return ref, [r.seq for r in chosen], dropped, enc.body
+
+
+@dataclass
+class _Pending:
+    count: int
+    kept: KeptBytes
+    since: float  # monotonic time of the oldest pending record
+    failures: int = 0
+    retry_at: float = 0.0
+    requested: bool = False
+
+
+@dataclass
+class FlushError:
+    """The last failure of a background flush of one run."""
+
+    run_id: str
+    error: Exception
+    at: float = field(default_factory=time.time)
+
+
+class Flusher:
+    """Background thread that flushes runs when a trigger fires.
+
+    Triggers, per run: ``flush_records`` pending records, ``flush_bytes`` of would-be
+    segment, ``flush_age`` seconds since the oldest pending record. Failures back off
+    exponentially (0.5 s doubling up to 30 s) and are kept in :attr:`errors`.
+    """
+
+    def __init__(self, engine: FlushEngine, config: ArchiveConfig) -> None:
+        self.engine, self.config = engine, config
+        self.errors: dict[str, FlushError] = {}
+        self._cond = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="runarchive-flusher", daemon=True)
+        self.on_error: Callable[[FlushError], None] | None = None
+
+    def start(self, recovered: list[str]) -> None:
+        """Start the thread; ``recovered`` runs (pending from an earlier process) are due now."""
+        with self._cond:
+            for run_id in recovered:
+                state = self._fresh(run_id)
+                state.requested = True
+        self._thread.start()
+
+    def _fresh(self, run_id: str) -> _Pending:
+        state = self._pending.get(run_id)
+        if state is None:
+            state = self._pending[run_id] = _Pending(
+                0, KeptBytes(self.config.policy), time.monotonic()
+            )
+        return state
+
+    def note_append(self, run_id: str, seq: int, rtype: str, name: str, size: int) -> None:
+        """Called after each durable append; wakes the thread when a trigger fires."""
+        with self._cond:
+            state = self._pending.get(run_id)
+            if state is None or state.count == 0:
+                state = self._fresh(run_id)
+                state.since = time.monotonic()
+            state.count += 1
+            if rtype == "checkpoint":
+                state.kept.add_checkpoint(seq, name, size)
+            else:
+                state.kept.add_event(size)
+            if (
+                state.count >= self.config.flush_records
+                or state.kept.total >= self.config.flush_bytes
+            ):
+                self._cond.notify()
+
+    def request(self, run_id: str) -> None:
+        """Ask for a flush of ``run_id`` soon (status change, close)."""
+        with self._cond:
+            self._fresh(run_id).requested = True
+            self._cond.notify()
+
+    def _due(self, now: float) -> tuple[list[str], float]:
+        due, wait = [], self.config.flush_age
+        for run_id, st in self._pending.items():
+            if st.count == 0 and not st.requested:
+                continue
+            if st.retry_at > now:
+                wait = min(wait, st.retry_at - now)
+                continue
+            age_left = st.since + self.config.flush_age - now
+            if (
+                st.requested
+                or st.count >= self.config.flush_records
+                or st.kept.total >= self.config.flush_bytes
+                or age_left <= 0
+            ):
+                due.append(run_id)
+            else:
+                wait = min(wait, age_left)
+        return due, max(wait, 0.01)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+                due, wait = self._due(time.monotonic())
+                if not due:
+                    self._cond.wait(wait)
+                    continue
+                for run_id in due:
+                    self._pending[run_id].requested = False
+            for run_id in due:
+                self._flush(run_id)
+
+    def _flush(self, run_id: str) -> None:
+        try:
+            self.engine.flush_run(run_id)
+        except Exception as exc:  # kept, logged and retried: the records stay in the cache
+            with self._cond:
+                st = self._fresh(run_id)
+                st.failures += 1
+                st.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** (st.failures - 1))
+            err = FlushError(run_id, exc)
+            self.errors[run_id] = err
+            log.warning("flush of run %s failed (%s); will retry", run_id, exc)
+            if self.on_error is not None:
+                self.on_error(err)
+            return
+        self.errors.pop(run_id, None)
+        self.reset(run_id)
+
+    def reset(self, run_id: str) -> None:
+        """Recount what is still pending for ``run_id`` after a flush."""
+        rows = self.engine.cache.pending(run_id, 1_000_000)
+        with self._cond:
+            st = self._fresh(run_id)
+            st.failures, st.retry_at = 0, 0.0
+            st.count = len(rows)
+            st.kept.reset((r.seq, r.name, len(r.line)) for r in rows if r.type == "checkpoint")
+            for r in rows:
+                if r.type != "checkpoint":
+                    st.kept.add_event(len(r.line))
+            st.since = time.monotonic()
+            if not rows and not st.requested:
+                del self._pending[run_id]
+
+    def stop(self) -> None:
+        """Stop the thread (after its current flush)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()

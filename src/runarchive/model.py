@@ -1,0 +1,160 @@
+"""Persisted data: records, segment references and the run index (format version 1).
+
+Everything that is written to the bucket is a frozen pydantic model here, and
+``docs/format.md`` describes the same shapes for readers without runarchive.
+Readers accept every format version up to :data:`FORMAT_VERSION`; writers write
+the newest; an object from a newer version raises ``FormatVersionError``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
+
+FORMAT_VERSION = 1
+
+RunStatus = Literal["running", "completed", "failed"]
+
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_NAME_LEN = 256
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` if valid: 1-128 of ``[A-Za-z0-9._-]``, no ``..``, not ``.``."""
+    if not isinstance(run_id, str):
+        raise InvalidInputError(f"run_id must be a str, not {type(run_id).__name__}")
+    if not _RUN_ID_RE.fullmatch(run_id) or ".." in run_id or run_id == ".":
+        raise InvalidInputError(
+            f"invalid run_id {run_id!r}: use 1-128 characters from [A-Za-z0-9._-], "
+            "without '..'"
+        )
+    return run_id
+
+
+def validate_name(value: object, what: str) -> str:
+    """Return a checkpoint name / event kind / lane / agent if it is a usable str."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_NAME_LEN or not value.isprintable():
+        raise InvalidInputError(
+            f"invalid {what} {value!r}: use 1-{MAX_NAME_LEN} printable characters"
+        )
+    return value
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A fresh run id that sorts by creation time: ``20261125T044755123456Z-1a2b3c4d``."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(4)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z``: sorts as text, parses with ``jq``."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Checkpoint(_Frozen):
+    """A named snapshot of an agent's state."""
+
+    run: str
+    seq: int
+    ts: datetime
+    type: Literal["checkpoint"] = "checkpoint"
+    name: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    state: Any = None
+
+
+class Event(_Frozen):
+    """One entry of the run's event log."""
+
+    run: str
+    seq: int
+    ts: datetime
+    type: Literal["event"] = "event"
+    kind: str
+    lane: str = "main"
+    data: Any = None
+
+
+Record = Annotated[Checkpoint | Event, Field(discriminator="type")]
+
+
+class SegmentRef(_Frozen):
+    """One segment object as the run index describes it."""
+
+    key: str
+    first_seq: int
+    last_seq: int
+    records: int
+    checkpoints: int
+    events: int
+    dropped: int = 0  # checkpoints in [first_seq, last_seq] left out by the policy
+    stored_bytes: int  # compressed object size
+    raw_bytes: int  # uncompressed JSON Lines size
+    sha256: str  # of the uncompressed body
+    first_ts: datetime
+    last_ts: datetime
+    format: int = FORMAT_VERSION
+
+
+class RunIndex(_Frozen):
+    """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
+
+    format: int = FORMAT_VERSION
+    run_id: str
+    agent: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    status: RunStatus = "running"
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+    last_seq: int = 0  # highest seq covered by a segment; 0 = none yet
+    segments: tuple[SegmentRef, ...] = ()
+
+    @property
+    def stored_bytes(self) -> int:
+        """Sum of the segments' object sizes."""
+        return sum(s.stored_bytes for s in self.segments)
+
+    @property
+    def raw_bytes(self) -> int:
+        """Sum of the segments' uncompressed sizes."""
+        return sum(s.raw_bytes for s in self.segments)
+
+
+def parse_index(body: bytes, key: str) -> RunIndex:
+    """Decode an index object, refusing newer format versions with a clear message."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptObjectError(key, f"not JSON ({exc})") from exc
+    # The version is checked before the shape: a newer shape is not corruption.
+    version = raw.get("format") if isinstance(raw, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{key!r} was written by format version {version}; this runarchive reads "
+            f"up to {FORMAT_VERSION}. Upgrade runarchive to read it."
+        )
+    try:
+        return RunIndex.model_validate(raw)
+    except ValidationError as exc:
+        raise CorruptObjectError(key, f"not a valid run index ({exc.error_count()} errors)") from exc

@@ -1,0 +1,146 @@
+"""``file://`` store: a local directory laid out exactly like the bucket.
+
+Object ``runs/r1/index.json`` is the file ``<root>/runs/r1/index.json``; the
+bytes are the same as in a bucket, so a directory can be synced to S3 as is.
+Writes go to a temporary file under ``<root>/.tmp/`` and are then published:
+
+* ``create``   — ``link(tmp, final)``, which fails atomically if ``final`` exists;
+* ``IfMatch``  — under an exclusive ``flock`` on ``<root>/.tmp/lock`` (so several
+  processes on one host serialise), compare the current ETag, then ``rename``;
+* ``overwrite`` — ``rename``.
+
+Every write is fsynced (file and directory) before it returns. ``.tmp/`` is not
+part of the key space and is never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from runarchive.errors import ObjectNotFoundError, PreconditionFailedError, StoreError
+from runarchive.store._memory import content_etag
+from runarchive.store.base import (
+    Capabilities,
+    GetResult,
+    IfMatch,
+    ObjectMeta,
+    PutMode,
+    Store,
+    check_key,
+)
+
+_TMP = ".tmp"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStore(Store):
+    """Objects as files under ``root``; same keys, bytes and CAS semantics as S3."""
+
+    capabilities = Capabilities(conditional_writes=True, multipart=False, remote=False)
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        try:
+            (self.root / _TMP).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create archive directory {self.root}: {exc}") from exc
+        self._thread_lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def get(self, key: str) -> GetResult:
+        try:
+            body = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(
+                f"no object {key!r} in {self.description}", key=key
+            ) from None
+        return GetResult(body, content_etag(body))
+
+    def head(self, key: str) -> ObjectMeta | None:
+        try:
+            body = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return ObjectMeta(key, len(body), content_etag(body))
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        # flock serialises processes; the thread lock serialises threads of this one
+        # (flock is per open file description, and each call opens its own).
+        with self._thread_lock, open(self.root / _TMP / "lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+        final = self._path(key)
+        tmp = self.root / _TMP / f"{uuid.uuid4().hex}.part"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if mode == "create":
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    raise PreconditionFailedError(f"{key!r} already exists", key=key) from None
+            elif isinstance(mode, IfMatch):
+                with self._exclusive():
+                    current = self.head(key)
+                    if current is None or current.etag != mode.etag:
+                        raise PreconditionFailedError(
+                            f"{key!r} changed since it was read", key=key
+                        )
+                    os.replace(tmp, final)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreError(f"writing {key!r} in {self.description} failed: {exc}", key=key) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return content_etag(body)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if d != _TMP]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if key.startswith(prefix):
+                    keys.append(key.replace(os.sep, "/"))
+        for key in sorted(keys):
+            meta = self.head(key)
+            if meta is not None:  # deleted while listing
+                yield meta
+
+    def delete(self, key: str) -> None:
+        # Empty directories are left in place: removing them would race with a
+        # concurrent put into the same directory, and list() ignores them.
+        self._path(key).unlink(missing_ok=True)
