@@ -19,7 +19,9 @@ import botocore.exceptions
 
 from runarchive.errors import (
     AccessDeniedError,
+    BucketNotFoundError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StoreError,
     StoreUnavailableError,
     store_error_for,
@@ -157,11 +159,18 @@ class S3Store(Store):
         if len(body) > self.settings.multipart_threshold:
             return self._put_multipart(key, body, cond)
         try:
-            resp = self._client.put_object(
-                Bucket=self.settings.bucket, Key=self._full(key), Body=body, **cond
-            )
-        except Exception as exc:
-            self._raise(exc, "PUT", key)
+            try:
+                resp = self._client.put_object(
+                    Bucket=self.settings.bucket, Key=self._full(key), Body=body, **cond
+                )
+            except Exception as exc:
+                self._raise(exc, "PUT", key)
+        except ObjectNotFoundError as exc:
+            # AWS answers If-Match on a missing key with 404 (SeaweedFS: 412); to the
+            # contract both mean "the object is not the one you read".
+            if "IfMatch" in cond and not isinstance(exc, BucketNotFoundError):
+                raise PreconditionFailedError(f"{key!r} does not exist", key=key) from exc
+            raise
         return resp["ETag"]
 
     def _put_multipart(self, key: str, body: bytes, cond: dict[str, str]) -> str:
