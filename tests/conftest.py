@@ -124,3 +124,58 @@ def archive_factory(tmp_path: Path) -> Iterator[Callable[..., Archive]]:
     yield factory
     for archive in opened:
         archive.close()
+
+
+class Backend:
+    """Where an archive test runs: a URL plus the settings to reach it."""
+
+    def __init__(self, name: str, url: str, settings: dict[str, object], tmp: Path) -> None:
+        self.name, self.url, self.settings, self.tmp = name, url, settings, tmp
+        self._opened: list[Archive] = []
+        self._n = 0
+
+    def open(self, **overrides: object) -> Archive:
+        """Open the archive with a fresh cache dir (a new host) unless one is given."""
+        self._n += 1
+        settings = {**self.settings, **overrides}
+        settings.setdefault("cache_dir", self.tmp / f"host{self._n}")
+        archive = Archive.open(self.url, **settings)
+        self._opened.append(archive)
+        return archive
+
+    def close_all(self) -> None:
+        for archive in self._opened:
+            archive.close()
+
+
+@pytest.fixture(params=["file", "moto", "seaweedfs"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """An empty archive on each kind of store: file://, in-process moto, real SeaweedFS."""
+    kind = str(request.param)
+    if kind == "file":
+        b = Backend(kind, (tmp_path / "bucket").as_uri(), {}, tmp_path)
+        yield b
+        b.close_all()
+    elif kind == "moto":
+        with mock_aws():
+            boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="runarchive-test")
+            b = Backend(kind, "s3://runarchive-test/agents", {"region": "us-east-1"}, tmp_path)
+            yield b
+            b.close_all()
+    else:
+        server: S3Server = request.getfixturevalue("seaweed")
+        b = Backend(kind, server.url(server.make_bucket(), "agents"), s3_settings(server), tmp_path)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+            mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+            yield b
+            b.close_all()
+
+
+def s3_settings(server: S3Server) -> dict[str, object]:
+    """Archive settings that reach ``server`` (credentials come from the environment)."""
+    return {
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "addressing_style": "path",
+    }

@@ -5,7 +5,7 @@ returns, then flushed as zstd segments to an S3-compatible bucket (or a local
 directory laid out like one), from which any host can restore a run.
 """
 
-from runarchive.archive import Archive, Run
+from runarchive.archive import Archive, Reader, Run
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     AccessDeniedError,
@@ -48,6 +48,7 @@ __all__ = [
     "ObjectNotFoundError",
     "Policy",
     "PreconditionFailedError",
+    "Reader",
     "RestoredRun",
     "Run",
     "RunArchiveError",

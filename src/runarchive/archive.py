@@ -33,7 +33,7 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.flush import FlushEngine, FlushError, Flusher
+from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.model import (
     Checkpoint,
@@ -309,7 +309,6 @@ class Archive(Reader):
             raise RunStateError("this archive is closed; open it again")
 
 
-
 def _parse(rec: CachedRecord) -> Checkpoint | Event:
     return parse_records(rec.line, "local cache")[0]
 
@@ -395,9 +394,7 @@ class Run:
             if self._status != "running":
                 raise RunStateError(f"run {self.run_id!r} is already {self._status}")
             result_text = None if result is None else dumps(result).decode()
-            self.archive.cache.end_run(
-                self.run_id, status, format_ts(utcnow()), result_text, error
-            )
+            self.archive.cache.end_run(self.run_id, status, format_ts(utcnow()), result_text, error)
             self._status = status
         self.flush()
 
@@ -467,21 +464,17 @@ class Run:
         """
         lo = since if isinstance(since, int) else None
         hi = until if isinstance(until, int) else None
-        out = [
-            r
-            for r in map(_parse, self.archive.cache.records(
-                self.run_id, rtype="checkpoint", name=name, min_seq=lo, max_seq=hi
-            ))
-            if isinstance(r, Checkpoint)
-        ]
-        first_cached = self.archive.cache.min_cached_seq(self.run_id)
-        if first_cached is not None and first_cached > (lo or 1):
-            older = [
-                r
-                for r in self._archived(lo or 1, first_cached - 1)
-                if isinstance(r, Checkpoint) and (name is None or r.name == name)
-            ]
-            out = older + out
+        cached = self.archive.cache.records(
+            self.run_id, rtype="checkpoint", name=name, min_seq=lo, max_seq=hi
+        )
+        found = {r.seq: r for r in map(_parse, cached) if isinstance(r, Checkpoint)}
+        row = self.archive.cache.run(self.run_id)
+        evicted = row.evicted_seq if row else 0
+        if evicted >= (lo or 1):  # part of the range left the cache: read it from the bucket
+            for r in self._archived(lo or 1, min(evicted, hi or evicted)):
+                if isinstance(r, Checkpoint) and (name is None or r.name == name):
+                    found.setdefault(r.seq, r)
+        out = [found[s] for s in sorted(found)]
         if isinstance(since, datetime):
             out = [r for r in out if r.ts >= since]
         if isinstance(until, datetime):
@@ -505,4 +498,6 @@ class Run:
             return []
         index = RunIndex.model_validate_json(row.index_json)
         plan = plan_restore(index, seq=hi, min_seq=lo)
-        return execute_restore(plan, self.archive.store, workers=self.archive.config.restore_workers)
+        return execute_restore(
+            plan, self.archive.store, workers=self.archive.config.restore_workers
+        )

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     archived_seq INTEGER NOT NULL DEFAULT 0,
     index_etag TEXT,
     index_json TEXT,
-    status_archived INTEGER NOT NULL DEFAULT 0
+    status_archived INTEGER NOT NULL DEFAULT 0,
+    evicted_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -82,6 +83,7 @@ class RunRow:
     index_etag: str | None
     index_json: str | None
     status_archived: int
+    evicted_seq: int  # records up to here may have been evicted (they are in the bucket)
 
 
 @dataclass(frozen=True)
@@ -225,9 +227,11 @@ class Cache:
 
     def run(self, run_id: str) -> RunRow | None:
         """The cached run, or ``None``."""
-        row = self._conn().execute(
-            f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
         return RunRow(*row) if row else None
 
     def runs(self) -> list[RunRow]:
@@ -256,9 +260,7 @@ class Cache:
 
     # -- records ----------------------------------------------------------------
 
-    def append(
-        self, run_id: str, seq: int, ts: str, rtype: str, name: str, line: bytes
-    ) -> None:
+    def append(self, run_id: str, seq: int, ts: str, rtype: str, name: str, line: bytes) -> None:
         """Durably append one record (one fsynced transaction)."""
         with self.transaction() as db:
             db.execute(
@@ -288,9 +290,13 @@ class Cache:
 
     def pending_stats(self, run_id: str) -> tuple[int, str | None]:
         """Count of unflushed records and the timestamp of the oldest."""
-        count, oldest = self._conn().execute(
-            "SELECT COUNT(*), MIN(ts) FROM records WHERE run_id = ? AND flushed = 0", (run_id,)
-        ).fetchone()
+        count, oldest = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*), MIN(ts) FROM records WHERE run_id = ? AND flushed = 0", (run_id,)
+            )
+            .fetchone()
+        )
         return int(count), oldest
 
     def records(
@@ -322,13 +328,6 @@ class Cache:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [CachedRecord(*r) for r in self._conn().execute(sql, args)]
-
-    def min_cached_seq(self, run_id: str) -> int | None:
-        """Lowest seq still held for a run (older ones were evicted or never written)."""
-        row = self._conn().execute(
-            "SELECT MIN(seq) FROM records WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return None if row[0] is None else int(row[0])
 
     def mark_flushed(
         self,
@@ -368,8 +367,7 @@ class Cache:
                 (run_id, archived_seq),
             )
             db.execute(
-                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ? "
-                "WHERE run_id = ?",
+                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ? WHERE run_id = ?",
                 (archived_seq, index_etag, index_json, run_id),
             )
 
@@ -386,6 +384,11 @@ class Cache:
                 "AND type = 'checkpoint' GROUP BY name)",
                 (run_id, keep_records),
             )
+            db.execute(
+                "UPDATE runs SET evicted_seq = MAX(evicted_seq, MIN(archived_seq, last_seq - ?)) "
+                "WHERE run_id = ?",
+                (keep_records, run_id),
+            )
             return cur.rowcount
 
     def close(self) -> None:
@@ -400,4 +403,3 @@ class Cache:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
-

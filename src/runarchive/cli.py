@@ -101,9 +101,10 @@ def _print_restored(restored: RestoredRun) -> None:
 
 
 _WORDS = (
-    "plan search read summarise draft check call tool result answer user asks about the "
-    "quarterly report weather forecast database schema migration error retry fix test"
-).split()
+    "plan", "search", "read", "summarise", "draft", "check", "call", "tool", "result",
+    "answer", "user", "asks", "about", "the", "quarterly", "report", "weather", "forecast",
+    "database", "schema", "migration", "error", "retry", "fix", "test",
+)  # fmt: skip
 
 
 def _simulate(archive: Archive, rng: random.Random, agent: str, steps: int, crash: bool) -> str:
@@ -152,7 +153,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ratio = 100 * stored / appended_bytes if appended_bytes else 0.0
     print(
         f"\n{len(indexes)} runs, {appended} records appended ({_human(appended_bytes)} of JSON), "
-        f"{objects} objects in the bucket, {_human(stored)} of segments ({ratio:.2f} % of the raw JSON)"
+        f"{objects} objects in the bucket, {_human(stored)} of segments "
+        f"({ratio:.2f} % of the raw JSON)"
     )
     print(f"requests  {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     print(f"\nnext: runarchive show {run_ids[0]}  |  runarchive restore {run_ids[-1]}")

@@ -92,8 +92,9 @@ def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None
         actual = hashlib.sha256(raw).hexdigest()
         if actual != expected_sha256:
             raise CorruptObjectError(
-                key, f"SHA-256 of the body is {actual[:16]}..., the index says "
-                f"{expected_sha256[:16]}..."
+                key,
+                f"SHA-256 of the body is {actual[:16]}..., the index says "
+                f"{expected_sha256[:16]}...",
             )
     return raw
 
@@ -111,6 +112,8 @@ def parse_records(raw: bytes, key: str) -> list[Checkpoint | Event]:
     return out
 
 
-def decode_segment(body: bytes, key: str, expected_sha256: str | None = None) -> list[Checkpoint | Event]:
+def decode_segment(
+    body: bytes, key: str, expected_sha256: str | None = None
+) -> list[Checkpoint | Event]:
     """Decompress, verify and parse one segment object."""
     return parse_records(decompress_segment(body, key, expected_sha256), key)

@@ -119,4 +119,3 @@ def load_config(**overrides: Any) -> ArchiveConfig:
             env = "RUNARCHIVE_" + loc.upper().replace(".", "__")
             problems.append(f"setting {loc!r} ({env}): {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
-

@@ -169,8 +169,6 @@ def store_error_for(code: str, status: int | None, *, op: str, key: str | None) 
     )
     where = f" on {key!r}" if key else ""
     if entry is None:
-        return StoreError(
-            f"{op}{where} failed with S3 error {code or status}", key=key, code=code
-        )
+        return StoreError(f"{op}{where} failed with S3 error {code or status}", key=key, code=code)
     cls, advice = entry
     return cls(f"{op}{where}: {advice} (S3 {code or status})", key=key, code=code)

@@ -38,7 +38,7 @@ from runarchive.errors import (
 from runarchive.jsonvalue import loads
 from runarchive.model import RunIndex, SegmentRef, parse_index, utcnow
 from runarchive.policy import KeptBytes, PendingCheckpoint, select_checkpoints
-from runarchive.store import IfMatch, Store
+from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class FlushEngine:
         if row.status != "running" and not pending_after:
             new = _with_status(new, row)
         body_json = new.model_dump_json()
-        mode = IfMatch(row.index_etag) if row.index_etag else "create"
+        mode: PutMode = IfMatch(row.index_etag) if row.index_etag else "create"
         try:
             etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
         except PreconditionFailedError:

@@ -32,8 +32,7 @@ def validate_run_id(run_id: object) -> str:
         raise InvalidInputError(f"run_id must be a str, not {type(run_id).__name__}")
     if not _RUN_ID_RE.fullmatch(run_id) or ".." in run_id or run_id == ".":
         raise InvalidInputError(
-            f"invalid run_id {run_id!r}: use 1-128 characters from [A-Za-z0-9._-], "
-            "without '..'"
+            f"invalid run_id {run_id!r}: use 1-128 characters from [A-Za-z0-9._-], without '..'"
         )
     return run_id
 
@@ -157,4 +156,6 @@ def parse_index(body: bytes, key: str) -> RunIndex:
     try:
         return RunIndex.model_validate(raw)
     except ValidationError as exc:
-        raise CorruptObjectError(key, f"not a valid run index ({exc.error_count()} errors)") from exc
+        raise CorruptObjectError(
+            key, f"not a valid run index ({exc.error_count()} errors)"
+        ) from exc

@@ -70,9 +70,7 @@ class FileStore(Store):
         try:
             body = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFoundError(
-                f"no object {key!r} in {self.description}", key=key
-            ) from None
+            raise ObjectNotFoundError(f"no object {key!r} in {self.description}", key=key) from None
         return GetResult(body, content_etag(body))
 
     def head(self, key: str) -> ObjectMeta | None:
@@ -111,15 +109,15 @@ class FileStore(Store):
                 with self._exclusive():
                     current = self.head(key)
                     if current is None or current.etag != mode.etag:
-                        raise PreconditionFailedError(
-                            f"{key!r} changed since it was read", key=key
-                        )
+                        raise PreconditionFailedError(f"{key!r} changed since it was read", key=key)
                     os.replace(tmp, final)
             else:
                 os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as exc:
-            raise StoreError(f"writing {key!r} in {self.description} failed: {exc}", key=key) from exc
+            raise StoreError(
+                f"writing {key!r} in {self.description} failed: {exc}", key=key
+            ) from exc
         finally:
             tmp.unlink(missing_ok=True)
         return content_etag(body)

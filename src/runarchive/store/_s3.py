@@ -151,7 +151,7 @@ class S3Store(Store):
         return ObjectMeta(key, resp["ContentLength"], resp["ETag"])
 
     def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
-        cond: dict[str, str] = {}
+        cond: dict[str, Any] = {}
         if mode == "create":
             cond["IfNoneMatch"] = "*"
         elif isinstance(mode, IfMatch):
@@ -173,7 +173,7 @@ class S3Store(Store):
             raise
         return resp["ETag"]
 
-    def _put_multipart(self, key: str, body: bytes, cond: dict[str, str]) -> str:
+    def _put_multipart(self, key: str, body: bytes, cond: dict[str, Any]) -> str:
         bucket, full = self.settings.bucket, self._full(key)
         part_size = max(self.settings.multipart_part_size, MIN_PART_SIZE)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 
 from runarchive.store.base import GetResult, ObjectMeta, PutMode, Store
@@ -23,6 +23,7 @@ class CountingStore(Store):
         self.counts: Counter[str] = Counter()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.recent: deque[tuple[str, str]] = deque(maxlen=10_000)  # (op, key), newest last
         self._lock = threading.Lock()
 
     @property
@@ -38,35 +39,37 @@ class CountingStore(Store):
         """Start counting from zero."""
         with self._lock:
             self.counts.clear()
+            self.recent.clear()
             self.bytes_in = self.bytes_out = 0
 
-    def _count(self, op: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
+    def _count(self, op: str, key: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
         with self._lock:
             self.counts[op] += 1
+            self.recent.append((op, key))
             self.bytes_in += bytes_in
             self.bytes_out += bytes_out
 
     def get(self, key: str) -> GetResult:
-        self._count("get")  # before the call: a failed request is still a request
+        self._count("get", key)  # before the call: a failed request is still a request
         result = self.inner.get(key)
         with self._lock:
             self.bytes_in += len(result.body)
         return result
 
     def head(self, key: str) -> ObjectMeta | None:
-        self._count("head")
+        self._count("head", key)
         return self.inner.head(key)
 
     def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
-        self._count("put", bytes_out=len(body))
+        self._count("put", key, bytes_out=len(body))
         return self.inner.put(key, body, mode=mode)
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        self._count("list")
+        self._count("list", prefix)
         yield from self.inner.list(prefix)
 
     def delete(self, key: str) -> None:
-        self._count("delete")
+        self._count("delete", key)
         self.inner.delete(key)
 
     def close(self) -> None:
