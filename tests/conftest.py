@@ -48,8 +48,14 @@ def moto_s3() -> Iterator[None]:
 def s3_store_for(server: S3Server, bucket: str, prefix: str = "p") -> S3Store:
     """An S3Store pointed at ``server``'s ``bucket`` with the server's credentials."""
     return S3Store(
-        S3Settings(bucket=bucket, prefix=prefix, endpoint_url=server.endpoint_url,
-                   region=server.region, addressing_style="path", max_attempts=2),
+        S3Settings(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=server.endpoint_url,
+            region=server.region,
+            addressing_style="path",
+            max_attempts=2,
+        ),
         client=server.client(),
     )
 
@@ -97,10 +103,12 @@ def _store_factory(
         yield lambda: FileStore(tmp_path / f"bucket{next(counter)}")
     elif store_kind == "moto":
         with mock_aws():
+
             def make_moto() -> Store:
                 name = f"moto-bucket-{next(counter)}"
                 boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=name)
                 return S3Store(S3Settings(bucket=name, prefix="pre/fix", region="us-east-1"))
+
             yield make_moto
     else:
         server: S3Server = request.getfixturevalue("seaweed")

@@ -16,7 +16,9 @@ from runarchive.policy import Policy
 
 
 def transcript(n: int) -> list[dict[str, Any]]:
-    return [{"role": ("user", "assistant")[i % 2], "content": f"message {i} " * 5} for i in range(n)]
+    return [
+        {"role": ("user", "assistant")[i % 2], "content": f"message {i} " * 5} for i in range(n)
+    ]
 
 
 def write_run(archive: Archive, checkpoints: int, every_event: int = 3) -> tuple[str, list[Any]]:
@@ -44,7 +46,11 @@ def test_restore_on_a_fresh_host_returns_everything_written(backend: Backend) ->
     assert [r.seq for r in restored.records] == list(range(1, len(written) + 1))
     assert all(same(a, b) for a, b in zip(restored.records, written, strict=True))
     index = restored.index
-    assert (index.status, index.agent, index.metadata) == ("completed", "writer", {"team": "qa", "n": 40})
+    assert (index.status, index.agent, index.metadata) == (
+        "completed",
+        "writer",
+        {"team": "qa", "n": 40},
+    )
     assert index.ended_at is not None
     assert index.last_seq == len(written)
     # segments are contiguous seq ranges, in order
@@ -89,9 +95,15 @@ def test_point_in_time_restore(backend: Backend) -> None:
 
 def test_context_manager_marks_failure_and_reraises(backend: Backend) -> None:
     archive = backend.open()
-    with pytest.raises(ValueError, match="boom"), archive.start_run(agent="x") as run:
-        run.checkpoint("a", {"ok": 1})
-        raise ValueError("boom")
+    run = archive.start_run(agent="x")
+
+    def agent_step() -> None:
+        with run:
+            run.checkpoint("a", {"ok": 1})
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        agent_step()
     assert run.status == "failed"
     with pytest.raises(RunStateError, match="failed"):
         run.checkpoint("b", {})

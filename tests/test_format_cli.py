@@ -26,14 +26,16 @@ import pytest
 
 from runarchive import Archive, FormatVersionError, Policy, Reader
 
-# The regexes docs/format.md gives, copied verbatim.
+FORMAT_MD = Path(__file__).resolve().parents[1] / "docs" / "format.md"
+
+# The key regexes docs/format.md gives (test_key_regexes_are_the_documented_ones checks).
 SEGMENT_KEY_RE = re.compile(
     r"^runs/(?P<run>[A-Za-z0-9._-]{1,128})/seg/"
     r"(?P<first>[0-9]{12})-(?P<last>[0-9]{12})-(?P<sha16>[0-9a-f]{16})\.jsonl\.zst$"
 )
 INDEX_KEY_RE = re.compile(r"^runs/(?P<run>[A-Za-z0-9._-]{1,128})/index\.json$")
 RECORD_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$")
-INDEX_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$")
+INDEX_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z$")
 
 CHECKPOINT_FIELDS = {"run", "seq", "ts", "type", "name", "metadata", "state"}
 EVENT_FIELDS = {"run", "seq", "ts", "type", "kind", "lane", "data"}
@@ -57,12 +59,12 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: list[str], stdin: bytes | None = None, *, check: bool = True) -> bytes:
+def _run(argv: list[str], stdin: bytes | None = None) -> bytes:
     """Run a CLI tool; fail the test with its stderr if it exits non-zero."""
     proc = subprocess.run(
         [_tool(argv[0]), *argv[1:]], input=stdin, capture_output=True, timeout=30, check=False
     )
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         pytest.fail(
             f"`{' '.join(argv)}` exited {proc.returncode}: "
             f"{proc.stderr.decode(errors='replace').strip()}",
@@ -201,6 +203,11 @@ def test_cli_tools_are_installed() -> None:
         _tool(name)
     assert _returncode(["zstd", "--version"]) == 0
     assert _run(["jq", "--version"]).startswith(b"jq-")
+
+
+def test_key_regexes_are_the_documented_ones() -> None:
+    documented = dict(re.findall(r"^ *(index|segment): +(\^\S+\$)$", FORMAT_MD.read_text(), re.M))
+    assert documented == {"index": INDEX_KEY_RE.pattern, "segment": SEGMENT_KEY_RE.pattern}
 
 
 def test_records_read_with_zstd_and_jq_equal_what_was_written(written: Written) -> None:

@@ -37,20 +37,33 @@ class Step:
 
 
 def test_plain_json_passes_through_unchanged() -> None:
-    state = {"messages": [{"role": "user", "content": "hi", "n": 1, "x": 0.5}], "ok": True, "z": None}
+    state = {
+        "messages": [{"role": "user", "content": "hi", "n": 1, "x": 0.5}],
+        "ok": True,
+        "z": None,
+    }
     assert check_json_value(state) is state  # no copy when nothing needs converting
 
 
 def test_tuples_enums_models_and_dataclasses_are_converted() -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     out = check_json_value(
-        {"t": (1, 2), "c": Color.RED, "l": Level.HIGH, "m": Msg(role="u", content="c", when=when),
-         "s": Step("a", ["b"]), Color.RED: 1}
+        {
+            "t": (1, 2),
+            "c": Color.RED,
+            "l": Level.HIGH,
+            "m": Msg(role="u", content="c", when=when),
+            "s": Step("a", ["b"]),
+            Color.RED: 1,
+        }
     )
     assert out == {
-        "t": [1, 2], "c": "red", "l": 3,
+        "t": [1, 2],
+        "c": "red",
+        "l": 3,
         "m": {"role": "u", "content": "c", "when": "2026-01-02T03:04:05Z"},
-        "s": {"name": "a", "tags": ["b"]}, "red": 1,
+        "s": {"name": "a", "tags": ["b"]},
+        "red": 1,
     }
     assert type(out["c"]) is str
     assert loads(dumps(out)) == out
@@ -92,7 +105,10 @@ def test_cycles_are_refused() -> None:
 
 def test_shared_non_cyclic_references_are_fine() -> None:
     shared = {"k": 1}
-    assert check_json_value({"a": shared, "b": [shared, shared]}) == {"a": shared, "b": [shared, shared]}
+    assert check_json_value({"a": shared, "b": [shared, shared]}) == {
+        "a": shared,
+        "b": [shared, shared],
+    }
 
 
 def test_root_name_is_used() -> None:

@@ -46,7 +46,8 @@ def test_deterministic_for_the_same_prefix() -> None:
 
 
 def test_seed_rule_matches_compress_after_example() -> None:
-    """The seed CheckpointManager: 60 checkpoints of 3 names keep first + latest of each + last 20."""
+    """Seed CheckpointManager rule: 60 checkpoints of 3 names keep first, latest of each,
+    and the last 20."""
     pending = [PendingCheckpoint(i, ("plan", "act", "observe")[i % 3]) for i in range(1, 61)]
     kept = select_checkpoints(pending, Policy(), first_checkpoint_seq=1)
     assert kept == {1} | set(range(41, 61))

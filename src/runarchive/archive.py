@@ -186,7 +186,9 @@ class Archive(Reader):
         self._closed = False
         self.appended_records = 0  # this process's appends, for reports
         self.appended_bytes = 0
-        self.flusher.start(self.cache.runs_needing_flush())
+        self.flusher.start(
+            {r: row.last_seq for r in self.cache.runs_needing_flush() if (row := self.cache.run(r))}
+        )
         _open_archives.add(self)
 
     @classmethod
@@ -278,8 +280,7 @@ class Archive(Reader):
         """Flush every run with pending records now, in this thread; raise on failure."""
         self._check_open()
         for run_id in self.cache.runs_needing_flush():
-            self.engine.flush_run(run_id)
-            self.flusher.reset(run_id)
+            self.flusher.flushed(run_id, self.engine.flush_run(run_id))
 
     @property
     def flush_errors(self) -> dict[str, FlushError]:
@@ -410,8 +411,7 @@ class Run:
     def flush(self) -> None:
         """Ship this run's pending records to the bucket now; raise if that fails."""
         self.archive._check_open()
-        self.archive.engine.flush_run(self.run_id)
-        self.archive.flusher.reset(self.run_id)
+        self.archive.flusher.flushed(self.run_id, self.archive.engine.flush_run(self.run_id))
 
     def __enter__(self) -> Self:
         return self

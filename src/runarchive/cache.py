@@ -116,6 +116,7 @@ class Cache:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
         try:
             self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
@@ -185,6 +186,13 @@ class Cache:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on this thread's connection; commits (and fsyncs) on exit."""
+        # Writers of this process queue on a lock rather than on SQLite's busy handler:
+        # the handler sleeps between retries, so a thread appending in a tight loop
+        # would starve the flusher's commits for seconds.
+        with self._write_lock:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")

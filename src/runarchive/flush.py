@@ -133,35 +133,30 @@ class FlushEngine:
         self.cache.adopt_index(row.run_id, index.last_seq, etag, index.model_dump_json())
 
     def flush_run(self, run_id: str) -> int:
-        """Flush everything pending for ``run_id``; returns the number of segments written.
+        """Flush what is pending for ``run_id`` now; return the seq archived through.
 
-        Raises ``StoreError`` subclasses when the bucket fails; the records then stay
-        pending in the cache and the next flush retries them.
+        Records appended while the flush runs are left for the next one: draining
+        them too would cut a busy stream into many tiny segments. Raises
+        ``StoreError`` subclasses when the bucket fails; the records then stay pending
+        in the cache and the next flush retries them.
         """
-        written = 0
         with self._lock_for(run_id):
-            if run_id not in self._synced:
-                row = self.cache.run(run_id)
-                if row is None:
-                    return 0
-                self._adopt(row, self._remote_index(run_id))
-                self._synced.add(run_id)
-            conflicts = 0
             start = self.cache.run(run_id)
             if start is None:
-                return written
-            # Records appended while we flush wait for the next trigger: draining them
-            # here would cut the stream into many tiny segments.
+                return 0
+            if run_id not in self._synced:
+                self._adopt(start, self._remote_index(run_id))
+                self._synced.add(run_id)
             upto = start.last_seq
+            conflicts = 0
             while True:
                 row = self.cache.run(run_id)
                 if row is None:
-                    return written
+                    return upto
                 batch = self.cache.pending(run_id, self.config.max_segment_records, upto)
                 if not batch and row.status_archived:
-                    return written
+                    return upto
                 if self._flush_once(row, batch):
-                    written += 1 if batch else 0
                     continue
                 conflicts += 1
                 if conflicts >= 10:
@@ -183,8 +178,12 @@ class FlushEngine:
             try:
                 self.store.put(ref.key, body, mode="create")
             except PreconditionFailedError:
-                # The key carries the body's hash: an earlier attempt already stored it.
+                # The key carries the body's hash: an earlier attempt already stored the
+                # same records, possibly at another compression level; record its size.
                 log.info("segment %s already present (retried flush)", ref.key)
+                meta = self.store.head(ref.key)
+                if meta is not None:
+                    ref = ref.model_copy(update={"stored_bytes": meta.size})
             else:
                 self.stats.segments += 1
                 self.stats.stored_bytes += ref.stored_bytes
@@ -253,9 +252,10 @@ class FlushEngine:
 
 @dataclass
 class _Pending:
-    count: int
+    count: int  # records with seq > the last flushed seq (seqs are gapless)
     kept: KeptBytes
     since: float  # monotonic time of the oldest pending record
+    last_seq: int = 0  # newest seq noted
     failures: int = 0
     retry_at: float = 0.0
     requested: bool = False
@@ -287,12 +287,14 @@ class Flusher:
         self._thread = threading.Thread(target=self._loop, name="runarchive-flusher", daemon=True)
         self.on_error: Callable[[FlushError], None] | None = None
 
-    def start(self, recovered: list[str]) -> None:
-        """Start the thread; ``recovered`` runs (pending from an earlier process) are due now."""
+    def start(self, recovered: dict[str, int]) -> None:
+        """Start the thread; ``recovered`` runs (run id -> last seq), pending from an
+        earlier process, are due now."""
         with self._cond:
-            for run_id in recovered:
+            for run_id, last_seq in recovered.items():
                 state = self._fresh(run_id)
                 state.requested = True
+                state.last_seq = last_seq
         self._thread.start()
 
     def _fresh(self, run_id: str) -> _Pending:
@@ -311,6 +313,7 @@ class Flusher:
                 state = self._fresh(run_id)
                 state.since = time.monotonic()
             state.count += 1
+            state.last_seq = seq
             if rtype == "checkpoint":
                 state.kept.add_checkpoint(seq, name, size)
             else:
@@ -363,7 +366,7 @@ class Flusher:
 
     def _flush(self, run_id: str) -> None:
         try:
-            self.engine.flush_run(run_id)
+            upto = self.engine.flush_run(run_id)
         except Exception as exc:  # kept, logged and retried: the records stay in the cache
             with self._cond:
                 st = self._fresh(run_id)
@@ -375,22 +378,23 @@ class Flusher:
             if self.on_error is not None:
                 self.on_error(err)
             return
-        self.errors.pop(run_id, None)
-        self.reset(run_id)
+        self.flushed(run_id, upto)
 
-    def reset(self, run_id: str) -> None:
-        """Recount what is still pending for ``run_id`` after a flush."""
-        rows = self.engine.cache.pending(run_id, 1_000_000)
+    def flushed(self, run_id: str, upto: int) -> None:
+        """Record that ``run_id`` is archived through seq ``upto`` (no I/O: seqs are
+        gapless, so what is pending is exactly the seqs noted after ``upto``)."""
         with self._cond:
-            st = self._fresh(run_id)
+            self.errors.pop(run_id, None)
+            st = self._pending.get(run_id)
+            if st is None:
+                return
             st.failures, st.retry_at = 0, 0.0
-            st.count = len(rows)
-            st.kept.reset((r.seq, r.name, len(r.line)) for r in rows if r.type == "checkpoint")
-            for r in rows:
-                if r.type != "checkpoint":
-                    st.kept.add_event(len(r.line))
+            st.count = max(0, st.last_seq - upto)
+            # The few records appended during the flush are not re-measured: the
+            # byte estimate restarts from zero, the count and age triggers still hold.
+            st.kept.reset()
             st.since = time.monotonic()
-            if not rows and not st.requested:
+            if st.count == 0 and not st.requested:
                 del self._pending[run_id]
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
 
@@ -68,6 +68,12 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class _Persisted(BaseModel):
+    # Unknown fields (added by a newer writer of the same format version) are kept,
+    # so rewriting an index never drops what a newer writer put there.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
 class Checkpoint(_Frozen):
     """A named snapshot of an agent's state."""
 
@@ -95,7 +101,7 @@ class Event(_Frozen):
 Record = Annotated[Checkpoint | Event, Field(discriminator="type")]
 
 
-class SegmentRef(_Frozen):
+class SegmentRef(_Persisted):
     """One segment object as the run index describes it."""
 
     key: str
@@ -110,13 +116,13 @@ class SegmentRef(_Frozen):
     sha256: str  # of the uncompressed body
     first_ts: datetime
     last_ts: datetime
-    format: int = FORMAT_VERSION
+    format: StrictInt = FORMAT_VERSION
 
 
-class RunIndex(_Frozen):
+class RunIndex(_Persisted):
     """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
 
-    format: int = FORMAT_VERSION
+    format: StrictInt = FORMAT_VERSION
     run_id: str
     agent: str
     metadata: dict[str, Any] = Field(default_factory=dict)

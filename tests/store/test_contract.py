@@ -121,7 +121,9 @@ def test_racing_cas_loses_no_update(make_race_store: StoreFactory) -> None:
             while True:
                 got = store.get("cas/counter")
                 try:
-                    store.put("cas/counter", str(int(got.body) + 1).encode(), mode=IfMatch(got.etag))
+                    store.put(
+                        "cas/counter", str(int(got.body) + 1).encode(), mode=IfMatch(got.etag)
+                    )
                     break
                 except PreconditionFailedError:
                     continue
