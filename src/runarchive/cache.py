@@ -26,8 +26,8 @@ from runarchive.errors import CacheError
 
 SCHEMA_VERSION = 1
 
-# flushed: 0 = pending, 1 = archived in a segment, 2 = left out by the policy.
-PENDING, ARCHIVED, DROPPED = 0, 1, 2
+# A record is pending while its seq is above its run's archived_seq: a watermark,
+# so a flush marks 256 records archived by updating one row, not 256 large ones.
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,11 +56,11 @@ CREATE TABLE IF NOT EXISTS records (
     ts TEXT NOT NULL,
     type TEXT NOT NULL,
     name TEXT NOT NULL,
-    line BLOB NOT NULL,
-    flushed INTEGER NOT NULL DEFAULT 0
+    size INTEGER NOT NULL,
+    line BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS records_run_seq ON records (run_id, seq);
-CREATE INDEX IF NOT EXISTS records_pending ON records (run_id, flushed, seq);
+CREATE INDEX IF NOT EXISTS records_run_name ON records (run_id, type, name, seq);
 """
 
 
@@ -87,6 +87,17 @@ class RunRow:
 
 
 @dataclass(frozen=True)
+class RecordInfo:
+    """What the flusher needs to decide about a record, without its (large) line."""
+
+    seq: int
+    ts: str
+    type: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
 class CachedRecord:
     """One record line with the columns the cache indexes."""
 
@@ -95,11 +106,11 @@ class CachedRecord:
     type: str
     name: str
     line: bytes
-    flushed: int
 
 
 _RUN_COLS = ", ".join(RunRow.__dataclass_fields__)
-_REC_COLS = "seq, ts, type, name, line, flushed"
+_REC_COLS = "seq, ts, type, name, line"
+_INFO_COLS = "seq, ts, type, name, size"
 
 
 class Cache:
@@ -250,8 +261,7 @@ class Cache:
     def runs_needing_flush(self) -> list[str]:
         """Runs with pending records, or whose status the bucket does not show yet."""
         rows = self._conn().execute(
-            "SELECT run_id FROM runs WHERE status_archived = 0 OR EXISTS "
-            "(SELECT 1 FROM records r WHERE r.run_id = runs.run_id AND r.flushed = 0)"
+            "SELECT run_id FROM runs WHERE status_archived = 0 OR last_seq > archived_seq"
         )
         return [r[0] for r in rows]
 
@@ -272,8 +282,9 @@ class Cache:
         """Durably append one record (one fsynced transaction)."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO records (run_id, seq, ts, type, name, line) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, seq, ts, rtype, name, line),
+                "INSERT INTO records (run_id, seq, ts, type, name, size, line) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, seq, ts, rtype, name, len(line), line),
             )
             if rtype == "checkpoint":
                 db.execute(
@@ -287,25 +298,26 @@ class Cache:
                     (seq, ts, run_id),
                 )
 
-    def pending(self, run_id: str, limit: int, max_seq: int | None = None) -> list[CachedRecord]:
-        """The oldest ``limit`` unflushed records of a run (up to ``max_seq``), in seq order."""
+    def pending(self, run_id: str, limit: int, max_seq: int) -> list[RecordInfo]:
+        """The oldest ``limit`` unarchived records of a run up to ``max_seq``, in seq order."""
         rows = self._conn().execute(
-            f"SELECT {_REC_COLS} FROM records WHERE run_id = ? AND flushed = 0 AND seq <= ? "
-            "ORDER BY seq LIMIT ?",
-            (run_id, max_seq if max_seq is not None else 2**62, limit),
+            f"SELECT {_INFO_COLS} FROM records WHERE run_id = ?1 AND seq > "
+            "(SELECT archived_seq FROM runs WHERE run_id = ?1) AND seq <= ?2 "
+            "ORDER BY seq LIMIT ?3",
+            (run_id, max_seq, limit),
         )
-        return [CachedRecord(*r) for r in rows]
+        return [RecordInfo(*r) for r in rows]
 
-    def pending_stats(self, run_id: str) -> tuple[int, str | None]:
-        """Count of unflushed records and the timestamp of the oldest."""
-        count, oldest = (
-            self._conn()
-            .execute(
-                "SELECT COUNT(*), MIN(ts) FROM records WHERE run_id = ? AND flushed = 0", (run_id,)
-            )
-            .fetchone()
+    def lines(self, run_id: str, seqs: list[int]) -> list[bytes]:
+        """The record lines of ``seqs`` (ascending, all present), in that order."""
+        if not seqs:
+            return []
+        rows = self._conn().execute(
+            "SELECT seq, line FROM records WHERE run_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (run_id, seqs[0], seqs[-1]),
         )
-        return int(count), oldest
+        wanted = set(seqs)
+        return [line for seq, line in rows if seq in wanted]
 
     def records(
         self,
@@ -337,46 +349,26 @@ class Cache:
             sql += f" LIMIT {int(limit)}"
         return [CachedRecord(*r) for r in self._conn().execute(sql, args)]
 
-    def mark_flushed(
+    def mark_archived(
         self,
         run_id: str,
-        archived: list[int],
-        dropped: list[int],
         archived_seq: int,
         index_etag: str,
         index_json: str,
-        index_status: str,
+        index_status: str | None,
     ) -> None:
-        """After the bucket's index names a segment: record what it holds, in one commit.
+        """The bucket's index covers seqs up to ``archived_seq``: record it in one commit.
 
-        ``index_status`` is the status the written index carries; the run's status is
-        archived only if it still equals it (``end_run`` may have run meanwhile)."""
-        with self.transaction() as db:
-            db.executemany(
-                f"UPDATE records SET flushed = {ARCHIVED} WHERE run_id = ? AND seq = ?",
-                [(run_id, s) for s in archived],
-            )
-            db.executemany(
-                f"UPDATE records SET flushed = {DROPPED} WHERE run_id = ? AND seq = ?",
-                [(run_id, s) for s in dropped],
-            )
-            db.execute(
-                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ?, "
-                "status_archived = (status = ?) WHERE run_id = ?",
-                (archived_seq, index_etag, index_json, index_status, run_id),
-            )
-
-    def adopt_index(self, run_id: str, archived_seq: int, index_etag: str, index_json: str) -> None:
-        """Take the bucket's index as truth: records up to ``archived_seq`` are in it."""
+        ``index_status`` is the status the index carries; the run's status counts as
+        archived only if it still equals it (``end_run`` may have run meanwhile).
+        ``None`` leaves that flag alone.
+        """
         with self.transaction() as db:
             db.execute(
-                f"UPDATE records SET flushed = {ARCHIVED} WHERE run_id = ? AND seq <= ? "
-                "AND flushed = 0",
-                (run_id, archived_seq),
-            )
-            db.execute(
-                "UPDATE runs SET archived_seq = ?, index_etag = ?, index_json = ? WHERE run_id = ?",
-                (archived_seq, index_etag, index_json, run_id),
+                "UPDATE runs SET archived_seq = MAX(archived_seq, ?), index_etag = ?, "
+                "index_json = ?, status_archived = CASE WHEN ? IS NULL THEN status_archived "
+                "ELSE status = ? END WHERE run_id = ?",
+                (archived_seq, index_etag, index_json, index_status, index_status, run_id),
             )
 
     def evict(self, run_id: str, keep_records: int) -> int:
@@ -384,8 +376,9 @@ class Cache:
         run's first checkpoint and the latest checkpoint of each name. Returns the count."""
         with self.transaction() as db:
             cur = db.execute(
-                "DELETE FROM records WHERE run_id = ?1 AND flushed != 0 "
-                "AND seq <= (SELECT last_seq FROM runs WHERE run_id = ?1) - ?2 "
+                "DELETE FROM records WHERE run_id = ?1 "
+                "AND seq <= (SELECT MIN(archived_seq, last_seq - ?2) FROM runs "
+                "WHERE run_id = ?1) "
                 "AND seq != COALESCE((SELECT first_checkpoint_seq FROM runs "
                 "WHERE run_id = ?1), 0) "
                 "AND seq NOT IN (SELECT MAX(seq) FROM records WHERE run_id = ?1 "

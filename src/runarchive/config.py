@@ -55,7 +55,7 @@ class ArchiveConfig(BaseSettings):
     policy: Policy = Field(default_factory=Policy, description="which checkpoints to archive")
     compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
     cache_keep_records: int = Field(
-        default=1000, ge=0, description="flushed records kept in the cache per run for reads"
+        default=100, ge=0, description="archived records kept in the cache per run for reads"
     )
     check_conditional_writes: bool = Field(
         default=True, description="probe at open that the bucket enforces conditional writes"

@@ -10,7 +10,7 @@ One flush of one run, in order:
    bytes are already there: a retried flush);
 4. PUT the run index with the segment appended, If-Match the ETag we last wrote
    (create-only for the first); on 412 re-read the index and reconcile;
-5. mark the records flushed in the cache, in one commit; evict old ones.
+5. move the run's archived-seq watermark in the cache (one row); evict old records.
 
 A crash between any two steps loses nothing: records stay pending in the cache
 until step 5, and step 4 is the only step that makes a segment visible. A crash
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from runarchive.cache import Cache, CachedRecord, RunRow
+from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import encode_segment, index_key, segment_key
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
@@ -130,7 +130,7 @@ class FlushEngine:
                 f"run {row.run_id!r}: the bucket holds seqs up to {index.last_seq}, beyond this "
                 f"host's last seq {row.last_seq}; another host writes this run."
             )
-        self.cache.adopt_index(row.run_id, index.last_seq, etag, index.model_dump_json())
+        self.cache.mark_archived(row.run_id, index.last_seq, etag, index.model_dump_json(), None)
 
     def flush_run(self, run_id: str) -> int:
         """Flush what is pending for ``run_id`` now; return the seq archived through.
@@ -165,16 +165,14 @@ class FlushEngine:
                         "is another process writing this run?"
                     )
 
-    def _flush_once(self, row: RunRow, batch: list[CachedRecord]) -> bool:
+    def _flush_once(self, row: RunRow, batch: list[RecordInfo]) -> bool:
         """One segment (or a status-only index update). False if the index moved under us."""
         base = (
             RunIndex.model_validate_json(row.index_json) if row.index_json else _index_from_row(row)
         )
         ref: SegmentRef | None = None
-        archived: list[int] = []
-        dropped: list[int] = []
         if batch:
-            ref, archived, dropped, body = self._encode(row, batch)
+            ref, body = self._encode(row, batch)
             try:
                 self.store.put(ref.key, body, mode="create")
             except PreconditionFailedError:
@@ -209,28 +207,21 @@ class FlushEngine:
             self._adopt(row, self._remote_index(row.run_id))
             return False
         self.stats.index_writes += 1
-        self.stats.records += len(archived)
-        self.stats.dropped += len(dropped)
-        self.cache.mark_flushed(
-            row.run_id,
-            archived,
-            dropped,
-            new.last_seq,
-            etag,
-            body_json,
-            new.status,
-        )
+        if ref is not None:
+            self.stats.records += ref.records
+            self.stats.dropped += ref.dropped
+        self.cache.mark_archived(row.run_id, new.last_seq, etag, body_json, new.status)
         if self.config.cache_keep_records >= 0:
             self.cache.evict(row.run_id, self.config.cache_keep_records)
         return True
 
-    def _encode(
-        self, row: RunRow, batch: list[CachedRecord]
-    ) -> tuple[SegmentRef, list[int], list[int], bytes]:
+    def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
         kept = select_checkpoints(pending, self.config.policy, row.first_checkpoint_seq)
         chosen = [r for r in batch if r.type != "checkpoint" or r.seq in kept]
-        enc = encode_segment([r.line for r in chosen], self.config.compression_level)
+        # Only the kept lines are read: most snapshots of a busy run are dropped.
+        lines = self.cache.lines(row.run_id, [r.seq for r in chosen])
+        enc = encode_segment(lines, self.config.compression_level)
         first, last = batch[0].seq, batch[-1].seq
         ref = SegmentRef(
             key=segment_key(row.run_id, first, last, enc.sha256),
@@ -246,8 +237,7 @@ class FlushEngine:
             first_ts=datetime.fromisoformat(batch[0].ts),
             last_ts=datetime.fromisoformat(batch[-1].ts),
         )
-        dropped = [r.seq for r in batch if r.type == "checkpoint" and r.seq not in kept]
-        return ref, [r.seq for r in chosen], dropped, enc.body
+        return ref, enc.body
 
 
 @dataclass
