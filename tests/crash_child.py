@@ -37,7 +37,9 @@ def main() -> None:
     archive = Archive.open(url, **settings)
     inner_put = CountingStore.put
 
-    def traced_put(self: CountingStore, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def traced_put(
+        self: CountingStore, key: str, body: bytes, *, mode: PutMode = "overwrite"
+    ) -> str:
         say(f"PUT-BEGIN {key}")
         etag = inner_put(self, key, body, mode=mode)
         if "/seg/" in key:

@@ -21,11 +21,15 @@ CHILD = Path(__file__).with_name("crash_child.py")
 KILLS = 22
 
 
-def _run_child(backend: Backend, cache_dir: Path, run_id: str, mode: str,
-               env: dict[str, str]) -> subprocess.Popen[str]:
+def _run_child(
+    backend: Backend, cache_dir: Path, run_id: str, mode: str, env: dict[str, str]
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(CHILD), backend.url, str(cache_dir), run_id, mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -106,13 +110,17 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(backend: Backend) 
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
     assert set(acked) <= set(seqs)
     assert all(r.state["n"] == r.seq for r in restored.checkpoints)
-    print(f"{KILLS} kills, {kills_in_flush} inside a flush, {len(acked)} acked, "
-          f"{len(seqs)} restored in {len(restored.index.segments)} segments")
+    print(
+        f"{KILLS} kills, {kills_in_flush} inside a flush, {len(acked)} acked, "
+        f"{len(seqs)} restored in {len(restored.index.segments)} segments"
+    )
 
 
 def _s3_env(backend: Backend) -> dict[str, object]:
     if backend.name != "seaweedfs":
         return {}
-    return {"AWS_ENDPOINT_URL_S3": backend.settings["endpoint_url"],
-            "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "AWS_ENDPOINT_URL_S3": backend.settings["endpoint_url"],
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
