@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import Backend
+from servers import S3Server
 
 from runarchive import Archive, Checkpoint, Event, Reader
 from runarchive.codec import index_key
 from runarchive.errors import InvalidInputError, RunNotFoundError, RunStateError
 from runarchive.policy import Policy
+from runarchive.restore import Progress, progress_for
 
 
 def transcript(n: int) -> list[dict[str, Any]]:
@@ -295,3 +302,68 @@ def test_index_is_only_written_conditionally(backend: Backend) -> None:
     assert index.agent == "y"  # the foreign change survived: it was merged, not overwritten
     assert index.last_seq == 13
     assert index.status == "completed"
+
+
+def test_cache_keeps_at_least_the_last_20_checkpoints(backend: Backend) -> None:
+    archive = backend.open(flush_records=50, cache_keep_records=10)
+    run = archive.start_run(agent="events-heavy")
+    for i in range(30):
+        run.checkpoint("c", {"i": i})
+        for j in range(10):
+            run.event("tick", j)
+    run.flush()
+    cached = archive.cache.records(run.run_id, rtype="checkpoint")
+    assert [loads_state(r.line) for r in cached][-20:] == list(range(10, 30))
+    assert len(archive.cache.records(run.run_id)) < 330  # events did get evicted
+
+
+def loads_state(line: bytes) -> Any:
+    return orjson.loads(line)["state"]["i"]
+
+
+# In-process moto is not visible to a child process: file and the real server only.
+@pytest.mark.parametrize("backend", ["file", "seaweedfs"], indirect=True)
+def test_interpreter_exit_flushes_pending_records(backend: Backend) -> None:
+    code = (
+        "import sys; from runarchive import Archive\n"
+        "a = Archive.open(sys.argv[1], cache_dir=sys.argv[2], flush_age=3600, **SETTINGS)\n"
+        "r = a.start_run(agent='exit', run_id='exit-run')\n"
+        "[r.checkpoint('c', {'i': i}) for i in range(7)]\n"
+    ).replace("SETTINGS", repr({k: v for k, v in backend.settings.items()}))
+    done = subprocess.run(
+        [sys.executable, "-c", code, backend.url, str(backend.tmp / "exit-cache")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    restored = backend.open().restore("exit-run")
+    assert [c.state["i"] for c in restored.checkpoints] == list(range(7))
+    assert restored.index.status == "running"  # flushed, not completed: it never said so
+
+
+def test_standard_endpoint_variable(
+    seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    with Archive.open(
+        seaweed.url(seaweed.make_bucket()), cache_dir=tmp_path, addressing_style="path"
+    ) as archive:
+        assert seaweed.endpoint_url in archive.store.description
+        run = archive.start_run(agent="env")
+        run.checkpoint("c", 1)
+        run.complete()
+        assert archive.restore(run.run_id).checkpoints[0].state == 1
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal() -> None:
+    stream = io.StringIO()
+    bar = Progress(3, "restoring r", stream)
+    for _ in range(3):
+        bar.step()
+    assert stream.getvalue().endswith("restoring r [##############################] 3/3\n")
+    assert progress_for(100, "x", enabled=False).stream is None
+    assert progress_for(100, "x", enabled=True).stream is sys.stderr

@@ -371,9 +371,10 @@ class Cache:
                 (archived_seq, index_etag, index_json, index_status, index_status, run_id),
             )
 
-    def evict(self, run_id: str, keep_records: int) -> int:
-        """Delete flushed records older than the newest ``keep_records``, keeping the
-        run's first checkpoint and the latest checkpoint of each name. Returns the count."""
+    def evict(self, run_id: str, keep_records: int, keep_checkpoints: int = 20) -> int:
+        """Delete archived records older than the newest ``keep_records``, always keeping
+        the newest ``keep_checkpoints`` checkpoints, the run's first checkpoint and the
+        latest checkpoint of each name. Returns how many were deleted."""
         with self.transaction() as db:
             cur = db.execute(
                 "DELETE FROM records WHERE run_id = ?1 "
@@ -382,8 +383,10 @@ class Cache:
                 "AND seq != COALESCE((SELECT first_checkpoint_seq FROM runs "
                 "WHERE run_id = ?1), 0) "
                 "AND seq NOT IN (SELECT MAX(seq) FROM records WHERE run_id = ?1 "
-                "AND type = 'checkpoint' GROUP BY name)",
-                (run_id, keep_records),
+                "AND type = 'checkpoint' GROUP BY name) "
+                "AND seq NOT IN (SELECT seq FROM records WHERE run_id = ?1 "
+                "AND type = 'checkpoint' ORDER BY seq DESC LIMIT ?3)",
+                (run_id, keep_records, keep_checkpoints),
             )
             db.execute(
                 "UPDATE runs SET evicted_seq = MAX(evicted_seq, MIN(archived_seq, last_seq - ?)) "

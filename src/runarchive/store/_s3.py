@@ -103,7 +103,9 @@ class S3Store(Store):
 
     @property
     def description(self) -> str:
-        where = f" at {self.settings.endpoint_url}" if self.settings.endpoint_url else ""
+        # The client's endpoint includes one set by AWS_ENDPOINT_URL_S3 or a profile.
+        endpoint = self.settings.endpoint_url or self._client.meta.endpoint_url
+        where = f" at {endpoint}" if endpoint else ""
         return f"s3://{self.settings.bucket}/{self._prefix}{where}"
 
     def _full(self, key: str) -> str:
