@@ -1,0 +1,26 @@
+"""The docs name every setting and command the code has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runarchive.cli import build_parser
+from runarchive.config import ArchiveConfig
+from runarchive.policy import Policy
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_every_setting_is_documented() -> None:
+    text = (DOCS / "config.md").read_text()
+    missing = [
+        f for f in [*ArchiveConfig.model_fields, *Policy.model_fields] if f"`{f}`" not in text
+    ]
+    assert missing == []
+
+
+def test_every_command_is_documented() -> None:
+    text = (DOCS / "cli.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sub.choices is not None
+    assert [c for c in sub.choices if f"runarchive [--url URL] {c}" not in text] == []
