@@ -25,6 +25,7 @@ from typing import IO
 from runarchive.errors import CacheError
 
 SCHEMA_VERSION = 1
+_EVICT_BATCH = 32
 
 # A record is pending while its seq is above its run's archived_seq: a watermark,
 # so a flush marks 256 records archived by updating one row, not 256 large ones.
@@ -189,6 +190,7 @@ class Cache:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal()
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -375,9 +377,11 @@ class Cache:
         """Delete archived records older than the newest ``keep_records``, always keeping
         the newest ``keep_checkpoints`` checkpoints, the run's first checkpoint and the
         latest checkpoint of each name. Returns how many were deleted."""
-        with self.transaction() as db:
-            cur = db.execute(
-                "DELETE FROM records WHERE run_id = ?1 "
+        db = self._conn()
+        victims = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM records WHERE run_id = ?1 "
                 "AND seq <= (SELECT MIN(archived_seq, last_seq - ?2) FROM runs "
                 "WHERE run_id = ?1) "
                 "AND seq != COALESCE((SELECT first_checkpoint_seq FROM runs "
@@ -388,12 +392,34 @@ class Cache:
                 "AND type = 'checkpoint' ORDER BY seq DESC LIMIT ?3)",
                 (run_id, keep_records, keep_checkpoints),
             )
-            db.execute(
+        ]
+        if not victims:
+            return 0
+        # Readers learn first that these seqs may be gone (they then ask the bucket).
+        with self.transaction() as tx:
+            tx.execute(
                 "UPDATE runs SET evicted_seq = MAX(evicted_seq, MIN(archived_seq, last_seq - ?)) "
                 "WHERE run_id = ?",
                 (keep_records, run_id),
             )
-            return cur.rowcount
+        # Freeing a large record walks its overflow pages; small transactions let
+        # appends (which queue on the same write lock) slip in between.
+        for start in range(0, len(victims), _EVICT_BATCH):
+            batch = victims[start : start + _EVICT_BATCH]
+            with self.transaction() as tx:
+                tx.execute(
+                    f"DELETE FROM records WHERE id IN ({','.join('?' * len(batch))})", batch
+                )
+        return len(victims)
+
+    def checkpoint_wal(self) -> None:
+        """Copy the WAL into the database file (PASSIVE: never blocks writers).
+
+        Appending connections have automatic checkpoints turned off, so that no
+        ``checkpoint()`` call pays for copying megabytes of earlier records; the
+        flusher calls this after each flush instead.
+        """
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Close every connection and release the directory lock."""

@@ -154,9 +154,20 @@ class FlushEngine:
                 if row is None:
                     return upto
                 batch = self.cache.pending(run_id, self.config.max_segment_records, upto)
-                if not batch and row.status_archived:
+                # Done when nothing up to `upto` is pending and either the status is in
+                # the bucket or records past `upto` remain: the status must not reach
+                # the bucket before them, and the next flush will carry both.
+                if not batch and (row.status_archived or row.last_seq > row.archived_seq):
                     return upto
-                if self._flush_once(row, batch):
+                try:
+                    done = self._flush_once(row, batch)
+                except Exception:
+                    # The outcome of the last PUT is unknown (it may have landed): read
+                    # the index before writing anything next time, so a retry does
+                    # not leave an orphan segment behind.
+                    self._synced.discard(run_id)
+                    raise
+                if done:
                     continue
                 conflicts += 1
                 if conflicts >= 10:
@@ -195,9 +206,12 @@ class FlushEngine:
                     "updated_at": utcnow(),
                 }
             )
-        pending_after = batch and len(batch) >= self.config.max_segment_records
-        if row.status != "running" and not pending_after:
-            new = _with_status(new, row)
+        # Re-read the status now, not at the start: complete() often lands while the
+        # segment uploads, and carrying it in this index write saves a request.
+        now_row = self.cache.run(row.run_id) or row
+        covered = batch[-1].seq if batch else now_row.archived_seq
+        if now_row.status != "running" and covered >= now_row.last_seq:
+            new = _with_status(new, now_row)
         body_json = new.model_dump_json()
         mode: PutMode = IfMatch(row.index_etag) if row.index_etag else "create"
         try:
@@ -278,6 +292,7 @@ class Flusher:
         self._cond = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._stop = False
+        self._appended = False  # appends since the last WAL checkpoint
         self._thread = threading.Thread(target=self._loop, name="runarchive-flusher", daemon=True)
         self.on_error: Callable[[FlushError], None] | None = None
 
@@ -302,6 +317,7 @@ class Flusher:
     def note_append(self, run_id: str, seq: int, rtype: str, name: str, size: int) -> None:
         """Called after each durable append; wakes the thread when a trigger fires."""
         with self._cond:
+            self._appended = True
             state = self._pending.get(run_id)
             if state is None or state.count == 0:
                 state = self._fresh(run_id)
@@ -352,11 +368,21 @@ class Flusher:
                 due, wait = self._due(time.monotonic())
                 if not due:
                     self._cond.wait(wait)
-                    continue
                 for run_id in due:
                     self._pending[run_id].requested = False
+                checkpoint, self._appended = self._appended, False
             for run_id in due:
                 self._flush(run_id)
+            if checkpoint:
+                # Here, not in appends: at most every flush_age seconds, even while
+                # flushes fail, so the WAL stays bounded during an outage too.
+                self._checkpoint_wal()
+
+    def _checkpoint_wal(self) -> None:
+        try:
+            self.engine.cache.checkpoint_wal()
+        except Exception as exc:  # the WAL keeps the data; the next wake tries again
+            log.warning("WAL checkpoint of the cache failed: %s", exc)
 
     def _flush(self, run_id: str) -> None:
         try:
