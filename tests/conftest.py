@@ -63,6 +63,16 @@ def s3_store_for(server: S3Server, bucket: str, prefix: str = "p") -> S3Store:
 StoreFactory = Callable[[], Store]
 
 
+def abandon(archive: Archive) -> None:
+    """Drop an archive the way a killed process would: no final flush, cache released.
+
+    (The crash tests kill real processes; this is for in-process protocol tests.)
+    """
+    archive.flusher.stop()
+    archive.cache.close()
+    archive._closed = True
+
+
 @pytest.fixture(params=["memory", "file", "moto", "seaweedfs"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Backend
+from conftest import Backend, abandon
 from servers import S3Server
 
 from runarchive import Archive, Checkpoint, Event, Reader
@@ -210,9 +210,7 @@ def test_records_survive_in_cache_and_flush_at_next_open(backend: Backend) -> No
     for i in range(25):
         run.checkpoint("c", {"i": i})
     # Simulate a crash: stop everything without the final flush.
-    archive.flusher.stop()
-    archive.cache.close()
-    archive._closed = True
+    abandon(archive)
     with pytest.raises(RunNotFoundError):
         backend.open().restore(run.run_id)
 

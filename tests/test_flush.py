@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import abandon
 
 from runarchive import Archive, Policy
 from runarchive.codec import index_key
@@ -83,9 +84,7 @@ def test_a_new_process_adopts_an_index_written_after_its_last_commit(tmp_path: P
     with pytest.raises(StoreUnavailableError):
         run.flush()
     # The process dies here: its cache still says nothing is archived.
-    archive.flusher.stop()
-    archive.cache.close()
-    archive._closed = True
+    abandon(archive)
 
     store2 = FaultyStore(tmp_path / "bucket")
     again = open_archive(tmp_path, store2)
@@ -132,6 +131,4 @@ def test_foreign_index_ahead_of_the_cache_is_refused(tmp_path: Path) -> None:
     run.checkpoint("c", 2)
     with pytest.raises(Exception, match="another host writes this run"):
         run.flush()
-    archive.flusher.stop()
-    archive.cache.close()
-    archive._closed = True
+    abandon(archive)

@@ -178,7 +178,11 @@ class Archive(Reader):
 
     def __init__(self, config: ArchiveConfig, store: Store) -> None:
         super().__init__(config, store)
-        self.cache = Cache(config.cache_dir, self.url)
+        try:
+            self.cache = Cache(config.cache_dir, self.url)
+        except Exception:
+            self.store.close()
+            raise
         self.engine = FlushEngine(self.cache, self.store, config)
         self.flusher = Flusher(self.engine, config)
         self._runs: dict[str, Run] = {}
@@ -298,12 +302,24 @@ class Archive(Reader):
         self._closed = True
         _open_archives.discard(self)
         self.flusher.stop()
+        errors: list[Exception] = []
         try:
             for run_id in self.cache.runs_needing_flush():
-                self.engine.flush_run(run_id)
+                try:
+                    self.engine.flush_run(run_id)
+                except Exception as exc:  # try every run; report them all below
+                    errors.append(exc)
         finally:
             self.cache.close()
             self.store.close()
+        if errors:
+            first = errors[0]
+            for other in errors[1:]:
+                first.add_note(f"also: {other}")
+            first.add_note(
+                f"unflushed records stay in {self.cache.directory}; the next open flushes them"
+            )
+            raise first
 
     def _check_open(self) -> None:
         if self._closed:
@@ -355,6 +371,7 @@ class Run:
             line = dumps({"run": self.run_id, "seq": seq, "ts": ts_text, "type": rtype, **body})
             self.archive.cache.append(self.run_id, seq, ts_text, rtype, name, line)
             self._last_seq = seq
+        with self.archive._lock:
             self.archive.appended_records += 1
             self.archive.appended_bytes += len(line)
         self.archive.flusher.note_append(self.run_id, seq, rtype, name, len(line))
