@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -157,7 +158,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({ratio:.2f} % of the raw JSON)"
     )
     print(f"requests  {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
-    print(f"\nnext: runarchive show {run_ids[0]}  |  runarchive restore {run_ids[-1]}")
+    exe = "runarchive" if shutil.which("runarchive") else sys.argv[0]
+    print(f"\nnext: {exe} show {run_ids[0]}\n      {exe} restore {run_ids[-1]}")
     return 0
 
 

@@ -225,12 +225,9 @@ class FlushEngine:
             self.stats.records += ref.records
             self.stats.dropped += ref.dropped
         self.cache.mark_archived(row.run_id, new.last_seq, etag, body_json, new.status)
-        if self.config.cache_keep_records >= 0:
-            self.cache.evict(
-                row.run_id,
-                self.config.cache_keep_records,
-                max(20, self.config.policy.keep_last),
-            )
+        self.cache.evict(
+            row.run_id, self.config.cache_keep_records, max(20, self.config.policy.keep_last)
+        )
         return True
 
     def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
