@@ -330,8 +330,19 @@ def test_index_keys_equal_files_present_no_orphans(written: Written) -> None:
         )
         assert keys == on_disk  # same set, and the index order is the key (seq) order
         expected |= {f"runs/{run.run_id}/index.json", *keys}
-    # Nothing else in the key space: no orphan segment, no leftover probe object.
-    assert objects == expected
+    # Nothing else in the key space: no orphan segment, no leftover probe object; the
+    # manifest lists every run as finished, readable with zstd and jq.
+    manifest = {o for o in objects if o.startswith("manifest/")}
+    assert objects - manifest == expected
+    listed: dict[str, list[str]] = {"active": [], "done": []}
+    for key in sorted(manifest):
+        kind = key.split("/")[1]
+        body = _run(["zstd", "-dc", str(written.root / key)], b"")
+        listed[kind] += _run(["jq", "-r", ".runs | keys[]"], body).decode().split()
+    assert listed["active"] == []
+    assert sorted(listed["done"]) == sorted(
+        r.run_id for r in (written.full, written.pruned, written.empty)
+    )
     assert not [p for p in (written.root / "_runarchive").rglob("*") if p.is_file()]
 
 

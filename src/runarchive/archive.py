@@ -18,27 +18,33 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from runarchive.cache import Cache, CachedRecord
-from runarchive.codec import index_key, parse_records
+from runarchive.cache import Cache, CachedRecord, RunRow
+from runarchive.codec import index_key, parse_records, run_prefix
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.errors import (
+    CacheError,
     ConfigError,
+    FencedError,
     InvalidInputError,
     ObjectNotFoundError,
+    PreconditionFailedError,
+    ResumeConflictError,
     RunNotFoundError,
     RunStateError,
 )
 from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import (
     Checkpoint,
     Event,
     RunIndex,
+    RunStatus,
     format_ts,
     new_run_id,
     parse_index,
@@ -50,6 +56,7 @@ from runarchive.restore import RestoredRun, execute_restore, plan_restore
 from runarchive.store import (
     CountingStore,
     FileStore,
+    IfMatch,
     S3Settings,
     S3Store,
     Store,
@@ -105,6 +112,7 @@ class Reader:
         self.config = config
         self.url = config.resolved_url
         self.store = store if isinstance(store, CountingStore) else CountingStore(store)
+        self._manifest: Manifest | None = None
 
     @classmethod
     def open(
@@ -157,6 +165,37 @@ class Reader:
         )
         return RestoredRun(index, tuple(records))
 
+    @property
+    def manifest(self) -> Manifest:
+        """The run manifest of this archive (read and CAS-updated lazily)."""
+        if self._manifest is None:
+            self._manifest = Manifest(self.store)
+        return self._manifest
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 1000,
+    ) -> list[RunEntry]:
+        """Runs from the manifest, newest first, filtered on status, agent and creation
+        time. Never lists the bucket. Cost: 8 GETs for ``status="running"`` (or a
+        finished status), 16 otherwise, in parallel."""
+        return self.manifest.entries(
+            status=status, agent=agent, since=since, until=until, limit=limit
+        )
+
+    def interrupted(self, stale_after: timedelta | float = 0.0) -> list[RunEntry]:
+        """Running runs whose owner stopped renewing its lease more than ``stale_after``
+        ago (process killed, host gone): candidates for :meth:`Archive.resume`.
+        Completed and failed runs never are. Cost: 8 GETs."""
+        if not isinstance(stale_after, timedelta):
+            stale_after = timedelta(seconds=stale_after)
+        return self.manifest.interrupted(stale_after)
+
     def close(self) -> None:
         """Release connections."""
         self.store.close()
@@ -184,6 +223,7 @@ class Archive(Reader):
             self.store.close()
             raise
         self.engine = FlushEngine(self.cache, self.store, config)
+        self._manifest = self.engine.manifest
         self.flusher = Flusher(self.engine, config)
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
@@ -278,6 +318,115 @@ class Archive(Reader):
                 handle = self._runs[run_id] = Run(self, run_id)
             return handle
 
+    def resume(self, run_id: str) -> Run:
+        """Take over a running run from the bucket and return its writer.
+
+        Bumps the run's epoch in its index by compare-and-swap (so a previous owner
+        that is still alive is fenced: its next flush raises ``FencedError``),
+        restores the run's archived records into this host's cache, lists this host
+        as the owner in the manifest, and returns a writer that continues at the
+        next seq. If another host resumes it at the same moment, exactly one wins;
+        the other gets ``ResumeConflictError``. A run this host's cache already
+        holds is simply returned (no takeover needed).
+        """
+        self._check_open()
+        validate_run_id(run_id)
+        mine = self.cache.run(run_id)
+        if mine is not None and not mine.fenced:
+            return self._handle(run_id)
+        if mine is not None:
+            raise CacheError(
+                f"this host's cache holds a fenced copy of run {run_id!r} (records written "
+                f"after another host took it over); export them from {self.cache.path} "
+                "(docs/design.md, Fencing), then delete_run() it locally or use another "
+                "cache_dir"
+            )
+        key = index_key(run_id)
+        try:
+            got = self.store.get(key)
+        except ObjectNotFoundError:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}") from None
+        index = parse_index(got.body, key)
+        if index.status != "running":
+            raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
+        taken = index.model_copy(
+            update={
+                "epoch": index.epoch + 1,
+                "owner_host": self.config.host_id,
+                "owner_pid": self.engine.pid,
+                "updated_at": utcnow(),
+            }
+        )
+        body = taken.model_dump_json()
+        try:
+            etag = self.store.put(key, body.encode(), mode=IfMatch(got.etag))
+        except PreconditionFailedError:
+            raise ResumeConflictError(
+                f"run {run_id!r} changed while resuming it (another host resumed it, or "
+                "its owner is still flushing); check archive.interrupted() and try again"
+            ) from None
+        records = execute_restore(
+            plan_restore(index), self.store, workers=self.config.restore_workers
+        )
+        checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
+        row = RunRow(
+            run_id=run_id,
+            agent=index.agent,
+            metadata=dumps(index.metadata).decode(),
+            status="running",
+            created_at=format_ts(index.created_at),
+            updated_at=format_ts(utcnow()),
+            ended_at=None,
+            result=None,
+            error=None,
+            last_seq=index.last_seq,
+            first_checkpoint_seq=checkpoints[0] if checkpoints else None,
+            archived_seq=index.last_seq,
+            index_etag=etag,
+            index_json=body,
+            status_archived=1,
+            evicted_seq=0,
+            epoch=taken.epoch,
+            fenced=0,
+            manifest_state=0,
+        )
+        self.cache.import_run(
+            row,
+            [
+                (
+                    r.seq,
+                    format_ts(r.ts),
+                    r.type,
+                    r.name if isinstance(r, Checkpoint) else r.kind,
+                    dumps(r.model_dump(mode="json")),
+                )
+                for r in records
+            ],
+        )
+        self.engine.mark_synced(run_id)
+        self.flush()  # lists this host as the owner in the manifest
+        return self._handle(run_id)
+
+    def delete_run(self, run_id: str) -> int:
+        """Delete a run's objects, its manifest entry and its local cache copy.
+
+        Segments go first and the index last, so a failure (e.g. an object lock
+        forbidding the delete: ``AccessDeniedError`` naming the object) leaves the
+        run readable as far as it got. Returns the number of objects deleted.
+        """
+        self._check_open()
+        validate_run_id(run_id)
+        keys = [m.key for m in self.store.list(run_prefix(run_id))]
+        if not keys and self.cache.run(run_id) is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}")
+        for key in sorted(keys, key=lambda k: k.endswith("index.json")):
+            self.store.delete(key)
+        self.manifest.forget(run_id)
+        with self._lock:
+            self._runs.pop(run_id, None)
+        self.cache.delete_run(run_id)
+        return len(keys)
+
     # -- flushing and life cycle -------------------------------------------------
 
     def flush(self) -> None:
@@ -361,6 +510,10 @@ class Run:
     def _append(self, rtype: str, name: str, body: dict[str, Any]) -> tuple[int, datetime]:
         with self._lock:
             self.archive._check_open()
+            if self.run_id in self.archive.engine.fenced:
+                raise FencedError(
+                    f"run {self.run_id!r} was taken over by another host; record nothing more here"
+                )
             if self._status != "running":
                 raise RunStateError(
                     f"run {self.run_id!r} is {self._status}; start a new run to record more"

@@ -48,7 +48,10 @@ CREATE TABLE IF NOT EXISTS runs (
     index_etag TEXT,
     index_json TEXT,
     status_archived INTEGER NOT NULL DEFAULT 0,
-    evicted_seq INTEGER NOT NULL DEFAULT 0
+    evicted_seq INTEGER NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    fenced INTEGER NOT NULL DEFAULT 0,
+    manifest_state INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -85,6 +88,9 @@ class RunRow:
     index_json: str | None
     status_archived: int
     evicted_seq: int  # records up to here may have been evicted (they are in the bucket)
+    epoch: int  # ownership epoch this host writes with
+    fenced: int  # 1 once another host took the run over
+    manifest_state: int  # 0 not listed, 1 listed as running, 2 listed as finished
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class Cache:
         self._closed = False
         try:
             self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
+            self._add_missing_columns()
             self._check_meta(archive_url)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -139,6 +146,15 @@ class Cache:
                 f"the cache database {self.path} is unreadable ({exc}). Move it aside and "
                 "restore the runs you need from the bucket with `runarchive restore`."
             ) from exc
+
+    def _add_missing_columns(self) -> None:
+        # Caches written before a column existed get it with its default.
+        have = {row[1] for row in self._conn().execute("PRAGMA table_info(runs)")}
+        for name in ("epoch", "fenced", "manifest_state"):
+            if name not in have:
+                self._conn().execute(
+                    f"ALTER TABLE runs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+                )
 
     def _take_lock(self) -> IO[str]:
         fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
@@ -239,12 +255,38 @@ class Cache:
         try:
             with self.transaction() as db:
                 db.execute(
-                    "INSERT INTO runs (run_id, agent, metadata, status, created_at, updated_at)"
-                    " VALUES (?, ?, ?, 'running', ?, ?)",
+                    "INSERT INTO runs (run_id, agent, metadata, status, created_at, updated_at,"
+                    " epoch) VALUES (?, ?, ?, 'running', ?, ?, 1)",
                     (run_id, agent, metadata, now, now),
                 )
         except sqlite3.IntegrityError:
             raise CacheError(f"run {run_id!r} already exists in the cache") from None
+
+    def import_run(self, row: RunRow, records: list[tuple[int, str, str, str, bytes]]) -> None:
+        """Install a run taken over from the bucket: its row and its (archived) records."""
+        cols = list(RunRow.__dataclass_fields__)
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [getattr(row, c) for c in cols],
+                )
+                db.executemany(
+                    "INSERT INTO records (run_id, seq, ts, type, name, size, line) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(row.run_id, s, ts, t, n, len(line), line) for s, ts, t, n, line in records],
+                )
+        except sqlite3.IntegrityError:
+            raise CacheError(
+                f"run {row.run_id!r} is already in this host's cache {self.directory}; "
+                "use archive.run() to continue it, or move the cache aside"
+            ) from None
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run and its records from this cache."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def run(self, run_id: str) -> RunRow | None:
         """The cached run, or ``None``."""
@@ -263,9 +305,22 @@ class Cache:
     def runs_needing_flush(self) -> list[str]:
         """Runs with pending records, or whose status the bucket does not show yet."""
         rows = self._conn().execute(
-            "SELECT run_id FROM runs WHERE status_archived = 0 OR last_seq > archived_seq"
+            "SELECT run_id FROM runs WHERE fenced = 0 AND (status_archived = 0 "
+            "OR last_seq > archived_seq "
+            "OR manifest_state < CASE WHEN status = 'running' THEN 1 ELSE 2 END)"
         )
         return [r[0] for r in rows]
+
+    def set_run_fields(self, run_id: str, **fields: int | str | None) -> None:
+        """Update columns of a run row (manifest_state, fenced, epoch...)."""
+        allowed = set(RunRow.__dataclass_fields__) - {"run_id"}
+        if not fields or not set(fields) <= allowed:
+            raise ValueError(f"unknown run columns {sorted(set(fields) - allowed)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE runs SET {assignments} WHERE run_id = ?", (*fields.values(), run_id)
+            )
 
     def end_run(
         self, run_id: str, status: str, now: str, result: str | None, error: str | None
@@ -407,9 +462,7 @@ class Cache:
         for start in range(0, len(victims), _EVICT_BATCH):
             batch = victims[start : start + _EVICT_BATCH]
             with self.transaction() as tx:
-                tx.execute(
-                    f"DELETE FROM records WHERE id IN ({','.join('?' * len(batch))})", batch
-                )
+                tx.execute(f"DELETE FROM records WHERE id IN ({','.join('?' * len(batch))})", batch)
         return len(victims)
 
     def checkpoint_wal(self) -> None:

@@ -10,6 +10,7 @@ them; ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` are honoured by boto3 itsel
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
@@ -61,6 +62,14 @@ class ArchiveConfig(BaseSettings):
         default=True, description="probe at open that the bucket enforces conditional writes"
     )
     restore_workers: int = Field(default=8, ge=1, le=64, description="parallel segment GETs")
+    lease_seconds: float = Field(
+        default=60.0, ge=3, description="a running run's lease; renewed every third of it"
+    )
+    host_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="this host's name in the manifest (owner of its runs)",
+    )
     # S3 only
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, SeaweedFS...)")
     region: str | None = Field(default=None, description="S3 region; boto3's default if unset")

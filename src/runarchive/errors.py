@@ -10,6 +10,8 @@ happened and what to do; they never contain credentials or object bodies.
     ├── InvalidInputError (ValueError)      bad run id, name, kind, seq...
     │   └── StateNotSerializableError (TypeError too)  names the offending path
     ├── RunStateError                       append to a completed/failed/closed run
+    │   ├── FencedError                     another host resumed this run
+    │   └── ResumeConflictError             another host won the race to resume it
     ├── RunNotFoundError (KeyError)         unknown run id (cache or bucket)
     ├── CacheError                          local cache unusable (locked, corrupt, disk full)
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
@@ -56,6 +58,17 @@ class StateNotSerializableError(InvalidInputError, TypeError):
 
 class RunStateError(RunArchiveError):
     """The run cannot take this operation in its current state (completed, failed, closed)."""
+
+
+class FencedError(RunStateError):
+    """Another host took this run over (a higher epoch); this writer may not write it.
+
+    Nothing this writer wrote after the takeover is visible to readers; its records
+    stay in its local cache (see docs/design.md, "Fencing")."""
+
+
+class ResumeConflictError(RunStateError):
+    """Another host resumed the same run at the same moment and won."""
 
 
 class RunNotFoundError(RunArchiveError, KeyError):

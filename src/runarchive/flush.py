@@ -21,21 +21,24 @@ the next flush by the 412 of step 4 (or by the first-flush index read).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import encode_segment, index_key, segment_key
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
+    FencedError,
     ObjectNotFoundError,
     PreconditionFailedError,
     RunArchiveError,
 )
 from runarchive.jsonvalue import loads
+from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import RunIndex, SegmentRef, parse_index, utcnow
 from runarchive.policy import KeptBytes, PendingCheckpoint, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
@@ -69,6 +72,10 @@ def _index_from_row(row: RunRow) -> RunIndex:
     )
 
 
+def _ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
 def _with_status(index: RunIndex, row: RunRow) -> RunIndex:
     return index.model_copy(
         update={
@@ -86,6 +93,9 @@ class FlushEngine:
 
     def __init__(self, cache: Cache, store: Store, config: ArchiveConfig) -> None:
         self.cache, self.store, self.config = cache, store, config
+        self.manifest = Manifest(store)
+        self.pid = os.getpid()
+        self.fenced: set[str] = set()  # runs another host took over (appends refuse)
         self.stats = FlushStats()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -119,6 +129,14 @@ class FlushEngine:
                 )
             return
         index, etag = remote
+        if index.epoch > row.epoch:
+            self.fenced.add(row.run_id)
+            self.cache.set_run_fields(row.run_id, fenced=1)
+            raise FencedError(
+                f"run {row.run_id!r} was taken over by {index.owner_host} (pid "
+                f"{index.owner_pid}, epoch {index.epoch}); this writer (epoch {row.epoch}) "
+                f"is fenced. Its unflushed records stay in {self.cache.path}."
+            )
         if index.last_seq < row.archived_seq:
             raise IndexConflictError(
                 f"run {row.run_id!r}: {index_key(row.run_id)!r} ends at seq {index.last_seq} "
@@ -144,6 +162,12 @@ class FlushEngine:
             start = self.cache.run(run_id)
             if start is None:
                 return 0
+            if start.fenced:
+                self.fenced.add(run_id)
+                raise FencedError(
+                    f"run {run_id!r} was taken over by another host; this writer is fenced. "
+                    f"Its unflushed records stay in {self.cache.path}."
+                )
             if run_id not in self._synced:
                 self._adopt(start, self._remote_index(run_id))
                 self._synced.add(run_id)
@@ -158,6 +182,7 @@ class FlushEngine:
                 # the bucket or records past `upto` remain: the status must not reach
                 # the bucket before them, and the next flush will carry both.
                 if not batch and (row.status_archived or row.last_seq > row.archived_seq):
+                    self._sync_manifest(row)
                     return upto
                 try:
                     done = self._flush_once(row, batch)
@@ -197,11 +222,13 @@ class FlushEngine:
                 self.stats.segments += 1
                 self.stats.stored_bytes += ref.stored_bytes
                 self.stats.raw_bytes += ref.raw_bytes
-        new = base
+        new = base.model_copy(
+            update={"epoch": row.epoch, "owner_host": self.config.host_id, "owner_pid": self.pid}
+        )
         if ref is not None:
             new = new.model_copy(
                 update={
-                    "segments": (*base.segments, ref),
+                    "segments": (*new.segments, ref),
                     "last_seq": ref.last_seq,
                     "updated_at": utcnow(),
                 }
@@ -229,6 +256,57 @@ class FlushEngine:
             row.run_id, self.config.cache_keep_records, max(20, self.config.policy.keep_last)
         )
         return True
+
+    def entry(self, row: RunRow) -> RunEntry:
+        """The manifest entry of a cached run, with a fresh lease if it is running."""
+        index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+        running = row.status == "running"
+        return RunEntry(
+            run_id=row.run_id,
+            agent=row.agent,
+            status=row.status,
+            created_at=datetime.fromisoformat(row.created_at),
+            updated_at=utcnow(),
+            ended_at=_ts(row.ended_at),
+            owner_host=self.config.host_id,
+            owner_pid=self.pid,
+            epoch=row.epoch,
+            lease_expires_at=(
+                utcnow() + timedelta(seconds=self.config.lease_seconds) if running else None
+            ),
+            last_seq=row.archived_seq,
+            records=sum(s.records for s in index.segments) if index else 0,
+            stored_bytes=index.stored_bytes if index else 0,
+            metadata=loads(row.metadata),
+        )
+
+    def _sync_manifest(self, row: RunRow) -> None:
+        """List the run in the manifest once its index exists; move it to ``done`` once
+        the index carries its end. Costs 1-2 requests per change, none otherwise."""
+        want = 1 if row.status == "running" else 2
+        if row.manifest_state >= want or row.index_etag is None:
+            return
+        if want == 2 and not row.status_archived:
+            return
+        if want == 1:
+            self.manifest.upsert_active(self.entry(row))
+        else:
+            self.manifest.finish(self.entry(row))
+        self.cache.set_run_fields(row.run_id, manifest_state=want)
+
+    def renew_leases(self) -> int:
+        """Renew the leases of every running run this host owns: one CAS per shard.
+
+        Returns the number of runs renewed.
+        """
+        entries = [
+            self.entry(row)
+            for row in self.cache.runs()
+            if row.status == "running" and row.manifest_state == 1 and not row.fenced
+        ]
+        if entries:
+            self.manifest.renew(entries)
+        return len(entries)
 
     def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
@@ -358,13 +436,15 @@ class Flusher:
         return due, max(wait, 0.01)
 
     def _loop(self) -> None:
+        renew_every = self.config.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
         while True:
             with self._cond:
                 if self._stop:
                     return
                 due, wait = self._due(time.monotonic())
                 if not due:
-                    self._cond.wait(wait)
+                    self._cond.wait(max(0.01, min(wait, next_renew - time.monotonic())))
                 for run_id in due:
                     self._pending[run_id].requested = False
                 checkpoint, self._appended = self._appended, False
@@ -374,6 +454,15 @@ class Flusher:
                 # Here, not in appends: at most every flush_age seconds, even while
                 # flushes fail, so the WAL stays bounded during an outage too.
                 self._checkpoint_wal()
+            if time.monotonic() >= next_renew:
+                next_renew = time.monotonic() + renew_every
+                self._renew()
+
+    def _renew(self) -> None:
+        try:
+            self.engine.renew_leases()
+        except Exception as exc:  # the lease is renewed again a third of it later
+            log.warning("renewing leases in the manifest failed: %s", exc)
 
     def _checkpoint_wal(self) -> None:
         try:

@@ -134,6 +134,11 @@ class RunIndex(_Persisted):
     error: str | None = None
     last_seq: int = 0  # highest seq covered by a segment; 0 = none yet
     segments: tuple[SegmentRef, ...] = ()
+    # Ownership: the writer that may append. resume() on another host bumps the
+    # epoch by compare-and-swap; a writer whose epoch is lower is fenced.
+    epoch: StrictInt = 0
+    owner_host: str = ""
+    owner_pid: int = 0
 
     @property
     def stored_bytes(self) -> int:

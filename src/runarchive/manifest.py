@@ -1,0 +1,282 @@
+"""The manifest: one index of every run, shared by many hosts, updated only by CAS.
+
+Layout (format version 1; see ``docs/format.md``)::
+
+    manifest/active/<s>.json.zst    runs whose status is "running", shard s = 0..7
+    manifest/done/<s>.json.zst      completed and failed runs, shard s = 0..7
+
+A run's shard is ``int(sha256(run_id)[:8], 16) % 8``. Each shard object is a zstd
+frame of one JSON document ``{"format": 1, "kind": ..., "shard": s, "runs": {run_id:
+entry}}``. Splitting running from finished runs keeps the objects that change
+often (leases, progress) small, and makes ``interrupted()`` read only them.
+
+Every write is a compare-and-swap: create-only for a missing shard, ``If-Match``
+the ETag read otherwise; a 412/409 re-reads the shard and re-applies the change
+after a jittered pause, so no update is ever lost. A run moves from ``active`` to
+``done`` in two writes (upsert into done, then removal from active); a reader that
+sees it in both takes the ``done`` entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import zstandard
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from runarchive.errors import (
+    CorruptObjectError,
+    FormatVersionError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    RunArchiveError,
+)
+from runarchive.model import FORMAT_VERSION, RunStatus, utcnow
+from runarchive.store import IfMatch, PutMode, Store
+
+SHARDS = 8
+Kind = Literal["active", "done"]
+KINDS: tuple[Kind, ...] = ("active", "done")
+MAX_ATTEMPTS = 50
+
+
+class ManifestConflictError(RunArchiveError):
+    """A manifest shard kept changing under every retry (extreme contention)."""
+
+
+class RunEntry(BaseModel):
+    """One run as the manifest lists it."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    run_id: str
+    agent: str
+    status: RunStatus = "running"
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    owner_host: str = ""
+    owner_pid: int = 0
+    epoch: StrictInt = 0
+    lease_expires_at: datetime | None = None
+    last_seq: int = 0
+    records: int = 0
+    stored_bytes: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def shard_of(run_id: str) -> int:
+    """The shard (0..7) a run id belongs to."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % SHARDS
+
+
+def shard_key(kind: Kind, shard: int) -> str:
+    """Key of one manifest shard object."""
+    return f"manifest/{kind}/{shard}.json.zst"
+
+
+def _encode(kind: Kind, shard: int, runs: dict[str, dict[str, Any]]) -> bytes:
+    doc = {"format": FORMAT_VERSION, "kind": kind, "shard": shard, "runs": runs}
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(orjson.dumps(doc))
+
+
+def _decode(body: bytes, key: str) -> dict[str, dict[str, Any]]:
+    try:
+        doc = orjson.loads(zstandard.ZstdDecompressor().decompress(body))
+    except (zstandard.ZstdError, orjson.JSONDecodeError) as exc:
+        raise CorruptObjectError(key, f"not a manifest shard ({exc})") from exc
+    version = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(version, int) or not isinstance(doc.get("runs"), dict):
+        raise CorruptObjectError(key, "not a manifest shard (no format/runs)")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{key!r} was written by format version {version}; this runarchive reads up to "
+            f"{FORMAT_VERSION}. Upgrade runarchive to read it."
+        )
+    runs: dict[str, dict[str, Any]] = doc["runs"]
+    return runs
+
+
+Change = Callable[[dict[str, dict[str, Any]]], bool]
+"""Mutates a shard's ``runs`` in place; returns False when there is nothing to write."""
+
+
+class Manifest:
+    """Reads and CAS-updates the manifest shards of one store. Thread-safe.
+
+    It remembers the last body and ETag of each shard it wrote or read, so an
+    update of a shard nobody else touched costs one PUT; otherwise a GET and a PUT
+    per attempt.
+    """
+
+    def __init__(self, store: Store, *, seed: int | None = None) -> None:
+        self.store = store
+        self._known: dict[str, tuple[dict[str, dict[str, Any]], str]] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
+
+    def _read(self, kind: Kind, shard: int) -> tuple[dict[str, dict[str, Any]], str | None]:
+        key = shard_key(kind, shard)
+        try:
+            got = self.store.get(key)
+        except ObjectNotFoundError:
+            return {}, None
+        runs = _decode(got.body, key)
+        with self._lock:
+            self._known[key] = (runs, got.etag)
+        return runs, got.etag
+
+    def update(self, kind: Kind, shard: int, change: Change) -> None:
+        """Apply ``change`` to one shard by compare-and-swap, retrying until it lands."""
+        key = shard_key(kind, shard)
+        with self._lock:
+            known = self._known.get(key)
+        runs, etag = (dict(known[0]), known[1]) if known else self._read(kind, shard)
+        for attempt in range(MAX_ATTEMPTS):
+            runs = dict(runs)
+            if not change(runs):
+                return
+            mode: PutMode = IfMatch(etag) if etag else "create"
+            try:
+                new_etag = self.store.put(key, _encode(kind, shard, runs), mode=mode)
+            except PreconditionFailedError:
+                with self._lock:
+                    self.conflicts += 1
+                # Jitter spreads writers that collided; the cap keeps retries snappy.
+                time.sleep(self._rng.uniform(0, min(0.2, 0.005 * 2**attempt)))
+                runs, etag = self._read(kind, shard)
+                continue
+            with self._lock:
+                self._known[key] = (runs, new_etag)
+            return
+        raise ManifestConflictError(
+            f"manifest shard {key!r} changed under {MAX_ATTEMPTS} attempts; try again"
+        )
+
+    # -- run life cycle ---------------------------------------------------------
+
+    def upsert_active(self, entry: RunEntry) -> None:
+        """Add or replace a running run's entry."""
+        data = entry.model_dump(mode="json")
+
+        def change(runs: dict[str, dict[str, Any]]) -> bool:
+            current = runs.get(entry.run_id)
+            if current is not None and current.get("epoch", 0) > entry.epoch:
+                return False  # a newer owner wrote it: never move it back
+            runs[entry.run_id] = data
+            return True
+
+        self.update("active", shard_of(entry.run_id), change)
+
+    def renew(self, entries: Iterable[RunEntry]) -> None:
+        """Write fresh leases/progress for runs this host owns, one CAS per shard."""
+        by_shard: dict[int, list[RunEntry]] = {}
+        for e in entries:
+            by_shard.setdefault(shard_of(e.run_id), []).append(e)
+        for shard, group in by_shard.items():
+
+            def change(runs: dict[str, dict[str, Any]], group: list[RunEntry] = group) -> bool:
+                changed = False
+                for e in group:
+                    current = runs.get(e.run_id)
+                    if current is not None and current.get("epoch", 0) > e.epoch:
+                        continue  # fenced: somebody else owns it now
+                    runs[e.run_id] = e.model_dump(mode="json")
+                    changed = True
+                return changed
+
+            self.update("active", shard, change)
+
+    def finish(self, entry: RunEntry) -> None:
+        """Move a completed or failed run from ``active`` to ``done`` (2 CAS writes)."""
+        shard = shard_of(entry.run_id)
+        data = entry.model_dump(mode="json")
+
+        def add(runs: dict[str, dict[str, Any]]) -> bool:
+            runs[entry.run_id] = data
+            return True
+
+        def remove(runs: dict[str, dict[str, Any]]) -> bool:
+            return runs.pop(entry.run_id, None) is not None
+
+        self.update("done", shard, add)
+        self.update("active", shard, remove)
+
+    def forget(self, run_id: str) -> None:
+        """Remove a run from the manifest (after its objects were deleted)."""
+        shard = shard_of(run_id)
+        for kind in KINDS:
+            self.update(kind, shard, lambda runs: runs.pop(run_id, None) is not None)
+
+    # -- queries --------------------------------------------------------------
+
+    def read_all(self, kinds: tuple[Kind, ...] = KINDS) -> dict[str, dict[str, Any]]:
+        """Every entry of the given kinds, ``done`` winning over ``active``.
+
+        Cost: one GET per shard (8 per kind), fetched in parallel.
+        """
+        jobs = [(kind, shard) for kind in kinds for shard in range(SHARDS)]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            parts = list(pool.map(lambda job: (job[0], self._read(*job)[0]), jobs))
+        merged: dict[str, dict[str, Any]] = {}
+        for _kind, runs in sorted(parts, key=lambda p: p[0] == "done"):
+            merged.update(runs)  # "done" parts come last and win
+        return merged
+
+    def entries(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[RunEntry]:
+        """Runs matching the filters (on ``created_at``), newest first."""
+        kinds: tuple[Kind, ...] = (
+            ("active",) if status == "running" else ("done",) if status else KINDS
+        )
+        rows = []
+        for data in self.read_all(kinds).values():
+            if status is not None and data.get("status") != status:
+                continue
+            if agent is not None and data.get("agent") != agent:
+                continue
+            rows.append(data)
+        # Filter and sort on the raw dicts; build models only for what is returned.
+        rows.sort(key=lambda d: (str(d.get("created_at")), str(d.get("run_id"))), reverse=True)
+        out: list[RunEntry] = []
+        for data in rows:
+            entry = RunEntry.model_validate(data)
+            if (since and entry.created_at < since) or (until and entry.created_at > until):
+                continue
+            out.append(entry)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def interrupted(self, stale_after: timedelta = timedelta(0)) -> list[RunEntry]:
+        """Running runs whose owner's lease expired more than ``stale_after`` ago.
+
+        Reads only the ``active`` shards (8 GETs): completed and failed runs are
+        never candidates.
+        """
+        cutoff = utcnow() - stale_after
+        out = []
+        for data in self.read_all(("active",)).values():
+            entry = RunEntry.model_validate(data)
+            if entry.status == "running" and (
+                entry.lease_expires_at is None or entry.lease_expires_at < cutoff
+            ):
+                out.append(entry)
+        out.sort(key=lambda e: (e.created_at, e.run_id))
+        return out
