@@ -5,7 +5,7 @@ returns, then flushed as zstd segments to an S3-compatible bucket (or a local
 directory laid out like one), from which any host can restore a run.
 """
 
-from runarchive.archive import Archive, Reader, Run
+from runarchive.archive import Archive, Reader
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     AccessDeniedError,
@@ -14,10 +14,12 @@ from runarchive.errors import (
     ConditionalWritesUnsupportedError,
     ConfigError,
     CorruptObjectError,
+    FencedError,
     FormatVersionError,
     InvalidInputError,
     ObjectNotFoundError,
     PreconditionFailedError,
+    ResumeConflictError,
     RunArchiveError,
     RunNotFoundError,
     RunStateError,
@@ -25,9 +27,11 @@ from runarchive.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from runarchive.manifest import RunEntry
 from runarchive.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
 from runarchive.policy import Policy
 from runarchive.restore import RestoredRun
+from runarchive.run import Run
 
 __version__ = "0.1.0"
 
@@ -43,6 +47,7 @@ __all__ = [
     "ConfigError",
     "CorruptObjectError",
     "Event",
+    "FencedError",
     "FormatVersionError",
     "InvalidInputError",
     "ObjectNotFoundError",
@@ -50,8 +55,10 @@ __all__ = [
     "PreconditionFailedError",
     "Reader",
     "RestoredRun",
+    "ResumeConflictError",
     "Run",
     "RunArchiveError",
+    "RunEntry",
     "RunIndex",
     "RunNotFoundError",
     "RunStateError",

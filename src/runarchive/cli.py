@@ -18,6 +18,7 @@ from typing import Any
 
 from runarchive.archive import Archive, Reader
 from runarchive.errors import RunArchiveError
+from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
 from runarchive.restore import RestoredRun
 
@@ -163,6 +164,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entry_json(entry: RunEntry) -> dict[str, Any]:
+    return entry.model_dump(mode="json")
+
+
+def _print_entries(entries: list[RunEntry]) -> None:
+    print(f"{'run':36} {'agent':16} {'status':10} {'last seq':>8} {'owner':24} {'lease until'}")
+    for e in entries:
+        owner = f"{e.owner_host}:{e.owner_pid}#{e.epoch}" if e.owner_host else "-"
+        lease = e.lease_expires_at.isoformat(timespec="seconds") if e.lease_expires_at else "-"
+        print(f"{e.run_id:36} {e.agent[:16]:16} {e.status:10} {e.last_seq:>8} {owner:24} {lease}")
+    print(f"{len(entries)} runs")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        entries = reader.list_runs(
+            status=args.status,
+            agent=args.agent,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
+    if args.json:
+        print(json.dumps([_entry_json(e) for e in entries], indent=2))
+    else:
+        _print_entries(entries)
+    return 0
+
+
+def cmd_interrupted(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        entries = reader.interrupted(stale_after=args.stale_after)
+    if args.json:
+        print(json.dumps([_entry_json(e) for e in entries], indent=2))
+    else:
+        _print_entries(entries)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    with Archive.open(args.url, cache_dir=args.cache_dir) as archive:
+        run = archive.resume(args.run)
+        latest = run.latest()
+        print(f"resumed   {run.run_id} (agent {run.agent}) into {archive.cache.directory}")
+        print(f"next seq  {run.last_seq + 1}")
+        if latest is not None:
+            print(
+                f"latest    seq {latest.seq} checkpoint {latest.name!r} at {latest.ts.isoformat()}"
+            )
+            print(f"state     {json.dumps(latest.state)[:200]}")
+        print("continue it with archive.resume(run_id) (same cache_dir) in the agent process")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -191,6 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--seq", type=int, help="restore up to this seq")
     restore.add_argument("--at", type=_parse_time, help="restore up to this time (ISO 8601)")
     restore.set_defaults(func=cmd_restore)
+
+    runs = sub.add_parser("runs", help="list runs from the manifest (never lists the bucket)")
+    runs.add_argument("--status", choices=["running", "completed", "failed"])
+    runs.add_argument("--agent")
+    runs.add_argument("--since", type=_parse_time, help="created at or after (ISO 8601)")
+    runs.add_argument("--until", type=_parse_time, help="created at or before (ISO 8601)")
+    runs.add_argument("--limit", type=int, default=1000)
+    runs.add_argument("--json", action="store_true", help="print the manifest entries as JSON")
+    runs.set_defaults(func=cmd_runs)
+
+    interrupted = sub.add_parser(
+        "interrupted", help="running runs whose owner stopped renewing its lease"
+    )
+    interrupted.add_argument(
+        "--stale-after", type=float, default=0.0, help="seconds past the lease (default 0)"
+    )
+    interrupted.add_argument("--json", action="store_true")
+    interrupted.set_defaults(func=cmd_interrupted)
+
+    resume = sub.add_parser("resume", help="take over an interrupted run on this host")
+    resume.add_argument("run")
+    resume.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
+    resume.set_defaults(func=cmd_resume)
     return parser
 
 

@@ -1,0 +1,217 @@
+"""The writer and reader of one run: :class:`Run`, handed out by ``Archive``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from runarchive.cache import CachedRecord
+from runarchive.codec import parse_records
+from runarchive.errors import FencedError, InvalidInputError, RunStateError
+from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
+from runarchive.restore import execute_restore, plan_restore
+
+if TYPE_CHECKING:
+    from runarchive.archive import Archive
+
+
+def _parse(rec: CachedRecord) -> Checkpoint | Event:
+    return parse_records(rec.line, "local cache")[0]
+
+
+class Run:
+    """The writer and reader of one run. Get one from :meth:`Archive.start_run`.
+
+    Appends return only once the record is durable in the local cache (with
+    ``durability="remote"``: in the bucket). One run's appends are serialised.
+    """
+
+    def __init__(self, archive: Archive, run_id: str) -> None:
+        self.archive = archive
+        self.run_id = run_id
+        row = archive.cache.run(run_id)
+        assert row is not None  # callers check
+        self.agent = row.agent
+        self.metadata: dict[str, Any] = loads(row.metadata)
+        self._last_seq = row.last_seq
+        self._status = row.status
+        self._lock = threading.Lock()
+
+    @property
+    def status(self) -> str:
+        """``running``, ``completed`` or ``failed``."""
+        return self._status
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest record (0 before the first)."""
+        return self._last_seq
+
+    def _append(self, rtype: str, name: str, body: dict[str, Any]) -> tuple[int, datetime]:
+        with self._lock:
+            self.archive._check_open()
+            if self.run_id in self.archive.engine.fenced:
+                raise FencedError(
+                    f"run {self.run_id!r} was taken over by another host; record nothing more here"
+                )
+            if self._status != "running":
+                raise RunStateError(
+                    f"run {self.run_id!r} is {self._status}; start a new run to record more"
+                )
+            seq = self._last_seq + 1
+            ts = utcnow()
+            ts_text = format_ts(ts)
+            line = dumps({"run": self.run_id, "seq": seq, "ts": ts_text, "type": rtype, **body})
+            self.archive.cache.append(self.run_id, seq, ts_text, rtype, name, line)
+            self._last_seq = seq
+        with self.archive._lock:
+            self.archive.appended_records += 1
+            self.archive.appended_bytes += len(line)
+        self.archive.flusher.note_append(self.run_id, seq, rtype, name, len(line))
+        if self.archive.config.durability == "remote":
+            self.flush()
+        return seq, ts
+
+    def checkpoint(
+        self, name: str, state: Any, metadata: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        """Record a named snapshot of the agent's state and return it.
+
+        ``state`` must be JSON data (see :mod:`runarchive.jsonvalue`); anything else
+        raises ``StateNotSerializableError`` naming the path, and nothing is written.
+        """
+        validate_name(name, "checkpoint name")
+        data = check_json_value(state, "state")
+        meta = check_json_value(metadata or {}, "metadata")
+        if not isinstance(meta, dict):
+            raise InvalidInputError("metadata must be a dict")
+        seq, ts = self._append("checkpoint", name, {"name": name, "metadata": meta, "state": data})
+        return Checkpoint.model_construct(
+            run=self.run_id, seq=seq, ts=ts, type="checkpoint", name=name, metadata=meta, state=data
+        )
+
+    def event(self, kind: str, data: Any = None, lane: str = "main") -> Event:
+        """Append an event to the run's log and return it. Events are never dropped."""
+        validate_name(kind, "event kind")
+        validate_name(lane, "lane")
+        value = check_json_value(data, "data")
+        seq, ts = self._append("event", kind, {"kind": kind, "lane": lane, "data": value})
+        return Event.model_construct(
+            run=self.run_id, seq=seq, ts=ts, type="event", kind=kind, lane=lane, data=value
+        )
+
+    def _end(self, status: str, result: Any, error: str | None) -> None:
+        with self._lock:
+            if self._status != "running":
+                raise RunStateError(f"run {self.run_id!r} is already {self._status}")
+            result_text = None if result is None else dumps(result).decode()
+            self.archive.cache.end_run(self.run_id, status, format_ts(utcnow()), result_text, error)
+            self._status = status
+        self.flush()
+
+    def complete(self, result: Any = None) -> None:
+        """Mark the run completed (with an optional JSON ``result``) and flush it."""
+        self._end("completed", check_json_value(result, "result"), None)
+
+    def fail(self, error: BaseException | str) -> None:
+        """Mark the run failed with ``error`` (an exception or a message) and flush it."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self._end("failed", None, text)
+
+    def flush(self) -> None:
+        """Ship this run's pending records to the bucket now; raise if that fails."""
+        self.archive._check_open()
+        self.archive.flusher.flushed(self.run_id, self.archive.engine.flush_run(self.run_id))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._status != "running":
+            return
+        if exc is None:
+            self.complete()
+        else:
+            try:
+                self.fail(exc)
+            except Exception as flush_exc:  # the caller's exception wins; ours is a note
+                exc.add_note(f"runarchive: marking run {self.run_id} failed raised {flush_exc!r}")
+
+    # -- reads ---------------------------------------------------------------
+
+    def latest(self, name: str | None = None) -> Checkpoint | None:
+        """The newest checkpoint (of ``name``, if given), from the cache."""
+        rows = self.archive.cache.records(
+            self.run_id, rtype="checkpoint", name=name, newest_first=True, limit=1
+        )
+        rec = _parse(rows[0]) if rows else None
+        return rec if isinstance(rec, Checkpoint) else None
+
+    def get(self, seq: int) -> Checkpoint | Event | None:
+        """The record with this seq, from the cache or else the bucket; ``None`` if gone."""
+        rows = self.archive.cache.records(self.run_id, min_seq=seq, max_seq=seq)
+        if rows:
+            return _parse(rows[0])
+        for rec in self._archived(seq, seq):
+            return rec
+        return None
+
+    def history(
+        self,
+        name: str | None = None,
+        since: int | datetime | None = None,
+        until: int | datetime | None = None,
+    ) -> list[Checkpoint]:
+        """Checkpoints still held (cache, then bucket for evicted ones), oldest first.
+
+        ``since``/``until`` are inclusive bounds, as seqs (``int``) or times.
+        Checkpoints dropped by the policy are returned while the cache still has them.
+        """
+        lo = since if isinstance(since, int) else None
+        hi = until if isinstance(until, int) else None
+        cached = self.archive.cache.records(
+            self.run_id, rtype="checkpoint", name=name, min_seq=lo, max_seq=hi
+        )
+        found = {r.seq: r for r in map(_parse, cached) if isinstance(r, Checkpoint)}
+        row = self.archive.cache.run(self.run_id)
+        evicted = row.evicted_seq if row else 0
+        if evicted >= (lo or 1):  # part of the range left the cache: read it from the bucket
+            for r in self._archived(lo or 1, min(evicted, hi or evicted)):
+                if isinstance(r, Checkpoint) and (name is None or r.name == name):
+                    found.setdefault(r.seq, r)
+        out = [found[s] for s in sorted(found)]
+        if isinstance(since, datetime):
+            out = [r for r in out if r.ts >= since]
+        if isinstance(until, datetime):
+            out = [r for r in out if r.ts <= until]
+        return out
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self.history())
+
+    def rollback_to(self, seq: int) -> Any:
+        """The state of checkpoint ``seq``, for the caller to resume from."""
+        rec = self.get(seq)
+        if not isinstance(rec, Checkpoint):
+            what = "an event" if rec is not None else "not held (dropped by the policy or unknown)"
+            raise InvalidInputError(f"seq {seq} of run {self.run_id!r} is {what}, not a checkpoint")
+        return rec.state
+
+    def _archived(self, lo: int, hi: int) -> list[Checkpoint | Event]:
+        row = self.archive.cache.run(self.run_id)
+        if row is None or row.index_json is None or lo > row.archived_seq:
+            return []
+        index = RunIndex.model_validate_json(row.index_json)
+        plan = plan_restore(index, seq=hi, min_seq=lo)
+        return execute_restore(
+            plan, self.archive.store, workers=self.archive.config.restore_workers
+        )
