@@ -1,0 +1,283 @@
+"""The manifest: sharded CAS index of runs, leases, interrupted runs, resume and fencing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from conftest import Backend, StoreFactory, abandon
+
+from runarchive import Archive, Policy, Reader
+from runarchive.cli import main
+from runarchive.errors import (
+    CorruptObjectError,
+    FencedError,
+    FormatVersionError,
+    RunNotFoundError,
+    RunStateError,
+)
+from runarchive.manifest import SHARDS, Manifest, RunEntry, shard_key, shard_of
+from runarchive.model import utcnow
+from runarchive.store import FileStore
+
+
+def entry(run_id: str, **fields: Any) -> RunEntry:
+    now = utcnow()
+    base: dict[str, Any] = {"run_id": run_id, "agent": "a", "created_at": now, "updated_at": now}
+    return RunEntry(**{**base, **fields})
+
+
+def ids_in_one_shard(n: int, shard: int = 0) -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        if shard_of(f"run-{i}") == shard:
+            out.append(f"run-{i}")
+        i += 1
+    return out
+
+
+def test_concurrent_upserts_into_one_shard_lose_nothing(make_race_store: StoreFactory) -> None:
+    store = make_race_store()
+    run_ids = ids_in_one_shard(24)
+    managers = [Manifest(store, seed=i) for i in range(6)]  # six "hosts"
+    barrier = threading.Barrier(6)
+
+    def host(i: int) -> None:
+        barrier.wait()
+        for run_id in run_ids[i::6]:
+            managers[i].upsert_active(entry(run_id, owner_host=f"h{i}"))
+
+    threads = [threading.Thread(target=host, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    listed = Manifest(store).read_all()
+    assert sorted(listed) == sorted(run_ids)
+    assert sum(m.conflicts for m in managers) > 0  # they really did collide
+
+
+def test_finish_moves_a_run_from_active_to_done(make_store: StoreFactory) -> None:
+    store = make_store()
+    m = Manifest(store)
+    m.upsert_active(entry("r1"))
+    m.upsert_active(entry("r2"))
+    m.finish(entry("r1", status="completed", ended_at=utcnow()))
+    active = Manifest(store).read_all(("active",))
+    done = Manifest(store).read_all(("done",))
+    assert (sorted(active), sorted(done)) == (["r2"], ["r1"])
+    assert Manifest(store).read_all()["r1"]["status"] == "completed"
+
+
+def test_done_wins_when_a_run_is_in_both(tmp_path: Path) -> None:
+    """A crash between the two writes of finish() leaves the run in both kinds."""
+    m = Manifest(FileStore(tmp_path))
+    m.upsert_active(entry("r1"))
+    m.update(
+        "done",
+        shard_of("r1"),
+        lambda runs: bool(
+            runs.update({"r1": entry("r1", status="failed").model_dump(mode="json")}) or True
+        ),
+    )
+    assert Manifest(FileStore(tmp_path)).read_all()["r1"]["status"] == "failed"
+    assert [e.run_id for e in m.entries(status="running")] == ["r1"]  # still active there
+    assert [e.status for e in m.entries()] == ["failed"]
+
+
+def test_entries_filters_and_order(tmp_path: Path) -> None:
+    m = Manifest(FileStore(tmp_path))
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(10):
+        e = entry(f"r{i}", agent=("x", "y")[i % 2], created_at=t0 + timedelta(days=i))
+        if i < 6:
+            m.finish(e.model_copy(update={"status": ("completed", "failed")[i % 3 == 0]}))
+        else:
+            m.upsert_active(e)
+    assert [e.run_id for e in m.entries()] == [f"r{i}" for i in range(9, -1, -1)]
+    assert [e.run_id for e in m.entries(status="running")] == ["r9", "r8", "r7", "r6"]
+    assert [e.run_id for e in m.entries(status="failed")] == ["r3", "r0"]
+    assert [e.run_id for e in m.entries(agent="y", since=t0 + timedelta(days=4))] == [
+        "r9",
+        "r7",
+        "r5",
+    ]
+    assert [e.run_id for e in m.entries(until=t0 + timedelta(days=1))] == ["r1", "r0"]
+    assert len(m.entries(limit=3)) == 3
+
+
+def test_interrupted_means_running_with_an_expired_lease(tmp_path: Path) -> None:
+    m = Manifest(FileStore(tmp_path))
+    now = utcnow()
+    m.upsert_active(entry("alive", lease_expires_at=now + timedelta(seconds=60)))
+    m.upsert_active(entry("dead", lease_expires_at=now - timedelta(seconds=5)))
+    m.upsert_active(entry("long-dead", lease_expires_at=now - timedelta(hours=2)))
+    m.finish(entry("done", status="completed", lease_expires_at=now - timedelta(hours=9)))
+    assert [e.run_id for e in m.interrupted()] == ["dead", "long-dead"]
+    assert [e.run_id for e in m.interrupted(timedelta(hours=1))] == ["long-dead"]
+
+
+def test_an_older_epoch_never_overwrites_a_newer_owner(tmp_path: Path) -> None:
+    m = Manifest(FileStore(tmp_path))
+    m.upsert_active(entry("r", epoch=2, owner_host="new"))
+    m.upsert_active(entry("r", epoch=1, owner_host="old"))
+    m.renew([entry("r", epoch=1, owner_host="old")])
+    assert m.read_all()["r"]["owner_host"] == "new"
+
+
+def test_shards_are_zstd_json_and_versioned(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    Manifest(store).upsert_active(entry("r"))
+    key = shard_key("active", shard_of("r"))
+    doc = json.loads(zstandard.ZstdDecompressor().decompress(store.get(key).body))
+    assert doc["format"] == 1
+    assert doc["runs"]["r"]["agent"] == "a"
+    doc["format"] = 2
+    store.put(key, zstandard.ZstdCompressor().compress(json.dumps(doc).encode()))
+    with pytest.raises(FormatVersionError, match="format version 2"):
+        Manifest(store).read_all()
+    store.put(key, b"not zstd")
+    with pytest.raises(CorruptObjectError, match="manifest/active"):
+        Manifest(store).read_all()
+
+
+def test_request_budgets(tmp_path: Path) -> None:
+    with Archive.open((tmp_path / "b").as_uri(), cache_dir=tmp_path / "c") as archive:
+        for i in range(12):
+            with archive.start_run(agent=f"a{i % 3}") as run:
+                run.event("e", i)
+        live = [archive.start_run(agent="live") for _ in range(3)]
+        for run in live:
+            run.event("e")
+            run.flush()  # indexed and listed as running
+        reader = Reader.open((tmp_path / "b").as_uri())
+        reader.store.reset()
+        assert len(reader.list_runs()) == 15
+        assert reader.store.counts["get"] == 2 * SHARDS  # 16, whatever the number of runs
+        reader.store.reset()
+        assert len(reader.list_runs(status="running")) == 3
+        assert dict(reader.store.counts) == {"get": SHARDS}
+        reader.store.reset()
+        assert reader.interrupted() == []
+        assert dict(reader.store.counts) == {"get": SHARDS}
+        # A lease renewal: one CAS PUT per shard holding this host's running runs.
+        archive.store.reset()
+        assert archive.engine.renew_leases() == 3
+        shards = {shard_of(r.run_id) for r in live}
+        assert dict(archive.store.counts) == {"put": len(shards)}
+
+
+def test_resume_after_a_crash_continues_the_seq(backend: Backend) -> None:
+    first = backend.open(lease_seconds=3, host_id="host-a", policy=Policy(keep_all=True))
+    run = first.start_run(agent="resumable", run_id="job-1", metadata={"k": 1})
+    for i in range(30):
+        run.checkpoint(("plan", "act")[i % 2], {"i": i})
+    run.flush()
+    abandon(first)  # host A dies
+
+    second = backend.open(host_id="host-b")
+    listed = second.list_runs(status="running")
+    assert [(e.run_id, e.owner_host, e.epoch) for e in listed] == [("job-1", "host-a", 1)]
+    again = second.resume("job-1")
+    assert again.last_seq == 30
+    latest = again.latest("plan")
+    assert latest is not None
+    assert latest.state == {"i": 28}
+    assert again.checkpoint("plan", {"i": 30}).seq == 31
+    again.complete()
+    restored = backend.open().restore("job-1")
+    assert [c.state["i"] for c in restored.checkpoints] == list(range(31))
+    assert (restored.index.epoch, restored.index.owner_host) == (2, "host-b")
+    (done,) = second.list_runs()
+    assert (done.status, done.owner_host, done.epoch, done.last_seq) == (
+        "completed",
+        "host-b",
+        2,
+        31,
+    )
+
+
+def test_a_live_owner_is_fenced_by_a_resume(backend: Backend) -> None:
+    host_a = backend.open(host_id="host-a", flush_age=3600)
+    run_a = host_a.start_run(agent="zombie", run_id="job-z")
+    run_a.checkpoint("c", {"by": "a", "i": 0})
+    run_a.flush()
+    host_b = backend.open(host_id="host-b")
+    run_b = host_b.resume("job-z")
+    run_a.checkpoint("c", {"by": "a", "i": 1})  # still only local
+    with pytest.raises(FencedError, match="taken over by host-b"):
+        run_a.flush()
+    with pytest.raises(FencedError):
+        run_a.checkpoint("c", {"by": "a", "i": 2})
+    run_b.checkpoint("c", {"by": "b", "i": 1})
+    run_b.complete()
+    restored = backend.open().restore("job-z")
+    assert [c.state for c in restored.checkpoints] == [{"by": "a", "i": 0}, {"by": "b", "i": 1}]
+    # A's fenced record is still in A's cache for an operator.
+    fenced = [r.seq for r in host_a.cache.records("job-z")]
+    assert fenced == [1, 2]
+
+
+def test_resume_refuses_finished_and_unknown_runs(backend: Backend) -> None:
+    archive = backend.open()
+    with archive.start_run(agent="x", run_id="fin") as run:
+        run.event("e")
+    other = backend.open()
+    with pytest.raises(RunStateError, match="completed; only running runs resume"):
+        other.resume("fin")
+    with pytest.raises(RunNotFoundError):
+        other.resume("nope")
+
+
+def test_delete_run(backend: Backend) -> None:
+    archive = backend.open(flush_records=3)
+    with archive.start_run(agent="x", run_id="gone") as run:
+        for i in range(7):
+            run.event("e", i)
+    segments = len(archive.index("gone").segments)
+    assert segments >= 2
+    assert archive.delete_run("gone") == segments + 1  # the segments and the index
+    assert list(archive.store.list("runs/gone/")) == []
+    assert archive.list_runs() == []
+    with pytest.raises(RunNotFoundError):
+        archive.restore("gone")
+    with pytest.raises(RunNotFoundError):
+        archive.delete_run("gone")
+
+
+def test_cli_runs_interrupted_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = (tmp_path / "b").as_uri()
+    crashed = Archive.open(url, cache_dir=tmp_path / "c1", lease_seconds=3, host_id="h1")
+    run = crashed.start_run(agent="cli", run_id="cli-run")
+    run.checkpoint("c", {"step": 1})
+    run.flush()
+    abandon(crashed)
+    assert main(["--url", url, "runs", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["run_id"], listed["status"], listed["owner_host"]) == (
+        "cli-run",
+        "running",
+        "h1",
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        assert main(["--url", url, "interrupted", "--json"]) == 0
+        found = json.loads(capsys.readouterr().out)
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [e["run_id"] for e in found] == ["cli-run"]
+    assert main(["--url", url, "resume", "cli-run", "--cache-dir", str(tmp_path / "c2")]) == 0
+    out = capsys.readouterr().out
+    assert "resumed   cli-run" in out
+    assert "next seq  2" in out
+    assert main(["--url", url, "runs", "--status", "running"]) == 0
+    assert "1 runs" in capsys.readouterr().out
