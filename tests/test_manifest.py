@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import zstandard
-from conftest import Backend, StoreFactory, abandon
+from conftest import Backend, StoreFactory, abandon, s3_settings
+from servers import S3Server, unique_bucket_name
 
 from runarchive import Archive, Policy, Reader
 from runarchive.cli import main
@@ -21,6 +22,7 @@ from runarchive.errors import (
     CorruptObjectError,
     FencedError,
     FormatVersionError,
+    ObjectLockedError,
     RunNotFoundError,
     RunStateError,
 )
@@ -288,3 +290,27 @@ def test_cli_runs_interrupted_and_resume(
     assert "next seq  2" in out
     assert main(["--url", url, "runs", "--status", "running"]) == 0
     assert "1 runs" in capsys.readouterr().out
+
+
+def test_delete_run_refuses_a_locked_run_and_deletes_nothing(
+    seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    client = seaweed.client()
+    bucket = unique_bucket_name("locked")
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = seaweed.url(bucket, "agents")
+    with Archive.open(url, cache_dir=tmp_path / "c", **s3_settings(seaweed)) as archive:
+        with archive.start_run(agent="audited", run_id="held") as run:
+            run.event("e", 1)
+        seg = archive.index("held").segments[0].key
+        client.put_object_legal_hold(Bucket=bucket, Key=f"agents/{seg}", LegalHold={"Status": "ON"})
+        with pytest.raises(ObjectLockedError, match=r"under a legal hold\. Nothing was deleted"):
+            archive.delete_run("held")
+        assert [e.run_id for e in archive.list_runs()] == ["held"]
+        assert archive.restore("held").events[0].data == 1
+        client.put_object_legal_hold(
+            Bucket=bucket, Key=f"agents/{seg}", LegalHold={"Status": "OFF"}
+        )
+        assert archive.delete_run("held") == 2

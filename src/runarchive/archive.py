@@ -28,6 +28,7 @@ from runarchive.errors import (
     CacheError,
     ConfigError,
     InvalidInputError,
+    ObjectLockedError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ResumeConflictError,
@@ -416,6 +417,17 @@ class Archive(Reader):
         keys = [m.key for m in self.store.list(run_prefix(run_id))]
         if not keys and self.cache.run(run_id) is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}")
+        if self.store.capabilities.remote:
+            # Checked before deleting anything: a versioned, locked bucket would accept
+            # the DELETEs (as delete markers) and keep the data, silently.
+            for key in keys:
+                reason = self.store.lock_reason(key)
+                if reason is not None:
+                    raise ObjectLockedError(
+                        f"run {run_id!r} cannot be deleted: {key!r} is under {reason}. "
+                        "Nothing was deleted.",
+                        key=key,
+                    )
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
             self.store.delete(key)
         self.manifest.forget(run_id)

@@ -21,6 +21,7 @@ happened and what to do; they never contain credentials or object bodies.
         ├── PreconditionFailedError         If-Match / If-None-Match lost (412, 409)
         ├── BucketNotFoundError
         ├── AccessDeniedError               wrong credentials or missing permission
+        ├── ObjectLockedError               a legal hold or retention forbids a delete
         ├── StoreUnavailableError           endpoint unreachable, timeouts, 5xx after retries
         └── ConditionalWritesUnsupportedError   the bucket ignores preconditions
 """
@@ -123,6 +124,10 @@ class BucketNotFoundError(StoreError):
 
 class AccessDeniedError(StoreError):
     """The credentials are wrong or lack a permission."""
+
+
+class ObjectLockedError(StoreError):
+    """An object lock (legal hold or retention) forbids deleting an object."""
 
 
 class StoreUnavailableError(StoreError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import boto3
@@ -151,6 +152,21 @@ class S3Store(Store):
             except ObjectNotFoundError:
                 return None
         return ObjectMeta(key, resp["ContentLength"], resp["ETag"])
+
+    def lock_reason(self, key: str) -> str | None:
+        try:
+            resp = self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
+        except Exception as exc:
+            try:
+                self._raise(exc, "HEAD", key)
+            except ObjectNotFoundError:
+                return None
+        if resp.get("ObjectLockLegalHoldStatus") == "ON":
+            return "a legal hold"
+        until = resp.get("ObjectLockRetainUntilDate")
+        if until is not None and until > datetime.now(UTC):
+            return f"{resp.get('ObjectLockMode', 'a')} retention until {until.isoformat()}"
+        return None
 
     def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
         cond: dict[str, Any] = {}

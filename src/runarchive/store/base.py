@@ -117,6 +117,13 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing object is not an error."""
 
+    def lock_reason(self, key: str) -> str | None:
+        """Why ``key`` may not be deleted (legal hold, retention), or ``None``.
+
+        Backends without S3 Object Lock never lock anything. Cost on S3: one HEAD.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections and handles."""
 

@@ -68,6 +68,10 @@ class CountingStore(Store):
         self._count("list", prefix)
         yield from self.inner.list(prefix)
 
+    def lock_reason(self, key: str) -> str | None:
+        self._count("head", key)
+        return self.inner.lock_reason(key)
+
     def delete(self, key: str) -> None:
         self._count("delete", key)
         self.inner.delete(key)
