@@ -314,3 +314,28 @@ def test_delete_run_refuses_a_locked_run_and_deletes_nothing(
             Bucket=bucket, Key=f"agents/{seg}", LegalHold={"Status": "OFF"}
         )
         assert archive.delete_run("held") == 2
+
+
+def test_a_run_recovered_from_a_dead_process_is_not_kept_alive(tmp_path: Path) -> None:
+    """Reopening a cache flushes what a dead process left, but renews no lease for it:
+    only a run this process writes is vouched for."""
+    url = (tmp_path / "b").as_uri()
+    first = Archive.open(url, cache_dir=tmp_path / "c", lease_seconds=3, host_id="h")
+    run = first.start_run(agent="x", run_id="orphaned")
+    run.event("e")
+    run.flush()
+    abandon(first)
+    reopened = Archive.open(url, cache_dir=tmp_path / "c", lease_seconds=3, host_id="h")
+    assert reopened.engine.renew_leases() == 0
+    deadline = time.monotonic() + 10
+    while not reopened.interrupted() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [e.run_id for e in reopened.interrupted()] == ["orphaned"]
+    again = reopened.resume("orphaned")  # this host's cache holds it: no takeover
+    assert again.event("e").seq == 2
+    assert reopened.engine.renew_leases() == 1
+    assert reopened.interrupted() == []
+    again.complete()
+    (entry_,) = reopened.list_runs()
+    assert (entry_.status, entry_.epoch) == ("completed", 1)
+    reopened.close()

@@ -310,6 +310,7 @@ class Archive(Reader):
         return self._handle(run_id)
 
     def _handle(self, run_id: str) -> Run:
+        self.engine.live.add(run_id)
         with self._lock:
             handle = self._runs.get(run_id)
             if handle is None:
@@ -402,8 +403,10 @@ class Archive(Reader):
             ],
         )
         self.engine.mark_synced(run_id)
-        self.flush()  # lists this host as the owner in the manifest
-        return self._handle(run_id)
+        handle = self._handle(run_id)
+        # Nothing is pending: this flush only lists this host as the owner.
+        self.flusher.flushed(run_id, self.engine.flush_run(run_id))
+        return handle
 
     def delete_run(self, run_id: str) -> int:
         """Delete a run's objects, its manifest entry and its local cache copy.

@@ -96,6 +96,10 @@ class FlushEngine:
         self.manifest = Manifest(store)
         self.pid = os.getpid()
         self.fenced: set[str] = set()  # runs another host took over (appends refuse)
+        # Runs this process writes (started, resumed or reattached here). Only their
+        # leases are renewed: a run merely recovered from the cache of a process that
+        # died must be allowed to look interrupted.
+        self.live: set[str] = set()
         self.stats = FlushStats()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -302,7 +306,10 @@ class FlushEngine:
         entries = [
             self.entry(row)
             for row in self.cache.runs()
-            if row.status == "running" and row.manifest_state == 1 and not row.fenced
+            if row.run_id in self.live
+            and row.status == "running"
+            and row.manifest_state == 1
+            and not row.fenced
         ]
         if entries:
             self.manifest.renew(entries)
@@ -476,6 +483,7 @@ class Flusher:
         except Exception as exc:  # kept, logged and retried: the records stay in the cache
             with self._cond:
                 st = self._fresh(run_id)
+                st.requested = True  # retry after the back-off even with nothing pending
                 st.failures += 1
                 st.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** (st.failures - 1))
             err = FlushError(run_id, exc)
