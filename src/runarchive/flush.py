@@ -311,9 +311,19 @@ class FlushEngine:
             and row.manifest_state == 1
             and not row.fenced
         ]
-        if entries:
-            self.manifest.renew(entries)
-        return len(entries)
+        if not entries:
+            return 0
+        lost = self.manifest.renew(entries)
+        for run_id in lost:
+            row = self.cache.run(run_id)
+            if row is None or row.status != "running" or row.manifest_state != 1:
+                continue  # it ended here meanwhile: finish() took it out of "active"
+            # Another host took it over, finished or deleted it: stop writing it now
+            # rather than at the next flush.
+            self.fenced.add(run_id)
+            self.cache.set_run_fields(run_id, fenced=1)
+            log.warning("run %s is no longer ours in the manifest; this writer is fenced", run_id)
+        return len(entries) - len(lost)
 
     def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]

@@ -177,24 +177,33 @@ class Manifest:
 
         self.update("active", shard_of(entry.run_id), change)
 
-    def renew(self, entries: Iterable[RunEntry]) -> None:
-        """Write fresh leases/progress for runs this host owns, one CAS per shard."""
+    def renew(self, entries: Iterable[RunEntry]) -> set[str]:
+        """Write fresh leases/progress for runs this host owns, one CAS per shard.
+
+        Only entries still listed as running with this epoch are renewed: a run that
+        another host took over (higher epoch), finished or deleted is never put back.
+        Returns the ids of those lost runs, so that their writer can stop.
+        """
         by_shard: dict[int, list[RunEntry]] = {}
         for e in entries:
             by_shard.setdefault(shard_of(e.run_id), []).append(e)
+        lost: set[str] = set()
         for shard, group in by_shard.items():
 
             def change(runs: dict[str, dict[str, Any]], group: list[RunEntry] = group) -> bool:
+                lost.difference_update(e.run_id for e in group)  # recomputed per attempt
                 changed = False
                 for e in group:
                     current = runs.get(e.run_id)
-                    if current is not None and current.get("epoch", 0) > e.epoch:
-                        continue  # fenced: somebody else owns it now
+                    if current is None or current.get("epoch", 0) > e.epoch:
+                        lost.add(e.run_id)
+                        continue
                     runs[e.run_id] = e.model_dump(mode="json")
                     changed = True
                 return changed
 
             self.update("active", shard, change)
+        return lost
 
     def finish(self, entry: RunEntry) -> None:
         """Move a completed or failed run from ``active`` to ``done`` (2 CAS writes)."""
