@@ -19,7 +19,9 @@ the flusher thread and the main thread never interleave inside a line:
            <where>`` and exits 0.
 ``idle``   (``run_id``, ``records``): start run ``run_id``, append ``records``
            checkpoints, flush, print ``FLUSHED <seq>``, then stay alive without
-           appending (the background flusher keeps renewing the lease) until killed.
+           appending (the background flusher keeps renewing the lease) until a line
+           ``append`` arrives on stdin: then append one checkpoint and flush it, printing
+           ``ACK``/``FLUSHED`` as ``writer`` does, or ``FENCED <seq> <where>`` and exit 0.
 
 The first line is always ``READY <pid>`` once the archive is open.
 """
@@ -83,8 +85,19 @@ def idle(archive: Archive, run_id: str, records: int) -> None:
         run.checkpoint("step", {"writer": host, "n": run.last_seq + 1})
     run.flush()
     say(f"FLUSHED {run.last_seq}")
-    while True:  # alive and renewing its lease in the background, until SIGKILL
-        time.sleep(3600)
+    # Alive and renewing its lease in the background (a slow tool call, say).
+    while sys.stdin.readline().strip() == "append":
+        where = "checkpoint"
+        try:
+            cp = run.checkpoint("step", {"writer": host, "n": run.last_seq + 1})
+            say(f"ACK {cp.seq}")
+            where = "flush"
+            run.flush()
+            say(f"FLUSHED {cp.seq}")
+        except FencedError as exc:
+            say(f"FENCED {run.last_seq} {where}")
+            print(f"fenced: {exc}", file=sys.stderr)
+            return
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from runarchive.errors import (
     FencedError,
     FormatVersionError,
     ObjectLockedError,
+    ResumeConflictError,
     RunNotFoundError,
     RunStateError,
 )
@@ -339,3 +340,22 @@ def test_a_run_recovered_from_a_dead_process_is_not_kept_alive(tmp_path: Path) -
     (entry_,) = reopened.list_runs()
     assert (entry_.status, entry_.epoch) == ("completed", 1)
     reopened.close()
+
+
+def test_resume_with_expected_epoch_does_not_take_a_run_from_its_new_owner(
+    tmp_path: Path,
+) -> None:
+    url = (tmp_path / "b").as_uri()
+    dead = Archive.open(url, cache_dir=tmp_path / "a", host_id="a")
+    dead.start_run(agent="x", run_id="contested").event("e")
+    dead.flush()
+    abandon(dead)
+    b = Archive.open(url, cache_dir=tmp_path / "b", host_id="b")
+    c = Archive.open(url, cache_dir=tmp_path / "c", host_id="c")
+    (seen,) = c.list_runs(status="running")  # c saw epoch 1, then b got there first
+    b.resume("contested", expected_epoch=seen.epoch)
+    with pytest.raises(ResumeConflictError, match="at epoch 2, not 1: b took it over"):
+        c.resume("contested", expected_epoch=seen.epoch)
+    assert Reader.open(url).index("contested").owner_host == "b"
+    b.close()
+    c.close()

@@ -317,7 +317,7 @@ class Archive(Reader):
                 handle = self._runs[run_id] = Run(self, run_id)
             return handle
 
-    def resume(self, run_id: str) -> Run:
+    def resume(self, run_id: str, *, expected_epoch: int | None = None) -> Run:
         """Take over a running run from the bucket and return its writer.
 
         Bumps the run's epoch in its index by compare-and-swap (so a previous owner
@@ -327,6 +327,11 @@ class Archive(Reader):
         next seq. If another host resumes it at the same moment, exactly one wins;
         the other gets ``ResumeConflictError``. A run this host's cache already
         holds is simply returned (no takeover needed).
+
+        ``expected_epoch`` (e.g. the ``epoch`` of an :meth:`interrupted` entry) makes
+        the takeover conditional: if another host took the run over since, it raises
+        ``ResumeConflictError`` instead of taking it from that host in turn. Hosts
+        that all recover from ``interrupted()`` should pass it.
         """
         self._check_open()
         validate_run_id(run_id)
@@ -348,6 +353,11 @@ class Archive(Reader):
         index = parse_index(got.body, key)
         if index.status != "running":
             raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
+        if expected_epoch is not None and index.epoch != expected_epoch:
+            raise ResumeConflictError(
+                f"run {run_id!r} is at epoch {index.epoch}, not {expected_epoch}: "
+                f"{index.owner_host or 'another host'} took it over already"
+            )
         taken = index.model_copy(
             update={
                 "epoch": index.epoch + 1,
