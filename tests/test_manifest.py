@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from runarchive.errors import (
     CorruptObjectError,
     FencedError,
     FormatVersionError,
+    InvalidInputError,
     ObjectLockedError,
     ResumeConflictError,
     RunNotFoundError,
@@ -359,3 +360,16 @@ def test_resume_with_expected_epoch_does_not_take_a_run_from_its_new_owner(
     assert Reader.open(url).index("contested").owner_host == "b"
     b.close()
     c.close()
+
+
+def test_newest_first_is_time_order_and_naive_bounds_are_refused(tmp_path: Path) -> None:
+    m = Manifest(FileStore(tmp_path))
+    t = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    plus2 = timezone(timedelta(hours=2))
+    m.upsert_active(entry("a", created_at=t))  # .000000 microseconds
+    m.upsert_active(entry("b", created_at=t + timedelta(milliseconds=500)))
+    m.upsert_active(entry("c", created_at=datetime(2026, 5, 1, 13, 30, tzinfo=plus2)))  # 11:30Z
+    assert [e.run_id for e in m.entries()] == ["b", "a", "c"]
+    assert [e.run_id for e in m.entries(since=t)] == ["b", "a"]
+    with pytest.raises(InvalidInputError, match="timezone-aware"):
+        m.entries(since=datetime(2026, 1, 1))
