@@ -492,7 +492,7 @@ class Breakdown:
     validate_nogc_us_per_entry: float
     entries_mem_s: float  # Manifest.entries(limit=None) on a MemoryStore copy: no network
     entries_mem_nogc_s: float
-    known_mib: float  # what a Manifest keeps decoded (_known) after one read_all()
+    known_mib: float  # what a Manifest keeps (_known) after one read_all(), tracemalloc
     encode_done_shard_s: float  # manifest._encode of the largest done shard
     decode_done_shard_s: float
     largest_done_entries: int
@@ -1281,8 +1281,8 @@ def report(
         f"{bd.entries_mem_s:.3f}s; with gc off {bd.entries_mem_nogc_s:.3f}s"
     )
     w(
-        f"    a Manifest keeps every shard it read decoded (_known): {bd.known_mib:,.0f} MiB "
-        "after one read_all() (tracemalloc), held by the Reader/Archive"
+        f"    what a Manifest keeps after one read_all() (_known: compressed bodies + ETags): "
+        f"{bd.known_mib:,.1f} MiB beyond the bodies themselves (tracemalloc)"
     )
     w(
         f"  one write of the largest done shard ({bd.largest_done_entries:,} entries, "
