@@ -32,9 +32,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import zstandard
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import aws_env, kib, mib, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive, ArchiveConfig  # noqa: E402
@@ -139,17 +139,6 @@ def small_state(i: int, rng: random.Random) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: float) -> float:
-    """Percentile ``q`` (0-100) with linear interpolation."""
-    data = sorted(values)
-    if not data:
-        return float("nan")
-    pos = (len(data) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
 @dataclass
 class Stat:
     """Summary of latency samples, in milliseconds."""
@@ -176,38 +165,6 @@ class Stat:
         )
 
 
-def kib(n: float) -> str:
-    return f"{n / 1024:,.1f} KiB"
-
-
-def mib(n: float) -> str:
-    return f"{n / 1024 / 1024:,.2f} MiB"
-
-
-@contextmanager
-def aws_env(server: S3Server) -> Iterator[None]:
-    """Credentials for boto3's chain, from the test server; restored afterwards."""
-    wanted = {
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-        "AWS_DEFAULT_REGION": server.region,
-    }
-    drop = ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
-    drop += [k for k in os.environ if k.startswith("RUNARCHIVE_")]
-    saved = {k: os.environ.get(k) for k in [*wanted, *drop]}
-    for k in drop:
-        os.environ.pop(k, None)
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def open_archive(server: S3Server, bucket: str, prefix: str, cache: Path, **extra: Any) -> Archive:
     return Archive.open(
         server.url(bucket, prefix),
@@ -216,13 +173,6 @@ def open_archive(server: S3Server, bucket: str, prefix: str, cache: Path, **extr
         addressing_style="path",
         **extra,
     )
-
-
-def warm_bucket(server: S3Server, bucket: str) -> None:
-    """SeaweedFS allocates volumes on a bucket's first PUT (~0.2 s): do it untimed."""
-    client = server.client()
-    client.put_object(Bucket=bucket, Key="_warm", Body=b"x")
-    client.delete_object(Bucket=bucket, Key="_warm")
 
 
 # --------------------------------------------------------------------------

@@ -143,24 +143,24 @@ class S3Store(Store):
             self._raise(exc, "GET", key)
         return GetResult(body, resp["ETag"])
 
-    def head(self, key: str) -> ObjectMeta | None:
+    def _head(self, key: str) -> Any:
+        """The HEAD response, or ``None`` if the object does not exist."""
         try:
-            resp = self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
+            return self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
         except Exception as exc:
             try:
                 self._raise(exc, "HEAD", key)
             except ObjectNotFoundError:
                 return None
-        return ObjectMeta(key, resp["ContentLength"], resp["ETag"])
+
+    def head(self, key: str) -> ObjectMeta | None:
+        resp = self._head(key)
+        return None if resp is None else ObjectMeta(key, resp["ContentLength"], resp["ETag"])
 
     def lock_reason(self, key: str) -> str | None:
-        try:
-            resp = self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
-        except Exception as exc:
-            try:
-                self._raise(exc, "HEAD", key)
-            except ObjectNotFoundError:
-                return None
+        resp = self._head(key)
+        if resp is None:
+            return None
         if resp.get("ObjectLockLegalHoldStatus") == "ON":
             return "a legal hold"
         until = resp.get("ObjectLockRetainUntilDate")
