@@ -54,6 +54,7 @@ def test_demo_reports_runs_records_objects_bytes_and_requests(demo_dir: tuple[Pa
     assert "objects in the bucket" in out
     assert "% of the raw JSON" in out
     assert "requests" in out
+    assert "manifest  3 runs listed in the archive (0 running)" in out
     assert (where / ".runarchive" / "archive" / "runs").is_dir()
 
 

@@ -143,6 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         appended, appended_bytes = archive.appended_records, archive.appended_bytes
         counts = dict(archive.store.counts)
         indexes = [archive.index(r) for r in run_ids]
+        listed = archive.list_runs(limit=None)
     print(f"\n{'run':36} {'status':10} {'records':>8} {'segments':>8} {'stored':>10}")
     for index in indexes:
         recs = sum(s.records for s in index.segments)
@@ -159,6 +160,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({ratio:.2f} % of the raw JSON)"
     )
     print(f"requests  {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    running = sum(1 for e in listed if e.status == "running")
+    print(f"manifest  {len(listed)} runs listed in the archive ({running} running)")
     exe = "runarchive" if shutil.which("runarchive") else sys.argv[0]
     print(f"\nnext: {exe} show {run_ids[0]}\n      {exe} restore {run_ids[-1]}")
     return 0
