@@ -14,6 +14,8 @@ happened and what to do; they never contain credentials or object bodies.
     │   └── ResumeConflictError             another host won the race to resume it
     ├── RunNotFoundError (KeyError)         unknown run id (cache or bucket)
     ├── CacheError                          local cache unusable (locked, corrupt, disk full)
+    ├── IndexConflictError                  bucket index and cache disagree irreconcilably
+    ├── ManifestConflictError               a manifest shard kept changing under retries
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
     ├── FormatVersionError                  object written by a newer format version
     └── StoreError                          anything from the object store
@@ -70,6 +72,15 @@ class FencedError(RunStateError):
 
 class ResumeConflictError(RunStateError):
     """Another host resumed the same run at the same moment and won."""
+
+
+class IndexConflictError(RunArchiveError):
+    """The bucket's run index disagrees with this host's cache in a way that cannot be
+    merged (the bucket is ahead without a higher epoch, or went backwards)."""
+
+
+class ManifestConflictError(RunArchiveError):
+    """A manifest shard kept changing under every retry (extreme contention)."""
 
 
 class RunNotFoundError(RunArchiveError, KeyError):

@@ -33,9 +33,9 @@ from runarchive.codec import encode_segment, index_key, segment_key
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     FencedError,
+    IndexConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
-    RunArchiveError,
 )
 from runarchive.jsonvalue import loads
 from runarchive.manifest import Manifest, RunEntry
@@ -44,10 +44,6 @@ from runarchive.policy import KeptBytes, PendingCheckpoint, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
-
-
-class IndexConflictError(RunArchiveError):
-    """The bucket's run index disagrees with this host's cache in a way we cannot merge."""
 
 
 @dataclass

@@ -38,9 +38,9 @@ from runarchive.errors import (
     CorruptObjectError,
     FormatVersionError,
     InvalidInputError,
+    ManifestConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
-    RunArchiveError,
 )
 from runarchive.model import FORMAT_VERSION, RunStatus, format_ts, utcnow
 from runarchive.store import IfMatch, PutMode, Store
@@ -49,10 +49,6 @@ SHARDS = 8
 Kind = Literal["active", "done"]
 KINDS: tuple[Kind, ...] = ("active", "done")
 MAX_ATTEMPTS = 50
-
-
-class ManifestConflictError(RunArchiveError):
-    """A manifest shard kept changing under every retry (extreme contention)."""
 
 
 class RunEntry(BaseModel):
