@@ -167,11 +167,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _entry_json(entry: RunEntry) -> dict[str, Any]:
-    return entry.model_dump(mode="json")
-
-
-def _print_entries(entries: list[RunEntry]) -> None:
+def _emit_entries(entries: list[RunEntry], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
     print(f"{'run':36} {'agent':16} {'status':10} {'last seq':>8} {'owner':24} {'lease until'}")
     for e in entries:
         owner = f"{e.owner_host}:{e.owner_pid}#{e.epoch}" if e.owner_host else "-"
@@ -189,20 +188,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             until=args.until,
             limit=args.limit,
         )
-    if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2))
-    else:
-        _print_entries(entries)
+    _emit_entries(entries, as_json=args.json)
     return 0
 
 
 def cmd_interrupted(args: argparse.Namespace) -> int:
     with Reader.open(args.url) as reader:
         entries = reader.interrupted(stale_after=args.stale_after)
-    if args.json:
-        print(json.dumps([_entry_json(e) for e in entries], indent=2))
-    else:
-        _print_entries(entries)
+    _emit_entries(entries, as_json=args.json)
     return 0
 
 
