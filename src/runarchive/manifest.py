@@ -258,12 +258,16 @@ class Manifest:
 
         Cost: one GET per shard (8 per kind), fetched in parallel.
         """
+        with _gc_paused():
+            return self._read_all(kinds)
+
+    def _read_all(self, kinds: tuple[Kind, ...]) -> dict[str, dict[str, Any]]:
         jobs = [(kind, shard) for kind in kinds for shard in range(SHARDS)]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool, _gc_paused():
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             parts = list(pool.map(lambda job: (job[0], self._read(*job)[0]), jobs))
-            merged: dict[str, dict[str, Any]] = {}
-            for _kind, runs in sorted(parts, key=lambda p: p[0] == "done"):
-                merged.update(runs)  # "done" parts come last and win
+        merged: dict[str, dict[str, Any]] = {}
+        for _kind, runs in sorted(parts, key=lambda p: p[0] == "done"):
+            merged.update(runs)  # "done" parts come last and win
         return merged
 
     def entries(
@@ -284,8 +288,10 @@ class Manifest:
         )
         lo = format_ts(since) if since else None
         hi = format_ts(until) if until else None
-        runs = self.read_all(kinds)
+        # One pause for the whole call: re-enabling the GC between reading and
+        # filtering made it rescan the 100,000 fresh dicts right away (0.15 s).
         with _gc_paused():
+            runs = self._read_all(kinds)
             # Filter and sort the raw dicts (timestamps are fixed-width UTC text, so
             # text order is time order); build models only for what is returned.
             rows = [
@@ -307,13 +313,13 @@ class Manifest:
         Reads only the ``active`` shards (8 GETs): completed and failed runs are
         never candidates.
         """
-        cutoff = utcnow() - stale_after
-        out = []
-        for data in self.read_all(("active",)).values():
-            entry = RunEntry.model_validate(data)
-            if entry.status == "running" and (
-                entry.lease_expires_at is None or entry.lease_expires_at < cutoff
-            ):
-                out.append(entry)
+        cutoff = format_ts(utcnow() - stale_after)
+        with _gc_paused():
+            out = [
+                RunEntry.model_validate(data)
+                for data in self._read_all(("active",)).values()
+                if data.get("status") == "running"
+                and (data.get("lease_expires_at") or "") < cutoff  # fixed-width UTC text
+            ]
         out.sort(key=lambda e: (e.created_at, e.run_id))
         return out
