@@ -209,6 +209,32 @@ def test_resume_after_a_crash_continues_the_seq(backend: Backend) -> None:
     )
 
 
+def test_a_run_keeps_its_own_policy_across_a_resume(backend: Backend) -> None:
+    # The archives keep only the last checkpoint; the run asked to keep them all.
+    first = backend.open(host_id="host-a", policy=Policy(keep_last=1, keep_latest_per_name=False))
+    run = first.start_run(agent="a", run_id="own-policy", policy=Policy(keep_all=True))
+    other = first.start_run(agent="a", run_id="default-policy")
+    for i in range(10):
+        run.checkpoint("step", {"i": i})
+        other.checkpoint("step", {"i": i})
+    run.flush()
+    other.flush()
+    abandon(first)
+
+    second = backend.open(host_id="host-b", policy=Policy(keep_last=1, keep_latest_per_name=False))
+    again = second.resume("own-policy")
+    for i in range(10, 15):
+        again.checkpoint("step", {"i": i})
+    again.complete()
+    restored = second.restore("own-policy")
+    assert [c.state["i"] for c in restored.checkpoints] == list(range(15))
+    assert restored.index.policy == Policy(keep_all=True).model_dump()
+    # the first checkpoint, and the last one
+    assert [c.state["i"] for c in second.restore("default-policy").checkpoints] == [0, 9]
+    with pytest.raises(InvalidInputError, match="policy must be a Policy"):
+        second.start_run(agent="a", policy={"keep_all": True})  # type: ignore[arg-type]
+
+
 def test_a_live_owner_is_fenced_by_a_resume(backend: Backend) -> None:
     host_a = backend.open(host_id="host-a", flush_age=3600)
     run_a = host_a.start_run(agent="zombie", run_id="job-z")

@@ -21,12 +21,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
+from pydantic import ValidationError
+
 from runarchive.cache import Cache, RunRow
 from runarchive.codec import index_key, run_prefix
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.errors import (
     CacheError,
     ConfigError,
+    FormatVersionError,
     InvalidInputError,
     ObjectLockedError,
     ObjectNotFoundError,
@@ -49,6 +52,7 @@ from runarchive.model import (
     validate_name,
     validate_run_id,
 )
+from runarchive.policy import Policy
 from runarchive.restore import RestoredRun, execute_restore, plan_restore
 from runarchive.run import Run
 from runarchive.store import (
@@ -272,17 +276,24 @@ class Archive(Reader):
         agent: str,
         run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        policy: Policy | None = None,
     ) -> Run:
         """Start a new run and return its writer. ``run_id`` defaults to a time-sortable id.
 
         A given ``run_id`` that already exists in the cache or bucket is refused
-        (one HEAD request); generated ids need no request.
+        (one HEAD request); generated ids need no request. ``policy`` gives this run
+        its own compression policy (e.g. ``Policy(keep_all=True)``), recorded in its
+        index so a host that resumes the run applies it too; the default is the
+        archive's configured policy.
         """
         self._check_open()
         validate_name(agent, "agent")
         meta = check_json_value(metadata or {}, "metadata")
         if not isinstance(meta, dict):
             raise InvalidInputError("metadata must be a dict")
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidInputError(f"policy must be a Policy, not {type(policy).__name__}")
         if run_id is None:
             run_id = new_run_id()
         else:
@@ -292,7 +303,13 @@ class Archive(Reader):
                     f"run {run_id!r} already exists; choose another run_id or use "
                     "archive.run(run_id) to continue a run of this host"
                 )
-        self.cache.create_run(run_id, agent, dumps(meta).decode(), format_ts(utcnow()))
+        self.cache.create_run(
+            run_id,
+            agent,
+            dumps(meta).decode(),
+            format_ts(utcnow()),
+            policy.model_dump_json() if policy is not None else None,
+        )
         # The index is first written by the first flush (at most flush_age later),
         # not here: that saves one request per run.
         self.engine.mark_synced(run_id)
@@ -353,6 +370,13 @@ class Archive(Reader):
         index = parse_index(got.body, key)
         if index.status != "running":
             raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
+        try:
+            policy = None if index.policy is None else Policy.model_validate(index.policy)
+        except ValidationError as exc:
+            raise FormatVersionError(
+                f"run {run_id!r} has a compression policy this version cannot apply "
+                f"({exc.error_count()} problems); resume it with a newer runarchive"
+            ) from None
         if expected_epoch is not None and index.epoch != expected_epoch:
             raise ResumeConflictError(
                 f"run {run_id!r} is at epoch {index.epoch}, not {expected_epoch}: "
@@ -398,6 +422,7 @@ class Archive(Reader):
             epoch=taken.epoch,
             fenced=0,
             manifest_state=0,
+            policy=None if policy is None else policy.model_dump_json(),
         )
         self.cache.import_run(
             row,
@@ -444,6 +469,7 @@ class Archive(Reader):
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
             self.store.delete(key)
         self.manifest.forget(run_id)
+        self.engine.forget(run_id)
         with self._lock:
             self._runs.pop(run_id, None)
         self.cache.delete_run(run_id)

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS runs (
     evicted_seq INTEGER NOT NULL DEFAULT 0,
     epoch INTEGER NOT NULL DEFAULT 0,
     fenced INTEGER NOT NULL DEFAULT 0,
-    manifest_state INTEGER NOT NULL DEFAULT 0
+    manifest_state INTEGER NOT NULL DEFAULT 0,
+    policy TEXT
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -91,6 +92,7 @@ class RunRow:
     epoch: int  # ownership epoch this host writes with
     fenced: int  # 1 once another host took the run over
     manifest_state: int  # 0 not listed, 1 listed as running, 2 listed as finished
+    policy: str | None = None  # the run's own Policy as JSON; None = the archive's
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,8 @@ class Cache:
                 self._conn().execute(
                     f"ALTER TABLE runs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
                 )
+        if "policy" not in have:
+            self._conn().execute("ALTER TABLE runs ADD COLUMN policy TEXT")
 
     def _take_lock(self) -> IO[str]:
         fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
@@ -250,14 +254,16 @@ class Cache:
 
     # -- runs -------------------------------------------------------------------
 
-    def create_run(self, run_id: str, agent: str, metadata: str, now: str) -> None:
+    def create_run(
+        self, run_id: str, agent: str, metadata: str, now: str, policy: str | None = None
+    ) -> None:
         """Record a new run; ``CacheError`` if the id already exists here."""
         try:
             with self.transaction() as db:
                 db.execute(
                     "INSERT INTO runs (run_id, agent, metadata, status, created_at, updated_at,"
-                    " epoch) VALUES (?, ?, ?, 'running', ?, ?, 1)",
-                    (run_id, agent, metadata, now, now),
+                    " epoch, policy) VALUES (?, ?, ?, 'running', ?, ?, 1, ?)",
+                    (run_id, agent, metadata, now, now, policy),
                 )
         except sqlite3.IntegrityError:
             raise CacheError(f"run {run_id!r} already exists in the cache") from None

@@ -40,7 +40,7 @@ from runarchive.errors import (
 from runarchive.jsonvalue import loads
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import RunIndex, SegmentRef, parse_index, utcnow
-from runarchive.policy import KeptBytes, PendingCheckpoint, select_checkpoints
+from runarchive.policy import KeptBytes, PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def _index_from_row(row: RunRow) -> RunIndex:
         metadata=loads(row.metadata),
         created_at=datetime.fromisoformat(row.created_at),
         updated_at=datetime.fromisoformat(row.updated_at),
+        policy=loads(row.policy) if row.policy else None,
     )
 
 
@@ -100,6 +101,23 @@ class FlushEngine:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._synced: set[str] = set()
+        self._policies: dict[str, Policy] = {}
+
+    def policy(self, run_id: str) -> Policy:
+        """The compression policy of a run: its own, else the archive's."""
+        got = self._policies.get(run_id)
+        if got is None:
+            row = self.cache.run(run_id)
+            own = row.policy if row is not None else None
+            got = Policy.model_validate_json(own) if own else self.config.policy
+            self._policies[run_id] = got
+        return got
+
+    def forget(self, run_id: str) -> None:
+        """Drop what this engine remembers of a deleted run."""
+        self._policies.pop(run_id, None)
+        self._synced.discard(run_id)
+        self.live.discard(run_id)
 
     def mark_synced(self, run_id: str) -> None:
         """The run was created by this process: its cache is the truth, no index read needed."""
@@ -253,7 +271,7 @@ class FlushEngine:
             self.stats.dropped += ref.dropped
         self.cache.mark_archived(row.run_id, new.last_seq, etag, body_json, new.status)
         self.cache.evict(
-            row.run_id, self.config.cache_keep_records, max(20, self.config.policy.keep_last)
+            row.run_id, self.config.cache_keep_records, max(20, self.policy(row.run_id).keep_last)
         )
         return True
 
@@ -323,7 +341,7 @@ class FlushEngine:
 
     def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
-        kept = select_checkpoints(pending, self.config.policy, row.first_checkpoint_seq)
+        kept = select_checkpoints(pending, self.policy(row.run_id), row.first_checkpoint_seq)
         chosen = [r for r in batch if r.type != "checkpoint" or r.seq in kept]
         # Only the kept lines are read: most snapshots of a busy run are dropped.
         lines = self.cache.lines(row.run_id, [r.seq for r in chosen])
@@ -398,7 +416,7 @@ class Flusher:
         state = self._pending.get(run_id)
         if state is None:
             state = self._pending[run_id] = _Pending(
-                0, KeptBytes(self.config.policy), time.monotonic()
+                0, KeptBytes(self.engine.policy(run_id)), time.monotonic()
             )
         return state
 

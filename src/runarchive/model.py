@@ -139,6 +139,10 @@ class RunIndex(_Persisted):
     epoch: StrictInt = 0
     owner_host: str = ""
     owner_pid: int = 0
+    # The run's own compression policy (start_run(policy=...)), as Policy fields;
+    # None means the writing archive's configured policy. Kept as plain JSON so a
+    # reader never fails on a policy field a later version adds; writers validate it.
+    policy: dict[str, Any] | None = None
 
     @property
     def stored_bytes(self) -> int:
