@@ -137,8 +137,21 @@ def test_reads_from_cache_and_bucket_after_eviction(backend: Backend) -> None:
     run = archive.start_run(agent="reader")
     for i in range(40):
         run.checkpoint(("a", "b")[i % 2], {"i": i})
+        if i % 10 == 0:
+            run.event("tick", {"i": i}, lane=("x", "y")[i % 20 // 10])
     run.flush()
-    assert len(archive.cache.records(run.run_id)) < 40  # old records were evicted
+    assert len(archive.cache.records(run.run_id)) < 44  # old records were evicted
+    # events 1, 12, 23, 34 (seqs): every one, though most left the cache
+    assert [(e.seq, e.data, e.lane) for e in run.events()] == [
+        (2, {"i": 0}, "x"),
+        (13, {"i": 10}, "y"),
+        (24, {"i": 20}, "x"),
+        (35, {"i": 30}, "y"),
+    ]
+    assert [e.seq for e in run.events(since_seq=2)] == [13, 24, 35]
+    assert [e.seq for e in run.events(lane="y")] == [13, 35]
+    assert [r.seq for r in run.records(12, 14)] == [12, 13, 14]
+    assert [r.seq for r in run.records(type="event", name="tick", until=24)] == [2, 13, 24]
     latest = run.latest()
     assert latest is not None
     assert latest.state == {"i": 39}
@@ -152,10 +165,10 @@ def test_reads_from_cache_and_bucket_after_eviction(backend: Backend) -> None:
     assert run.get(999) is None
     history = run.history()
     assert [c.state["i"] for c in history] == list(range(40))
-    assert [c.seq for c in run.history(name="b", since=5, until=12)] == [6, 8, 10, 12]
+    assert [c.state["i"] for c in run.history(name="b", since=5, until=12)] == [3, 5, 7, 9]
     t = history[20].ts
-    assert [c.seq for c in run.history(since=t)] == list(range(21, 41))
-    assert run.rollback_to(3) == {"i": 2}
+    assert [c.state["i"] for c in run.history(since=t)] == list(range(20, 40))
+    assert run.rollback_to(3) == {"i": 1}
 
 
 def test_rollback_to_an_event_or_unknown_seq_is_an_error(backend: Backend) -> None:
