@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -169,7 +173,16 @@ class Backend:
 @pytest.fixture(params=["file", "moto", "seaweedfs"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """An empty archive on each kind of store: file://, in-process moto, real SeaweedFS."""
-    kind = str(request.param)
+    yield from _backend(str(request.param), request, tmp_path)
+
+
+@pytest.fixture(params=["file", "seaweedfs"])
+def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Like ``backend``, over the stores another process can reach too (not in-process moto)."""
+    yield from _backend(str(request.param), request, tmp_path)
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if kind == "file":
         b = Backend(kind, (tmp_path / "bucket").as_uri(), {}, tmp_path)
         yield b
@@ -188,6 +201,23 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
             yield b
             b.close_all()
+
+
+def run_child(backend: Backend, script: str, doc: dict[str, object]) -> str:
+    """Run ``tests/<script>`` with ``doc`` (plus the backend's URL and settings) as JSON;
+    return its stdout. The child sees the backend's credentials through the environment."""
+    settings = {k: v for k, v in backend.settings.items()}
+    settings.setdefault("cache_dir", str(backend.tmp / "child-host"))
+    full = {"url": backend.url, "settings": settings, **doc}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / script), json.dumps(full, default=str)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+    return proc.stdout
 
 
 def s3_settings(server: S3Server) -> dict[str, object]:

@@ -518,6 +518,11 @@ class Archive(Reader):
             )
             raise first
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise RunStateError("this archive is closed; open it again")
