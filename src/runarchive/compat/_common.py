@@ -105,3 +105,42 @@ def held_records(archive: Archive, run_id: str) -> tuple[dict[str, Any], str, li
     except RunNotFoundError:
         return None
     return restored.index.metadata, restored.index.status, list(restored.records)
+
+
+class Writers:
+    """The writers an adapter holds, one per caller key, opened on first use."""
+
+    def __init__(self, archive: Archive, adapter: str, key_field: str, agent: str) -> None:
+        self.archive, self.adapter, self.key_field, self.agent = archive, adapter, key_field, agent
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, metadata: dict[str, Any] | None = None) -> Run:
+        """The writer of ``key``'s run: this host's, else taken over, else a new run.
+
+        ``RunStateError`` if the run has ended; ``InvalidInputError`` if the run id
+        belongs to something else.
+        """
+        with self._lock:
+            run = self._runs.get(key)
+            if run is None or run.status != "running":
+                meta = {**(metadata or {}), "adapter": self.adapter, self.key_field: key}
+                found = writer_for(
+                    self.archive,
+                    run_id_for(key, self.key_field),
+                    agent=self.agent,
+                    metadata=meta,
+                )
+                if found is None:
+                    raise RunStateError(
+                        f"run of {self.key_field} {key!r} has ended (completed or failed) "
+                        "in the archive; it can be read, not written"
+                    )
+                check_owner(found.metadata, self.adapter, self.key_field, key)
+                run = self._runs[key] = found
+            return run
+
+    def drop(self, key: str) -> None:
+        """Forget the writer of ``key`` (its run was deleted)."""
+        with self._lock:
+            self._runs.pop(key, None)
