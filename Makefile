@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bench-manifest clean
+.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(STAMP)
 
 bench-manifest: $(STAMP)
 	$(BIN)/python bench/bench_manifest.py
+
+bench-adapters: $(STAMP)
+	$(BIN)/python bench/bench_adapters.py
 
 clean:
 	rm -rf $(VENV) .runarchive .pytest_cache .mypy_cache .ruff_cache

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import S3Server  # noqa: E402
+from servers import S3Server, SeaweedFS  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,3 +67,35 @@ def warm_bucket(server: S3Server, bucket: str) -> None:
     client = server.client()
     client.put_object(Bucket=bucket, Key="_warm", Body=b"x")
     client.delete_object(Bucket=bucket, Key="_warm")
+
+
+def run_bench(
+    description: str,
+    measure: Callable[[S3Server, Path, bool], tuple[str, dict[str, Any]]],
+    argv: list[str] | None = None,
+) -> int:
+    """The shared command line of a benchmark: ``--quick``, ``--json [PATH]``; starts a
+    SeaweedFS in a temporary directory, calls ``measure(server, tmp, quick)`` and prints
+    the text it returns (and writes its payload as JSON when asked). Exit status 0:
+    a benchmark reports a missed target, it does not fail."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    default = str(Path(tempfile.gettempdir()) / f"runarchive-{Path(sys.argv[0]).stem}.json")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=default,
+        metavar="PATH",
+        help="also write the results as JSON (default path: %(const)s)",
+    )
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rabench-") as tmp_name:
+        tmp = Path(tmp_name)
+        with SeaweedFS(tmp / "weed") as server, aws_env(server):
+            print(f"SeaweedFS up at {server.endpoint_url}; running...", file=sys.stderr)
+            text, payload = measure(server, tmp, args.quick)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        print(f"results written to {args.json}")
+    return 0

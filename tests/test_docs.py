@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from runarchive.cli import build_parser
+from runarchive.compat.eventstore import ArchiveCheckpointer
+from runarchive.compat.manager import CheckpointManager
+from runarchive.compat.runstore import ArchiveRunStore, RunHandle
 from runarchive.config import ArchiveConfig
 from runarchive.policy import Policy
 
@@ -24,3 +27,20 @@ def test_every_command_is_documented() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert sub.choices is not None
     assert [c for c in sub.choices if f"runarchive [--url URL] {c}" not in text] == []
+
+
+def test_every_public_adapter_method_is_documented() -> None:
+    text = (DOCS / "adapters.md").read_text()
+    classes = [
+        CheckpointManager,
+        ArchiveCheckpointer,
+        ArchiveRunStore,
+        RunHandle,
+    ]
+    missing = [
+        f"{cls.__name__}.{name}"
+        for cls in classes
+        for name in vars(cls)
+        if not name.startswith("_") and callable(getattr(cls, name)) and f"`{name}" not in text
+    ]
+    assert missing == []
