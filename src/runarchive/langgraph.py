@@ -1,0 +1,564 @@
+"""A LangGraph checkpointer backed by a runarchive :class:`~runarchive.Archive`.
+
+::
+
+    from langgraph.graph import StateGraph
+    from runarchive import Archive
+    from runarchive.langgraph import ArchiveSaver
+
+    with Archive.open("s3://my-bucket/agents") as archive:
+        graph = builder.compile(checkpointer=ArchiveSaver(archive))
+        graph.invoke(inputs, {"configurable": {"thread_id": "ticket-42"}})
+
+Each LangGraph thread is one run (``lg-<thread_id>``); checkpoints are run
+checkpoints, pending writes and deletions are events, so they go through the
+archive's cache, policy, segments and manifest like any other record. The
+layout, the costs and what ``prune`` keeps are in ``docs/langgraph.md``.
+
+Needs the optional extra: ``pip install 'runarchive[langgraph]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+try:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        BaseCheckpointSaver,
+        ChannelVersions,
+        CheckpointMetadata,
+        CheckpointTuple,
+        get_checkpoint_id,
+        get_checkpoint_metadata,
+        writes_sort_key,
+    )
+    from langgraph.checkpoint.base import Checkpoint as LGCheckpoint
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "runarchive.langgraph needs LangGraph's checkpoint package: "
+        "pip install 'runarchive[langgraph]'"
+    ) from exc
+
+from runarchive._lgindex import (
+    HASHED,
+    KEEP_ALL,
+    STATE_FORMAT,
+    THREAD_KEY,
+    TOMBSTONE_KIND,
+    WRITES_KIND,
+    Entry,
+    Loc,
+    PendingWrite,
+    ThreadIndex,
+    WriteRef,
+    checkpoint_name,
+    dec,
+    enc,
+    json_safe,
+)
+from runarchive.codec import index_key
+from runarchive.errors import CorruptObjectError, InvalidInputError, RunNotFoundError, RunStateError
+from runarchive.jsonvalue import loads
+from runarchive.model import Checkpoint, Event, validate_name, validate_run_id
+from runarchive.policy import Policy
+
+if TYPE_CHECKING:
+    from runarchive.archive import Archive
+    from runarchive.run import Run
+
+__all__ = ["ArchiveSaver"]
+
+
+def _configurable(config: RunnableConfig | None, what: str) -> dict[str, Any]:
+    conf = (config or {}).get("configurable")
+    if not isinstance(conf, dict) or conf.get("thread_id") in (None, ""):
+        raise InvalidInputError(
+            f"{what} needs config['configurable']['thread_id']: pass "
+            "{'configurable': {'thread_id': ...}}"
+        )
+    return conf
+
+
+class ArchiveSaver(BaseCheckpointSaver[int]):
+    """A LangGraph ``BaseCheckpointSaver`` storing each thread as a run of ``archive``.
+
+    ``put``/``put_writes`` return once the record is durable in the local cache
+    (0 requests; the archive's background flusher ships segments: at defaults 2
+    requests per 5 s of activity per thread). Reads come from an in-memory index
+    and the local cache; a checkpoint the cache evicted costs 1 GET of its segment.
+
+    A thread this host's cache does not hold is looked up in the bucket on first
+    touch and **taken over** with ``archive.resume`` (its previous owner, if still
+    alive, is fenced); to inspect a thread without taking it, use
+    ``Reader.restore(saver.run_id_for(thread_id))``. Unknown threads cost 1 GET
+    each time they are asked for (``get_tuple`` then returns ``None``).
+
+    ``policy`` is the compression policy of the runs this saver starts
+    (default: keep every checkpoint, as LangGraph's history and time travel need);
+    ``None`` uses the archive's configured policy. ``agent`` names the runs'
+    agent in the manifest; ``run_prefix`` starts their run ids. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        agent: str = "langgraph",
+        run_prefix: str = "lg-",
+        policy: Policy | None = KEEP_ALL,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        validate_name(agent, "agent")
+        if not run_prefix or len(run_prefix) > 32:
+            raise InvalidInputError("run_prefix must be 1-32 characters of [A-Za-z0-9._-]")
+        validate_run_id(run_prefix + "x")
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidInputError(f"policy must be a Policy, not {type(policy).__name__}")
+        self.archive = archive
+        self.agent = agent
+        self.run_prefix = run_prefix
+        self.policy = policy
+        self._threads: dict[str, ThreadIndex] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._absent: set[str] = set()  # threads last looked up in vain
+        self._lock = threading.Lock()
+
+    # -- threads <-> runs ----------------------------------------------------------
+
+    def run_id_for(self, thread_id: str) -> str:
+        """The run id of a thread: ``<prefix><thread_id>`` if that is a valid run id,
+        else ``<prefix>sha256-<hex of the thread_id>`` (no request)."""
+        tid = str(thread_id)
+        candidate = self.run_prefix + tid
+        if not tid.startswith(HASHED):  # keeps the two forms from ever colliding
+            try:
+                return validate_run_id(candidate)
+            except InvalidInputError:
+                pass
+        return self.run_prefix + HASHED + hashlib.sha256(tid.encode()).hexdigest()
+
+    def _thread_lock(self, tid: str) -> threading.RLock:
+        with self._lock:
+            lock = self._locks.get(tid)
+            if lock is None:
+                lock = self._locks[tid] = threading.RLock()
+            return lock
+
+    def _thread(self, thread_id: Any, *, create: bool, remote: bool = True) -> ThreadIndex | None:
+        """The thread's index, loaded on first touch from the cache, else (``remote``)
+        taken over from the bucket, else (``create``) started as a new run."""
+        tid = str(thread_id)
+        lock = self._thread_lock(tid)
+        with lock:
+            if (known := self._threads.get(tid)) is not None:
+                return known
+            run_id = self.run_id_for(tid)
+            archive = self.archive
+            handle: Run | None = None
+            if archive.cache.run(run_id) is not None:
+                handle = archive.run(run_id)
+            elif remote and not (create and tid in self._absent):
+                try:
+                    handle = archive.resume(run_id)  # 1 GET if unknown
+                except RunNotFoundError:
+                    handle = None
+            if handle is None:
+                if not create:
+                    # Remembered so that the put that usually follows skips this GET
+                    # (start_run's HEAD still refuses a thread created meanwhile).
+                    if len(self._absent) > 10_000:
+                        self._absent.clear()
+                    self._absent.add(tid)
+                    return None
+                self._absent.discard(tid)
+                handle = self._start(run_id, tid)
+            owner = handle.metadata.get(THREAD_KEY)
+            if owner != tid:
+                raise InvalidInputError(
+                    f"run {run_id!r} holds LangGraph thread {owner!r}, not {tid!r}; "
+                    "give this saver another run_prefix"
+                )
+            thread = ThreadIndex(tid, handle, lock)
+            self._rebuild(thread)
+            self._threads[tid] = thread
+            return thread
+
+    def _start(self, run_id: str, tid: str) -> Run:
+        try:
+            return self.archive.start_run(self.agent, run_id, {THREAD_KEY: tid}, policy=self.policy)
+        except InvalidInputError:
+            if self.archive.store.head(index_key(run_id)) is None:
+                raise
+            # Another host started this thread since our lookup: continue it instead.
+            return self.archive.resume(run_id)
+
+    def _rebuild(self, thread: ThreadIndex) -> None:
+        # Run.records() reads the cache, and the bucket for what the cache evicted.
+        for rec in thread.run.records():
+            thread.apply(rec, self.serde)
+
+    def _cached_threads(self) -> builtins.list[ThreadIndex]:
+        """Every thread of this saver's agent that this host's cache holds (no request)."""
+        found = []
+        for row in self.archive.cache.runs():
+            if row.agent != self.agent or not row.run_id.startswith(self.run_prefix):
+                continue
+            tid = loads(row.metadata).get(THREAD_KEY)
+            if isinstance(tid, str) and (t := self._thread(tid, create=False, remote=False)):
+                found.append(t)
+        return found
+
+    # -- reads ---------------------------------------------------------------------
+
+    def _tuple(self, t: ThreadIndex, ns: str, cid: str) -> CheckpointTuple | None:
+        entry = t.checkpoints.get(ns, {}).get(cid)
+        if entry is None:
+            return None
+        rec = t.run.get(entry.seq)  # cache, else 1 GET of its segment
+        if not isinstance(rec, Checkpoint):
+            raise RunStateError(
+                f"checkpoint {cid!r} of thread {t.thread_id!r} is no longer held: the run's "
+                "policy dropped it and the cache evicted it. Give LangGraph threads the "
+                "default policy Policy(keep_all=True)."
+            )
+        where = f"run {t.run.run_id} seq {entry.seq}"
+        checkpoint = self.serde.loads_typed(dec(rec.state["checkpoint"], where))
+        metadata = self.serde.loads_typed(dec(rec.state["metadata"], where))
+        conf = {"thread_id": t.thread_id, "checkpoint_ns": ns}
+        parent = None
+        if entry.parent:
+            parent = cast(RunnableConfig, {"configurable": {**conf, "checkpoint_id": entry.parent}})
+        return CheckpointTuple(
+            config={"configurable": {**conf, "checkpoint_id": cid}},
+            checkpoint=checkpoint,
+            metadata=metadata,
+            parent_config=parent,
+            pending_writes=self._pending_writes(t, ns, cid),
+        )
+
+    def _pending_writes(self, t: ThreadIndex, ns: str, cid: str) -> builtins.list[PendingWrite]:
+        refs = sorted(
+            t.writes.get((ns, cid), {}).values(),
+            key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx),
+        )
+        events: dict[int, Event] = {}
+        out: builtins.list[PendingWrite] = []
+        for ref in refs:
+            if ref.seq not in events:
+                rec = t.run.get(ref.seq)
+                if not isinstance(rec, Event):
+                    raise CorruptObjectError(f"run {t.run.run_id} seq {ref.seq}", "not an event")
+                events[ref.seq] = rec
+            item = events[ref.seq].data["writes"][ref.pos]
+            value = self.serde.loads_typed(dec(item["value"], f"seq {ref.seq}"))
+            out.append((ref.task_id, ref.channel, value))
+        return out
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (``checkpoint_id``), else the thread's newest
+        in ``checkpoint_ns``, with its pending writes; ``None`` if there is none.
+
+        Cost: 0 requests for a thread this host holds (1 GET per evicted record
+        read back); 1 GET for an unknown thread; a takeover (``archive.resume``:
+        index GET + PUT, segment GETs, manifest) for a thread only in the bucket.
+        """
+        conf = _configurable(config, "get_tuple")
+        t = self._thread(conf["thread_id"], create=False)
+        if t is None:
+            return None
+        ns = str(conf.get("checkpoint_ns", ""))
+        with t.lock:
+            cid = get_checkpoint_id(config)
+            if cid is None:
+                ids = t.checkpoints.get(ns)
+                if not ids:
+                    return None
+                cid = max(ids)  # LangGraph ids (uuid6) sort by creation
+            return self._tuple(t, ns, str(cid))
+
+    def _select(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> builtins.list[tuple[ThreadIndex, str, str]]:
+        if config is None:
+            threads = self._cached_threads()
+            ns_only: str | None = None
+            only_id = None
+        else:
+            conf = _configurable(config, "list")
+            t = self._thread(conf["thread_id"], create=False)
+            threads = [t] if t is not None else []
+            ns_only = conf.get("checkpoint_ns")
+            only_id = get_checkpoint_id(config)
+        before_id = get_checkpoint_id(before) if before else None
+        picked: builtins.list[tuple[ThreadIndex, str, str]] = []
+        for t in threads:
+            with t.lock:
+                rows = [
+                    (cid, ns)
+                    for ns, entries in t.checkpoints.items()
+                    if ns_only is None or ns == ns_only
+                    for cid, e in entries.items()
+                    if (only_id is None or cid == only_id)
+                    and (before_id is None or cid < before_id)
+                    and (not filter or all(e.metadata.get(k) == v for k, v in filter.items()))
+                ]
+            picked.extend((t, ns, cid) for cid, ns in sorted(rows, reverse=True))
+        return picked if limit is None else picked[: max(limit, 0)]
+
+    def _load(self, t: ThreadIndex, ns: str, cid: str) -> CheckpointTuple | None:
+        with t.lock:
+            return self._tuple(t, ns, cid)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints of ``config``'s thread, newest first (by checkpoint id), with
+        their pending writes.
+
+        ``checkpoint_ns`` in ``config`` restricts to one namespace (absent: all);
+        ``filter`` keeps those whose metadata has every given key/value; ``before``
+        keeps ids below its ``checkpoint_id``. Selection uses the in-memory index
+        (no request); each returned tuple is read from the cache (1 GET if evicted).
+        ``config=None`` lists the threads this host's cache holds, not the bucket's.
+        """
+        for t, ns, cid in self._select(config, filter, before, limit):
+            if (tup := self._load(t, ns, cid)) is not None:
+                yield tup
+
+    # -- writes --------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: LGCheckpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Append the checkpoint to the thread's run; durable in the cache on return
+        (0 requests; a new thread costs 1 GET + 1 HEAD to check the bucket)."""
+        conf = _configurable(config, "put")
+        t = self._thread(conf["thread_id"], create=True)
+        assert t is not None  # create=True
+        ns, cid = str(conf.get("checkpoint_ns", "")), str(checkpoint["id"])
+        parent = conf.get("checkpoint_id")
+        meta = cast(dict[str, Any], get_checkpoint_metadata(config, metadata))
+        state = {
+            "format": STATE_FORMAT,
+            "thread_id": t.thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": cid,
+            "parent_checkpoint_id": parent,
+            "new_versions": {str(k): v for k, v in new_versions.items()},
+            "checkpoint": enc(self.serde.dumps_typed(checkpoint)),
+            "metadata": enc(self.serde.dumps_typed(meta)),
+        }
+        summary = {"thread_id": t.thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
+        with t.lock:
+            rec = t.run.checkpoint(checkpoint_name(ns), state, {**summary, **json_safe(meta)})
+            t.add_checkpoint(ns, cid, Entry(rec.seq, parent, meta))
+        return {"configurable": {**summary}}
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Append a task's writes for the checkpoint ``config`` names, as one event
+        (0 requests). A (task_id, index) already stored is not stored again; the
+        special channels (errors, interrupts) replace their previous value."""
+        conf = _configurable(config, "put_writes")
+        cid = get_checkpoint_id(config)
+        if cid is None:
+            raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id']")
+        ns = str(conf.get("checkpoint_ns", ""))
+        t = self._thread(conf["thread_id"], create=True)
+        assert t is not None
+        with t.lock:
+            have = t.writes.get((ns, cid), {})
+            items = []
+            for pos, (channel, value) in enumerate(writes):
+                idx = WRITES_IDX_MAP.get(channel, pos)
+                if idx >= 0 and (task_id, idx) in have:
+                    continue
+                value_enc = enc(self.serde.dumps_typed(value))
+                items.append({"idx": idx, "channel": channel, "value": value_enc})
+            if not items:
+                return
+            data = {
+                "checkpoint_ns": ns,
+                "checkpoint_id": cid,
+                "task_id": task_id,
+                "task_path": task_path,
+                "writes": items,
+            }
+            ev = t.run.event(WRITES_KIND, data)
+            t.add_writes(ns, cid, ev.seq, data)
+
+    def _tombstone(self, t: ThreadIndex, locs: builtins.list[Loc], reason: str) -> None:
+        # An event, not a deletion: the bucket's segments are immutable history; this
+        # hides the checkpoints (and their writes) from the saver on every host.
+        if locs:
+            t.run.event(TOMBSTONE_KIND, {"reason": reason, "checkpoints": sorted(locs)})
+            t.drop(locs)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete the thread's run: its objects in the bucket, its manifest entry and
+        its cache copy (``archive.delete_run``: 1 LIST + 1 DELETE per object, and on
+        S3 1 HEAD per object first). An unknown thread is a no-op (1 LIST)."""
+        tid = str(thread_id)
+        with self._thread_lock(tid):
+            self._threads.pop(tid, None)
+            with contextlib.suppress(RunNotFoundError):
+                self.archive.delete_run(self.run_id_for(tid))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Hide the checkpoints whose metadata ``run_id`` is one of ``run_ids`` (and
+        their writes), in every thread this host's cache holds, by one tombstone event
+        per affected thread. The bucket keeps them (docs/langgraph.md). 0 requests."""
+        wanted = set(run_ids)
+        if not wanted:
+            return
+        for t in self._cached_threads():
+            with t.lock:
+                locs = [
+                    (ns, cid)
+                    for ns, entries in t.checkpoints.items()
+                    for cid, e in entries.items()
+                    if e.metadata.get("run_id") in wanted
+                ]
+                self._tombstone(t, locs, "delete_for_runs")
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``"keep_latest"``: hide all but the newest checkpoint of each namespace;
+        ``"delete"``: hide all checkpoints. One tombstone event per thread; the bucket
+        keeps the history (use ``delete_thread`` to erase it). 0 requests for threads
+        this host holds."""
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInputError(
+                f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
+            )
+        for tid in thread_ids:
+            t = self._thread(tid, create=False)
+            if t is None:
+                continue
+            with t.lock:
+                locs = [
+                    (ns, cid)
+                    for ns, entries in t.checkpoints.items()
+                    for cid in entries
+                    if strategy == "delete" or cid != max(entries)
+                ]
+                self._tombstone(t, locs, f"prune:{strategy}")
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Append the source thread's live checkpoints and pending writes, in their
+        order, to the target thread (created if needed). The source is unchanged; an
+        unknown source is a no-op. Reads each copied record (cache, else bucket)."""
+        src_id, dst_id = str(source_thread_id), str(target_thread_id)
+        if src_id == dst_id:
+            raise InvalidInputError("copy_thread: source and target thread are the same")
+        src = self._thread(src_id, create=False)
+        if src is None:
+            return
+        dst = self._thread(dst_id, create=True)
+        assert dst is not None
+        first, second = sorted((src, dst), key=lambda x: x.thread_id)  # no lock-order deadlock
+        with first.lock, second.lock:
+            live = sorted(
+                ((e.seq, ns, cid) for ns, m in src.checkpoints.items() for cid, e in m.items())
+            )
+            for seq, ns, cid in live:
+                rec = src.run.get(seq)
+                if not isinstance(rec, Checkpoint):
+                    raise RunStateError(f"checkpoint {cid!r} of thread {src_id!r} is not held")
+                state = {**rec.state, "thread_id": dst_id}
+                new = dst.run.checkpoint(rec.name, state, {**rec.metadata, "thread_id": dst_id})
+                entry = src.checkpoints[ns][cid]
+                dst.add_checkpoint(ns, cid, Entry(new.seq, entry.parent, entry.metadata))
+                by_event: dict[int, builtins.list[WriteRef]] = {}
+                for ref in src.writes.get((ns, cid), {}).values():
+                    by_event.setdefault(ref.seq, []).append(ref)
+                for ev_seq in sorted(by_event):
+                    ev = src.run.get(ev_seq)
+                    if not isinstance(ev, Event):
+                        raise CorruptObjectError(f"run {src.run.run_id} seq {ev_seq}", "no event")
+                    refs = sorted(by_event[ev_seq], key=lambda r: r.pos)
+                    data = {**ev.data, "writes": [ev.data["writes"][r.pos] for r in refs]}
+                    dst.add_writes(ns, cid, dst.run.event(WRITES_KIND, data).seq, data)
+
+    # -- async: the sync methods on a worker thread, off the event loop ----------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Async :meth:`get_tuple`."""
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async :meth:`list`: selects on a worker thread, then reads one tuple at a time."""
+        picked = await asyncio.to_thread(self._select, config, filter, before, limit)
+        for t, ns, cid in picked:
+            if (tup := await asyncio.to_thread(self._load, t, ns, cid)) is not None:
+                yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: LGCheckpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Async :meth:`put`."""
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Async :meth:`put_writes`."""
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async :meth:`delete_thread`."""
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async :meth:`delete_for_runs`."""
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async :meth:`copy_thread`."""
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async :meth:`prune`."""
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
