@@ -68,7 +68,7 @@ def test_show_and_restore_text_and_json(demo_dir: tuple[Path, str]) -> None:
 
     as_json = json.loads(run_cli(["show", run_id, "--json"], where).stdout)
     assert as_json["run_id"] == run_id
-    assert as_json["format"] == 1
+    assert as_json["format"] == 2
     assert {"status", "agent", "segments", "last_seq", "created_at"} <= set(as_json)
 
     restored = json.loads(run_cli(["restore", run_id, "--json"], where).stdout)

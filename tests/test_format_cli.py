@@ -37,6 +37,8 @@ INDEX_KEY_RE = re.compile(r"^runs/(?P<run>[A-Za-z0-9._-]{1,128})/index\.json$")
 RECORD_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$")
 INDEX_TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z$")
 
+# jq filter for the record lines of a segment (format 2 starts with a header line).
+RECORDS = 'select(.type != "segment")'
 CHECKPOINT_FIELDS = {"run", "seq", "ts", "type", "name", "metadata", "state"}
 EVENT_FIELDS = {"run", "seq", "ts", "type", "kind", "lane", "data"}
 ZSTD_MAGIC = bytes.fromhex("28b52ffd")
@@ -220,8 +222,9 @@ def test_records_read_with_zstd_and_jq_equal_what_was_written(written: Written) 
         # JSON Lines: one record per line, every line \n-terminated, no blank lines
         assert raw.endswith(b"\n")
         assert b"\n\n" not in raw
-        lines = _jq_lines(".", raw)
-        assert len(lines) == ref["records"] == len(raw.splitlines())
+        header, *lines = _jq_lines(".", raw)
+        assert header["type"] == "segment"  # format 2: the first line is the header
+        assert len(lines) == ref["records"] == header["records"] == len(raw.splitlines()) - 1
         for rec in lines:
             assert ref["first_seq"] <= rec["seq"] <= ref["last_seq"]
             assert rec["seq"] not in seen
@@ -233,7 +236,7 @@ def test_records_read_with_zstd_and_jq_equal_what_was_written(written: Written) 
 def test_record_fields_and_types(written: Written) -> None:
     for ref in _segments(written, written.full):
         raw = _decompressed(written, ref["key"])
-        for rec in _jq_lines(".", raw):
+        for rec in _jq_lines(RECORDS, raw):
             assert rec["run"] == written.full.run_id
             assert type(rec["seq"]) is int
             assert rec["seq"] >= 1
@@ -248,7 +251,7 @@ def test_record_fields_and_types(written: Written) -> None:
                 assert isinstance(rec["kind"], str)
                 assert isinstance(rec["lane"], str)
         # seq order inside a segment; timestamps are text-sortable in the same format
-        seqs = _jq_lines(".seq", raw)
+        seqs = _jq_lines(f"{RECORDS} | .seq", raw)
         assert seqs == sorted(seqs)
 
 
@@ -267,7 +270,7 @@ def test_documented_jq_recipes(written: Written) -> None:
     names = _run(["jq", "-r", 'select(.type=="checkpoint") | .name'], raw).decode().split()
     assert names == [e["name"] for e in expected]
     # ts parses with jq once the fraction is cut off (jq 1.6 rejects fractions).
-    epoch = _jq_lines('.ts | sub("\\\\.[0-9]+Z$"; "Z") | fromdateiso8601', raw)
+    epoch = _jq_lines(RECORDS + ' | .ts | sub("\\\\.[0-9]+Z$"; "Z") | fromdateiso8601', raw)
     assert all(isinstance(t, int) and t > 1_600_000_000 for t in epoch)
 
 
@@ -280,6 +283,80 @@ def test_sha256sum_of_decompressed_body_matches_index(written: Written) -> None:
             assert SEGMENT_KEY_RE.fullmatch(ref["key"])["sha16"] == digest[:16]  # type: ignore[index]
             assert len(raw) == ref["raw_bytes"]
             assert (written.root / ref["key"]).stat().st_size == ref["stored_bytes"]
+
+
+def test_hash_chain_checks_with_sha256sum_and_jq(written: Written) -> None:
+    for run in (written.full, written.pruned):
+        index = _index_bytes(written, run)
+        prev = None
+        for ref in _segments(written, run):
+            raw = _decompressed(written, ref["key"])
+            header = _jq_lines("select(.type == \"segment\")", raw)
+            assert header == [
+                {
+                    "type": "segment",
+                    "format": 2,
+                    "run": run.run_id,
+                    "first_seq": ref["first_seq"],
+                    "last_seq": ref["last_seq"],
+                    "records": ref["records"],
+                    "prev_sha256": prev,
+                }
+            ]
+            assert ref["prev_sha256"] == prev
+            prev = _run(["sha256sum"], raw).split()[0].decode()
+        assert _jq_lines(".chain_head", index) == [prev]
+
+
+def test_a_version_1_run_stays_readable(tmp_path: Path) -> None:
+    """A run as format version 1 wrote it (no segment header, no chain), built from
+    the spec with zstd and jq, restores with this version."""
+    root = tmp_path / "v1"
+    seg_dir = root / "runs" / "old-run" / "seg"
+    seg_dir.mkdir(parents=True)
+    ts = "2025-01-02T03:04:05.000006Z"
+    body = (
+        b'{"run":"old-run","seq":1,"ts":"' + ts.encode() + b'","type":"checkpoint",'
+        b'"name":"plan","metadata":{},"state":{"x":1}}\n'
+        b'{"run":"old-run","seq":2,"ts":"' + ts.encode() + b'","type":"event",'
+        b'"kind":"tool","lane":"main","data":null}\n'
+    )
+    sha = _run(["sha256sum"], body).split()[0].decode()
+    key = f"runs/old-run/seg/000000000001-000000000002-{sha[:16]}.jsonl.zst"
+    plain = tmp_path / "body.jsonl"  # from a file, zstd records the content size (§2.1)
+    plain.write_bytes(body)
+    (root / key).write_bytes(_run(["zstd", "-q", "-c", str(plain)], b""))
+    stamp = "2025-01-02T03:04:05.000006Z"
+    index = {
+        "format": 1,
+        "run_id": "old-run",
+        "agent": "v1",
+        "status": "completed",
+        "created_at": stamp,
+        "updated_at": stamp,
+        "last_seq": 2,
+        "segments": [
+            {
+                "key": key,
+                "first_seq": 1,
+                "last_seq": 2,
+                "records": 2,
+                "checkpoints": 1,
+                "events": 1,
+                "stored_bytes": (root / key).stat().st_size,
+                "raw_bytes": len(body),
+                "sha256": sha,
+                "first_ts": stamp,
+                "last_ts": stamp,
+                "format": 1,
+            }
+        ],
+    }
+    (root / "runs" / "old-run" / "index.json").write_text(json.dumps(index))
+    with Reader.open(root.as_uri()) as reader:
+        restored = reader.restore("old-run")
+    assert [(r.seq, r.type) for r in restored.records] == [(1, "checkpoint"), (2, "event")]
+    assert restored.checkpoints[0].state == {"x": 1}
 
 
 def test_segment_is_one_zstd_frame_with_content_size_and_checksum(written: Written) -> None:
@@ -350,8 +427,8 @@ def test_index_format_and_key_patterns(written: Written) -> None:
     for run in (written.full, written.pruned, written.empty):
         index = _index_bytes(written, run)
         assert INDEX_KEY_RE.fullmatch(f"runs/{run.run_id}/index.json")
-        assert _jq_lines(".format", index) == [1]
-        assert _jq_lines("[.segments[].format] | unique", index) in ([[1]], [[]])
+        assert _jq_lines(".format", index) == [2]
+        assert _jq_lines("[.segments[].format] | unique", index) in ([[2]], [[]])
         doc = json.loads(index)
         assert doc["run_id"] == run.run_id
         assert doc["agent"] == "format-test"
@@ -383,7 +460,7 @@ def test_seq_ranges_contiguous_and_dropped_accounts_for_gaps(written: Written) -
         assert index["last_seq"] == segs[-1]["last_seq"] == len(run.records)
         present: set[int] = set()
         for ref in segs:
-            lines = _jq_lines(".", _decompressed(written, ref["key"]))
+            lines = _jq_lines(RECORDS, _decompressed(written, ref["key"]))
             span = ref["last_seq"] - ref["first_seq"] + 1
             assert ref["records"] == len(lines) == ref["checkpoints"] + ref["events"]
             assert ref["records"] + ref["dropped"] == span
@@ -416,12 +493,12 @@ def test_newer_index_format_is_refused(written: Written, tmp_path: Path) -> None
     root = tmp_path / "copy"
     shutil.copytree(written.root, root)
     path = root / "runs" / written.full.run_id / "index.json"
-    newer = _run(["jq", "-c", '.format = 2 | .added_in_v2 = "x"'], path.read_bytes())
+    newer = _run(["jq", "-c", '.format = 3 | .added_in_v3 = "x"'], path.read_bytes())
     path.write_bytes(newer)
-    with Reader.open(root.as_uri()) as reader, pytest.raises(FormatVersionError, match="version 2"):
+    with Reader.open(root.as_uri()) as reader, pytest.raises(FormatVersionError, match="version 3"):
         reader.index(written.full.run_id)
-    # An additive field within version 1 is ignored by a version-1 reader.
-    added = _run(["jq", "-c", '.added_in_v1_1 = {"x": 1}'], _index_bytes(written, written.full))
+    # An additive field within version 2 is ignored by a version-2 reader.
+    added = _run(["jq", "-c", '.added_in_v2_1 = {"x": 1}'], _index_bytes(written, written.full))
     path.write_bytes(added)
     with Reader.open(root.as_uri()) as reader:
         assert reader.index(written.full.run_id).last_seq == len(written.full.records)

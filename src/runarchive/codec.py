@@ -12,8 +12,10 @@ the uncompressed body, so the same flush retried yields the same key (and
 range can never overwrite another.
 
 A segment is one zstd frame (content size and XXH64 checksum in the frame) of
-JSON Lines: one record per line, ``\\n``-terminated, in seq order. Read it with
-``zstd -dc SEG | jq -c .``.
+JSON Lines: one record per line, ``\\n``-terminated, in seq order. From format 2
+the first line is a header (``"type": "segment"``) naming the run, the seq range,
+the record count and the SHA-256 of the previous segment's body: the hash chain.
+Read it with ``zstd -dc SEG | jq -c .``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import zstandard
 from pydantic import TypeAdapter, ValidationError
 
 from runarchive.errors import CorruptObjectError
-from runarchive.model import Checkpoint, Event, Record
+from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, Event, Record
 
 SEQ_DIGITS = 12
+HEADER_TYPE = "segment"
 _records = TypeAdapter(Record)
 _local = threading.local()
 
@@ -72,8 +75,30 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return comp
 
 
-def encode_segment(lines: list[bytes], level: int = 3) -> EncodedSegment:
-    """Join record lines (each without its newline) into one compressed zstd frame."""
+def segment_header(
+    run_id: str, first_seq: int, last_seq: int, records: int, prev_sha256: str | None
+) -> bytes:
+    """The header line of a format-2 segment (without its newline)."""
+    return orjson.dumps(
+        {
+            "type": HEADER_TYPE,
+            "format": CHAIN_FROM_VERSION,
+            "run": run_id,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "records": records,
+            "prev_sha256": prev_sha256,
+        }
+    )
+
+
+def encode_segment(
+    lines: list[bytes], level: int = 3, header: bytes | None = None
+) -> EncodedSegment:
+    """Join record lines (each without its newline), after ``header`` if given, into
+    one compressed zstd frame."""
+    if header is not None:
+        lines = [header, *lines]
     raw = b"\n".join(lines) + b"\n" if lines else b""
     return EncodedSegment(
         body=_compressor(level).compress(raw),
@@ -99,10 +124,24 @@ def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None
     return raw
 
 
-def parse_records(raw: bytes, key: str) -> list[Checkpoint | Event]:
+def split_header(raw: bytes, key: str, fmt: int) -> tuple[dict[str, object] | None, bytes]:
+    """A segment body's header (format >= 2; ``None`` before) and the record lines after it."""
+    if fmt < CHAIN_FROM_VERSION:
+        return None, raw
+    first, _, rest = raw.partition(b"\n")
+    try:
+        header = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("type") != HEADER_TYPE:
+        raise CorruptObjectError(key, "the first line is not the segment header")
+    return header, rest
+
+
+def parse_records(raw: bytes, key: str, first_line: int = 1) -> list[Checkpoint | Event]:
     """Parse JSON Lines into records, naming the object and line on failure."""
     out: list[Checkpoint | Event] = []
-    for n, line in enumerate(raw.splitlines(), start=1):
+    for n, line in enumerate(raw.splitlines(), start=first_line):
         if not line:
             continue
         try:
@@ -113,7 +152,8 @@ def parse_records(raw: bytes, key: str) -> list[Checkpoint | Event]:
 
 
 def decode_segment(
-    body: bytes, key: str, expected_sha256: str | None = None
+    body: bytes, key: str, expected_sha256: str | None = None, fmt: int = 1
 ) -> list[Checkpoint | Event]:
-    """Decompress, verify and parse one segment object."""
-    return parse_records(decompress_segment(body, key, expected_sha256), key)
+    """Decompress, verify and parse one segment object of format ``fmt`` (its ref's)."""
+    header, rest = split_header(decompress_segment(body, key, expected_sha256), key, fmt)
+    return parse_records(rest, key, first_line=1 if header is None else 2)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from runarchive.cache import Cache, RecordInfo, RunRow
-from runarchive.codec import encode_segment, index_key, segment_key
+from runarchive.codec import encode_segment, index_key, segment_header, segment_key
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     FencedError,
@@ -226,7 +226,8 @@ class FlushEngine:
         )
         ref: SegmentRef | None = None
         if batch:
-            ref, body = self._encode(row, batch)
+            prev = base.segments[-1].sha256 if base.segments else None
+            ref, body = self._encode(row, batch, prev)
             try:
                 self.store.put(ref.key, body, mode="create")
             except PreconditionFailedError:
@@ -247,6 +248,7 @@ class FlushEngine:
             new = new.model_copy(
                 update={
                     "segments": (*new.segments, ref),
+                    "chain_head": ref.sha256,
                     "last_seq": ref.last_seq,
                     "updated_at": utcnow(),
                 }
@@ -296,6 +298,7 @@ class FlushEngine:
             records=sum(s.records for s in index.segments) if index else 0,
             stored_bytes=index.stored_bytes if index else 0,
             metadata=loads(row.metadata),
+            chain_head=index.chain_head if index else None,
         )
 
     def _sync_manifest(self, row: RunRow) -> None:
@@ -339,14 +342,17 @@ class FlushEngine:
             log.warning("run %s is no longer ours in the manifest; this writer is fenced", run_id)
         return len(entries) - len(lost)
 
-    def _encode(self, row: RunRow, batch: list[RecordInfo]) -> tuple[SegmentRef, bytes]:
+    def _encode(
+        self, row: RunRow, batch: list[RecordInfo], prev_sha256: str | None
+    ) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
         kept = select_checkpoints(pending, self.policy(row.run_id), row.first_checkpoint_seq)
         chosen = [r for r in batch if r.type != "checkpoint" or r.seq in kept]
         # Only the kept lines are read: most snapshots of a busy run are dropped.
         lines = self.cache.lines(row.run_id, [r.seq for r in chosen])
-        enc = encode_segment(lines, self.config.compression_level)
         first, last = batch[0].seq, batch[-1].seq
+        header = segment_header(row.run_id, first, last, len(chosen), prev_sha256)
+        enc = encode_segment(lines, self.config.compression_level, header)
         ref = SegmentRef(
             key=segment_key(row.run_id, first, last, enc.sha256),
             first_seq=first,
@@ -360,6 +366,7 @@ class FlushEngine:
             sha256=enc.sha256,
             first_ts=datetime.fromisoformat(batch[0].ts),
             last_ts=datetime.fromisoformat(batch[-1].ts),
+            prev_sha256=prev_sha256,
         )
         return ref, enc.body
 

@@ -42,12 +42,14 @@ from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
-from runarchive.model import FORMAT_VERSION, RunStatus, format_ts, utcnow
+from runarchive.model import RunStatus, format_ts, utcnow
 from runarchive.store import IfMatch, PutMode, Store
 
 SHARDS = 8
 Kind = Literal["active", "done"]
 KINDS: tuple[Kind, ...] = ("active", "done")
+# The manifest's own format version (docs/format.md §10), apart from the runs' formats.
+MANIFEST_FORMAT = 1
 MAX_ATTEMPTS = 50
 
 
@@ -70,6 +72,7 @@ class RunEntry(BaseModel):
     records: int = 0
     stored_bytes: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
+    chain_head: str | None = None  # the run index's chain head when this entry was written
 
     @field_serializer("created_at", "updated_at", "ended_at", "lease_expires_at")
     def _fixed_width_utc(self, value: datetime | None) -> str | None:
@@ -88,7 +91,7 @@ def shard_key(kind: Kind, shard: int) -> str:
 
 
 def _encode(kind: Kind, shard: int, runs: dict[str, dict[str, Any]]) -> bytes:
-    doc = {"format": FORMAT_VERSION, "kind": kind, "shard": shard, "runs": runs}
+    doc = {"format": MANIFEST_FORMAT, "kind": kind, "shard": shard, "runs": runs}
     return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(orjson.dumps(doc))
 
 
@@ -100,10 +103,10 @@ def _decode(body: bytes, key: str) -> dict[str, dict[str, Any]]:
     version = doc.get("format") if isinstance(doc, dict) else None
     if not isinstance(version, int) or not isinstance(doc.get("runs"), dict):
         raise CorruptObjectError(key, "not a manifest shard (no format/runs)")
-    if version > FORMAT_VERSION:
+    if version > MANIFEST_FORMAT:
         raise FormatVersionError(
             f"{key!r} was written by format version {version}; this runarchive reads up to "
-            f"{FORMAT_VERSION}. Upgrade runarchive to read it."
+            f"{MANIFEST_FORMAT}. Upgrade runarchive to read it."
         )
     runs: dict[str, dict[str, Any]] = doc["runs"]
     return runs

@@ -1,4 +1,4 @@
-"""Persisted data: records, segment references and the run index (format version 1).
+"""Persisted data: records, segment references and the run index (format version 2).
 
 Everything that is written to the bucket is a frozen pydantic model here, and
 ``docs/format.md`` describes the same shapes for readers without runarchive.
@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2: segment bodies start with a header line that links each segment to the
+# previous one (the hash chain); version-1 segments (no header) stay readable.
+CHAIN_FROM_VERSION = 2
 
 RunStatus = Literal["running", "completed", "failed"]
 
@@ -117,6 +120,9 @@ class SegmentRef(_Persisted):
     first_ts: datetime
     last_ts: datetime
     format: StrictInt = FORMAT_VERSION
+    # SHA-256 of the previous segment's body (None for the run's first): the hash
+    # chain, also written in the segment's own header line (format >= 2).
+    prev_sha256: str | None = None
 
 
 class RunIndex(_Persisted):
@@ -134,6 +140,7 @@ class RunIndex(_Persisted):
     error: str | None = None
     last_seq: int = 0  # highest seq covered by a segment; 0 = none yet
     segments: tuple[SegmentRef, ...] = ()
+    chain_head: str | None = None  # sha256 of the last segment: the head of the hash chain
     # Ownership: the writer that may append. resume() on another host bumps the
     # epoch by compare-and-swap; a writer whose epoch is lower is fenced.
     epoch: StrictInt = 0

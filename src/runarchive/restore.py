@@ -111,7 +111,7 @@ def execute_restore(
             raise CorruptObjectError(
                 ref.key, "missing: the run index lists it but the bucket does not have it"
             ) from None
-        records = decode_segment(body, ref.key, ref.sha256)
+        records = decode_segment(body, ref.key, ref.sha256, ref.format)
         bar.step()
         if on_segment is not None:
             on_segment(ref)
