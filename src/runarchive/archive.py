@@ -17,6 +17,7 @@ import atexit
 import logging
 import threading
 import weakref
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -64,6 +65,7 @@ from runarchive.store import (
     Store,
     probe_conditional_writes,
 )
+from runarchive.verify import VerifyReport, verify_runs
 
 log = logging.getLogger(__name__)
 _open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()
@@ -197,6 +199,30 @@ class Reader:
         if not isinstance(stale_after, timedelta):
             stale_after = timedelta(seconds=stale_after)
         return self.manifest.interrupted(stale_after)
+
+    def verify(
+        self, run_id: str | Iterable[str] | None = None, *, progress: bool | None = None
+    ) -> VerifyReport:
+        """Read back and check one run, several, or (``None``) every run of the archive.
+
+        Checks each segment's zstd frame, SHA-256, header and records against the
+        index; the hash chain and its head; seq continuity; objects the index does not
+        list; and the index against the manifest. Returns every problem found, each
+        naming its object; ``report.ok`` is False if any is an error. Writes nothing.
+        Cost: 1 LIST (per run when ids are given), 1 GET per index and per segment,
+        and 2-16 GETs of the manifest.
+        """
+        if run_id is None:
+            ids = None
+            entries = {e.run_id: e for e in self.manifest.entries(limit=None)}
+        else:
+            ids = [run_id] if isinstance(run_id, str) else list(run_id)
+            for rid in ids:
+                validate_run_id(rid)
+            entries = self.manifest.lookup(ids)
+        return verify_runs(
+            self.store, ids, entries, workers=self.config.restore_workers, progress=progress
+        )
 
     def close(self) -> None:
         """Release connections."""

@@ -99,6 +99,7 @@ class CorruptObjectError(RunArchiveError):
 
     def __init__(self, key: str, problem: str) -> None:
         self.key = key
+        self.detail = problem  # what is wrong, without the advice (verify reports it)
         super().__init__(
             f"object {key!r} is corrupt: {problem}. Do not delete it; run `runarchive show` "
             "on the run and restore from a replica or an export if you have one."
