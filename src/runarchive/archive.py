@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from runarchive.cache import Cache, RunRow
 from runarchive.codec import index_key, run_prefix
+from runarchive.compact import CompactionResult, compact_run
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.errors import (
     CacheError,
@@ -500,6 +501,55 @@ class Archive(Reader):
             self._runs.pop(run_id, None)
         self.cache.delete_run(run_id)
         return len(keys)
+
+    def compact(
+        self, run_id: str | None = None, *, dry_run: bool = False
+    ) -> list[CompactionResult]:
+        """Compact one ended run, or (``None``) every completed or failed run.
+
+        Re-applies the run's policy over its whole archived history and rewrites it
+        into few segments (a new hash chain), swapping the index by compare-and-swap.
+        The replaced segments are only listed as retired: ``gc`` deletes them once the
+        grace period has passed, so a concurrent restore or export never misses one.
+        ``dry_run`` reads and plans, writes nothing. Running runs are refused (one
+        given) or skipped (all). Cost per run: 1 GET for the index, 1 GET per segment,
+        1 PUT per new segment, 1 PUT for the index, 1-2 for the manifest entry.
+        """
+        self._check_open()
+        if run_id is None:
+            ids = [e.run_id for e in self.manifest.entries(limit=None) if e.status != "running"]
+        else:
+            ids = [validate_run_id(run_id)]
+        results = []
+        for rid in ids:
+            key = index_key(rid)
+            try:
+                got = self.store.get(key)
+            except ObjectNotFoundError:
+                raise RunNotFoundError(f"no run {rid!r} in {self.store.description}") from None
+            index = parse_index(got.body, key)
+            own = Policy.model_validate(index.policy) if index.policy else self.config.policy
+            result = compact_run(
+                self.store,
+                index,
+                got.etag,
+                own,
+                level=self.config.compression_level,
+                dry_run=dry_run,
+                workers=self.config.restore_workers,
+            )
+            if result.done:
+                new = self.index(rid)
+                self.manifest.patch_done(
+                    rid,
+                    {
+                        "chain_head": new.chain_head,
+                        "stored_bytes": new.stored_bytes,
+                        "records": sum(s.records for s in new.segments),
+                    },
+                )
+            results.append(result)
+        return results
 
     # -- flushing and life cycle -------------------------------------------------
 

@@ -248,6 +248,18 @@ class Manifest:
         self.update("done", shard, add)
         self.update("active", shard, remove)
 
+    def patch_done(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Update fields of an ended run's entry (e.g. after a compaction); 1-2 requests."""
+
+        def change(runs: dict[str, dict[str, Any]]) -> bool:
+            current = runs.get(run_id)
+            if current is None:
+                return False
+            runs[run_id] = {**current, **fields}
+            return True
+
+        self.update("done", shard_of(run_id), change)
+
     def forget(self, run_id: str) -> None:
         """Remove a run from the manifest (after its objects were deleted)."""
         shard = shard_of(run_id)

@@ -125,6 +125,27 @@ class SegmentRef(_Persisted):
     prev_sha256: str | None = None
 
 
+class RetiredObject(_Persisted):
+    """A segment a compaction replaced: still readable until ``gc`` deletes it after
+    the grace period, so a restore that read the previous index never misses it."""
+
+    key: str
+    retired_at: datetime
+
+
+class CompactionRecord(_Persisted):
+    """What one compaction of a run did (kept in the index, for auditors)."""
+
+    at: datetime
+    segments_before: int
+    segments_after: int
+    records_before: int
+    records_after: int
+    stored_bytes_before: int
+    stored_bytes_after: int
+    old_chain_head: str | None  # the head it replaced (an older export names this one)
+
+
 class RunIndex(_Persisted):
     """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
 
@@ -141,6 +162,8 @@ class RunIndex(_Persisted):
     last_seq: int = 0  # highest seq covered by a segment; 0 = none yet
     segments: tuple[SegmentRef, ...] = ()
     chain_head: str | None = None  # sha256 of the last segment: the head of the hash chain
+    retired: tuple[RetiredObject, ...] = ()  # replaced by compaction, deleted by gc later
+    compactions: tuple[CompactionRecord, ...] = ()
     # Ownership: the writer that may append. resume() on another host bumps the
     # epoch by compare-and-swap; a writer whose epoch is lower is fenced.
     epoch: StrictInt = 0

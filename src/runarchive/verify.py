@@ -331,7 +331,7 @@ class _Verifier:
         if entry is not None:
             res.problems.extend(_against_manifest(index, entry))
         if listed is not None:
-            known = {s.key for s in index.segments} | {ikey}
+            known = {s.key for s in index.segments} | {r.key for r in index.retired} | {ikey}
             res.problems.extend(self.orphan(index, k) for k in sorted(set(listed) - known))
         return index, res
 
@@ -342,7 +342,8 @@ def _str(value: object) -> str | None:
 
 def _against_manifest(index: RunIndex, entry: RunEntry) -> list[Problem]:
     out, run, ikey = [], index.run_id, index_key(index.run_id)
-    chain = {s.sha256 for s in index.segments}
+    # Heads a compaction replaced stay valid: the manifest may not have caught up.
+    chain = {s.sha256 for s in index.segments} | {c.old_chain_head for c in index.compactions}
     if entry.status != "running" and index.status == "running":
         out.append(
             _p(
