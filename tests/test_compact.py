@@ -87,7 +87,8 @@ def test_compaction_on_the_real_server_drops_superseded_and_merges(backend: Back
     (result,) = archive.compact("long")
     after = archive.index("long")
     assert result.done
-    assert len(before.segments) >= 15  # about one per 10 records (the flusher runs in the background)
+    # About one segment per 10 records (the flusher runs in the background).
+    assert len(before.segments) >= 15
     assert len(after.segments) == 1
     kept = [c.state["i"] for c in archive.restore("long").checkpoints]
     assert kept == [0, *range(180, 200)]  # the first; the latest of each name are in the last 20

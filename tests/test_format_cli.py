@@ -291,7 +291,7 @@ def test_hash_chain_checks_with_sha256sum_and_jq(written: Written) -> None:
         prev = None
         for ref in _segments(written, run):
             raw = _decompressed(written, ref["key"])
-            header = _jq_lines("select(.type == \"segment\")", raw)
+            header = _jq_lines('select(.type == "segment")', raw)
             assert header == [
                 {
                     "type": "segment",
