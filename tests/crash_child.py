@@ -38,10 +38,15 @@ def main() -> None:
     inner_put = CountingStore.put
 
     def traced_put(
-        self: CountingStore, key: str, body: bytes, *, mode: PutMode = "overwrite"
+        self: CountingStore,
+        key: str,
+        body: bytes,
+        *,
+        mode: PutMode = "overwrite",
+        immutable: bool = False,
     ) -> str:
         say(f"PUT-BEGIN {key}")
-        etag = inner_put(self, key, body, mode=mode)
+        etag = inner_put(self, key, body, mode=mode, immutable=immutable)
         if "/seg/" in key:
             time.sleep(0.02)
         say(f"PUT-END {key}")

@@ -133,10 +133,17 @@ class S3Server:
                 config=base,
             )
 
-    def make_bucket(self, prefix: str = "t") -> str:
-        """Create a bucket with a fresh unique name and return the name."""
+    def make_bucket(self, prefix: str = "t", *, object_lock: bool = False) -> str:
+        """Create a bucket with a fresh unique name and return the name.
+
+        ``object_lock=True`` creates it with S3 Object Lock enabled (which also
+        turns versioning on), with no default retention rule.
+        """
         name = unique_bucket_name(prefix)
-        self.client().create_bucket(Bucket=name)
+        if object_lock:
+            self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        else:
+            self.client().create_bucket(Bucket=name)
         return name
 
     def url(self, bucket: str, prefix: str = "") -> str:
@@ -495,6 +502,11 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",  # mini's default 1 s only slows stop
+            # Each bucket is a collection with at least one volume of its own. The
+            # default limit is free disk / 1 GiB (78 volumes with 79 GiB free), which a
+            # full test session exceeds: writes then fail with InternalError "No
+            # writable volumes". Volumes are sparse files, so a fixed high limit is free.
+            "-volume.max=2000",
             f"-s3.localSocket={s3_sock}",
             f"-filer.localSocket={filer_sock}",
         ]

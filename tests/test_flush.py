@@ -23,7 +23,9 @@ class FaultyStore(FileStore):
         self.block_segment: threading.Event | None = None
         self.segment_started = threading.Event()
 
-    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def put(
+        self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
+    ) -> str:
         if "/seg/" in key and self.block_segment is not None:
             self.segment_started.set()
             self.block_segment.wait(10)
@@ -32,7 +34,7 @@ class FaultyStore(FileStore):
             if when == "after":
                 super().put(key, body, mode=mode)  # it landed, the answer is lost
             raise StoreUnavailableError(f"injected failure {when} PUT {key}", key=key)
-        return super().put(key, body, mode=mode)
+        return super().put(key, body, mode=mode, immutable=immutable)
 
 
 def open_archive(tmp_path: Path, store: FaultyStore, **settings: object) -> Archive:

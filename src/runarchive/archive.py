@@ -33,13 +33,13 @@ from runarchive.errors import (
     ConfigError,
     FormatVersionError,
     InvalidInputError,
-    ObjectLockedError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ResumeConflictError,
     RunNotFoundError,
     RunStateError,
 )
+from runarchive.export import ExportResult, export_runs
 from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.jsonvalue import check_json_value, dumps
 from runarchive.manifest import Manifest, RunEntry
@@ -56,6 +56,7 @@ from runarchive.model import (
 )
 from runarchive.policy import Policy
 from runarchive.restore import RestoredRun, execute_restore, plan_restore
+from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
 from runarchive.run import Run
 from runarchive.store import (
     CountingStore,
@@ -102,6 +103,10 @@ def make_store(config: ArchiveConfig) -> Store:
             response_checksum_validation=config.response_checksum_validation,
             multipart_threshold=config.multipart_threshold,
             multipart_part_size=config.multipart_part_size,
+            object_lock_mode=config.object_lock_mode,
+            object_lock_days=config.object_lock_days,
+            sse=config.sse,
+            sse_kms_key_id=config.sse_kms_key_id,
         )
     )
 
@@ -235,6 +240,47 @@ class Reader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def export(
+        self,
+        run_ids: list[str] | tuple[str, ...] | str | None = None,
+        *,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: RunStatus | None = None,
+        dest: str | Path | Store,
+        progress: bool | None = None,
+    ) -> ExportResult:
+        """Write a self-contained, checkable bundle of runs (``docs/export.md``).
+
+        The runs are ``run_ids``, or those of the manifest matching ``agent``,
+        ``since``/``until`` (creation time, inclusive) and ``status`` (not both; no
+        default). ``dest`` is a ``.tar`` path (plain tar, one top-level directory named
+        after the file), another path (a new or empty directory), an ``s3://`` or
+        ``file://`` URL or a ``Store`` (an empty prefix: files are uploaded create-only
+        and ``immutable``, so a locked bucket retains them; a URL is opened with this
+        reader's settings). Every segment is verified first (SHA-256, header, hash chain
+        up to ``chain_head``); a corrupt run raises ``CorruptObjectError`` naming the key
+        and nothing is left at ``dest``. ``progress=None`` shows a bar on a terminal.
+        Only the bucket is read: on a writer, ``flush()`` first to include records
+        still in this host's cache.
+
+        Cost: 16 GETs for a filter (8 with ``status``), 1 GET per run index and per
+        segment (``restore_workers`` in parallel), 1 LIST + 1 PUT per bundle file to a
+        store. Disk: the bundle is staged beside ``dest`` (in the temp dir for a store);
+        a ``.tar`` needs twice its size while it is built.
+        """
+        return export_runs(
+            self,
+            run_ids,
+            agent=agent,
+            since=since,
+            until=until,
+            status=status,
+            dest=dest,
+            progress=progress,
+        )
+
 
 class Archive(Reader):
     """A bucket (or directory) of archived runs, and this host's cache in front of it.
@@ -282,18 +328,21 @@ class Archive(Reader):
         the backend the URL names (tests, custom backends).
 
         At open, the archive checks once that the bucket enforces conditional writes
-        (5 requests) and refuses it otherwise; bad settings raise ``ConfigError``.
+        (5 requests) and refuses it otherwise; bad settings raise ``ConfigError``. With
+        ``object_lock_mode`` set it also checks that the bucket has Object Lock enabled
+        (1 request) and refuses a ``file://`` archive; ``sse`` is refused on ``file://``.
         """
         if config is not None and (url or cache_dir or settings):
             raise ConfigError("pass either config= or individual settings, not both")
         cfg = config or load_config(url=url, cache_dir=cache_dir, **settings)
         backend = store or make_store(cfg)
-        if cfg.check_conditional_writes:
-            try:
+        try:
+            check_store_settings(cfg, backend)
+            if cfg.check_conditional_writes:
                 probe_conditional_writes(backend)
-            except Exception:
-                backend.close()
-                raise
+        except Exception:
+            backend.close()
+            raise
         return cls(cfg, backend)
 
     # -- runs ------------------------------------------------------------------
@@ -470,31 +519,30 @@ class Archive(Reader):
         self.flusher.flushed(run_id, self.engine.flush_run(run_id))
         return handle
 
-    def delete_run(self, run_id: str) -> int:
+    def delete_run(self, run_id: str, *, bypass_governance: bool = False) -> int:
         """Delete a run's objects, its manifest entry and its local cache copy.
 
-        Segments go first and the index last, so a failure (e.g. an object lock
-        forbidding the delete: ``AccessDeniedError`` naming the object) leaves the
-        run readable as far as it got. Returns the number of objects deleted.
+        If any object is under a legal hold or an unexpired retention, raises
+        ``ObjectLockedError`` naming it before deleting anything (on a versioned,
+        locked bucket the DELETEs would otherwise "succeed" as delete markers and keep
+        the data). ``bypass_governance=True`` (default ``False``) deletes a run under a
+        ``GOVERNANCE`` retention, and removes every version of its objects for good;
+        a legal hold or a ``COMPLIANCE`` retention still refuses. Segments go first
+        and the index last, so a failure leaves the run readable as far as it got.
+        Returns the number of objects deleted. Cost: 1 LIST, 1 HEAD per object on
+        S3 (the lock check), 1 DELETE per object (with ``bypass_governance``: 1
+        ListObjectVersions + 1 DeleteObjects per object), the manifest update.
         """
         self._check_open()
         validate_run_id(run_id)
         keys = [m.key for m in self.store.list(run_prefix(run_id))]
         if not keys and self.cache.run(run_id) is None:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}")
-        if self.store.capabilities.remote:
-            # Checked before deleting anything: a versioned, locked bucket would accept
-            # the DELETEs (as delete markers) and keep the data, silently.
-            for key in keys:
-                reason = self.store.lock_reason(key)
-                if reason is not None:
-                    raise ObjectLockedError(
-                        f"run {run_id!r} cannot be deleted: {key!r} is under {reason}. "
-                        "Nothing was deleted.",
-                        key=key,
-                    )
+        # Checked before deleting anything: a versioned, locked bucket would accept
+        # plain DELETEs (as delete markers) and keep the data, silently.
+        check_deletable(self.store, run_id, keys, bypass_governance=bypass_governance)
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
-            self.store.delete(key)
+            self.store.delete(key, bypass_governance=bypass_governance)
         self.manifest.forget(run_id)
         self.engine.forget(run_id)
         with self._lock:
@@ -602,3 +650,29 @@ class Archive(Reader):
     def _check_open(self) -> None:
         if self._closed:
             raise RunStateError("this archive is closed; open it again")
+
+    # -- legal holds (docs/design.md, "Retention locks") -------------------------
+
+    def hold(self, run_id: str) -> int:
+        """Place a legal hold on every segment object of ``run_id``; returns how many.
+
+        This host's pending records of the run are flushed first, so every record it
+        acknowledged is covered; segments flushed *after* this call are not held (call
+        ``hold`` again: it is idempotent). A held run cannot be deleted until
+        :meth:`release`. Needs an S3 bucket with Object Lock enabled (no
+        ``object_lock_mode`` needed); elsewhere ``ObjectLockUnsupportedError``. Cost:
+        the flush, 1 LIST per 1,000 segments, 1 GetObjectLockConfiguration, 1
+        PutObjectLegalHold per segment (``restore_workers`` in parallel).
+        """
+        self._check_open()
+        validate_run_id(run_id)
+        if run_id in self.cache.runs_needing_flush():
+            self.flusher.flushed(run_id, self.engine.flush_run(run_id))
+        return hold_run(self.store, run_id, workers=self.config.restore_workers)
+
+    def release(self, run_id: str) -> int:
+        """Remove the legal hold from every segment object of ``run_id``; returns how
+        many. Retention set by ``object_lock_mode`` is unaffected. Cost: as
+        :meth:`hold`, without the flush."""
+        self._check_open()
+        return release_run(self.store, run_id, workers=self.config.restore_workers)

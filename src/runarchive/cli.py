@@ -18,6 +18,7 @@ from typing import Any
 
 from runarchive.archive import Archive, Reader
 from runarchive.errors import RunArchiveError
+from runarchive.export import verify_export
 from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
 from runarchive.restore import RestoredRun
@@ -214,6 +215,49 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        result = reader.export(
+            args.run_ids or None,
+            agent=args.agent,
+            since=args.since,
+            until=args.until,
+            status=args.status,
+            dest=args.out,
+        )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    for run in result.runs:
+        print(
+            f"{run.run_id:36} {run.status:10} {run.records:>8} records {run.segments:>5} "
+            f"segments  chain head {(run.chain_head or '-')[:16]}"
+        )
+    print(
+        f"exported  {len(result.runs)} run{'' if len(result.runs) == 1 else 's'} to "
+        f"{result.dest} ({result.kind}, "
+        f"{result.files} files, {_human(result.bytes)})"
+    )
+    print(f"check it  runarchive verify-export {args.out}   (or sha256sum -c, see its README)")
+    return 0
+
+
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    problems = verify_export(args.bundle)
+    if args.json:
+        doc = {
+            "bundle": args.bundle,
+            "ok": not problems,
+            "problems": [{"path": p.path, "problem": p.problem} for p in problems],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{args.bundle}: " + (f"{len(problems)} problems" if problems else "sound"))
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -265,6 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run")
     resume.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
     resume.set_defaults(func=cmd_resume)
+
+    export = sub.add_parser(
+        "export", help="write a self-contained, checkable bundle of runs (docs/export.md)"
+    )
+    export.add_argument("run_ids", nargs="*", metavar="RUN", help="run ids (or use a filter)")
+    export.add_argument("--agent", help="runs of this agent (from the manifest)")
+    export.add_argument("--since", type=_parse_time, help="created at or after (ISO 8601)")
+    export.add_argument("--until", type=_parse_time, help="created at or before (ISO 8601)")
+    export.add_argument("--status", choices=["running", "completed", "failed"])
+    export.add_argument(
+        "--out", required=True, help="a new FILE.tar, a new directory, or an s3:// / file:// URL"
+    )
+    export.add_argument("--json", action="store_true", help="print the result as JSON")
+    export.set_defaults(func=cmd_export)
+
+    verify = sub.add_parser(
+        "verify-export", help="check an export bundle; exit 0 only if it is sound"
+    )
+    verify.add_argument("bundle", metavar="PATH", help="a bundle .tar, directory or URL")
+    verify.add_argument("--json", action="store_true", help="print the problems as JSON")
+    verify.set_defaults(func=cmd_verify_export)
     return parser
 
 

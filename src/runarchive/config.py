@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runarchive.errors import ConfigError
@@ -83,6 +83,28 @@ class ArchiveConfig(BaseSettings):
     response_checksum_validation: Literal["when_supported", "when_required"] = "when_supported"
     multipart_threshold: int = Field(default=64 * MiB, ge=5 * MiB)
     multipart_part_size: int = Field(default=16 * MiB, ge=5 * MiB)
+    # S3 only: retention locks and encryption at rest (docs/config.md, docs/design.md)
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = Field(
+        default=None,
+        description="S3 Object Lock retention of every segment; the bucket must have "
+        "Object Lock enabled (checked at open, 1 request)",
+    )
+    object_lock_days: int | None = Field(
+        default=None, ge=1, le=36500, description="retention days; required with a mode"
+    )
+    allow_compliance_lock: bool = Field(
+        default=False,
+        description="opt-in to object_lock_mode=COMPLIANCE (irreversible: nobody, root "
+        "included, can delete the segments before the retention ends)",
+    )
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        default=None, description="server-side encryption of every object written"
+    )
+    sse_kms_key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description='KMS key id/ARN/alias, only with sse="aws:kms"; unset: the bucket\'s key',
+    )
 
     @field_validator("url")
     @classmethod
@@ -90,6 +112,45 @@ class ArchiveConfig(BaseSettings):
         if value is not None:
             parse_url(value)
         return value
+
+    @field_validator("object_lock_mode", mode="before")
+    @classmethod
+    def _upper_lock_mode(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("sse", mode="before")
+    @classmethod
+    def _normalise_sse(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"aes256": "AES256", "aws:kms": "aws:kms"}.get(value.lower(), value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_lock_and_encryption(self) -> Self:
+        if self.object_lock_mode is not None and self.object_lock_days is None:
+            raise ValueError(
+                "setting 'object_lock_days' (RUNARCHIVE_OBJECT_LOCK_DAYS) is required with "
+                f"object_lock_mode={self.object_lock_mode}: give the retention in days (>= 1)"
+            )
+        if self.object_lock_days is not None and self.object_lock_mode is None:
+            raise ValueError(
+                "setting 'object_lock_days' (RUNARCHIVE_OBJECT_LOCK_DAYS) needs "
+                "'object_lock_mode' (RUNARCHIVE_OBJECT_LOCK_MODE) = GOVERNANCE or COMPLIANCE; "
+                "set both or neither"
+            )
+        if self.object_lock_mode == "COMPLIANCE" and not self.allow_compliance_lock:
+            raise ValueError(
+                "setting 'object_lock_mode' (RUNARCHIVE_OBJECT_LOCK_MODE) = COMPLIANCE is "
+                "irreversible: no one, the account root included, can delete or shorten the "
+                "retention of a segment before it ends. Use GOVERNANCE, or set "
+                "'allow_compliance_lock' (RUNARCHIVE_ALLOW_COMPLIANCE_LOCK) = true to opt in"
+            )
+        if self.sse_kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError(
+                "setting 'sse_kms_key_id' (RUNARCHIVE_SSE_KMS_KEY_ID) needs "
+                "'sse' (RUNARCHIVE_SSE) = aws:kms; unset it, or set sse=aws:kms"
+            )
+        return self
 
     @property
     def resolved_url(self) -> str:
@@ -124,7 +185,10 @@ def load_config(**overrides: Any) -> ArchiveConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "configuration"
+            loc = ".".join(str(p) for p in err["loc"])
+            if not loc:  # a check across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             env = "RUNARCHIVE_" + loc.upper().replace(".", "__")
             problems.append(f"setting {loc!r} ({env}): {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -24,6 +24,7 @@ happened and what to do; they never contain credentials or object bodies.
         ├── BucketNotFoundError
         ├── AccessDeniedError               wrong credentials or missing permission
         ├── ObjectLockedError               a legal hold or retention forbids a delete
+        ├── ObjectLockUnsupportedError      the store or bucket cannot lock objects
         ├── StoreUnavailableError           endpoint unreachable, timeouts, 5xx after retries
         └── ConditionalWritesUnsupportedError   the bucket ignores preconditions
 """
@@ -142,6 +143,11 @@ class ObjectLockedError(StoreError):
     """An object lock (legal hold or retention) forbids deleting an object."""
 
 
+class ObjectLockUnsupportedError(StoreError):
+    """The store cannot lock objects: a ``file://`` archive, or a bucket created
+    without S3 Object Lock (which can only be enabled on a versioned bucket)."""
+
+
 class StoreUnavailableError(StoreError):
     """The store could not be reached or kept failing after retries."""
 
@@ -183,6 +189,11 @@ S3_ERROR_TABLE: dict[str, tuple[type[StoreError], str]] = {
     ),
     "ExpiredToken": (AccessDeniedError, "the session token expired: refresh credentials"),
     "InvalidToken": (AccessDeniedError, "the session token is invalid: refresh credentials"),
+    "ObjectLockConfigurationNotFoundError": (
+        ObjectLockUnsupportedError,
+        "the bucket does not have Object Lock enabled: create it with Object Lock "
+        "(create-bucket --object-lock-enabled-for-bucket) or unset object_lock_mode",
+    ),
     "SlowDown": (StoreUnavailableError, "the store asks to slow down and retries ran out"),
     "503": (StoreUnavailableError, "the store is unavailable and retries ran out"),
     "InternalError": (StoreUnavailableError, "the store had an internal error; retries ran out"),

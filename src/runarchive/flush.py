@@ -229,7 +229,7 @@ class FlushEngine:
             prev = base.segments[-1].sha256 if base.segments else None
             ref, body = self._encode(row, batch, prev)
             try:
-                self.store.put(ref.key, body, mode="create")
+                self.store.put(ref.key, body, mode="create", immutable=True)
             except PreconditionFailedError:
                 # The key carries the body's hash: an earlier attempt already stored the
                 # same records, possibly at another compression level; record its size.

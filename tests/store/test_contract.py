@@ -9,10 +9,12 @@ from conftest import StoreFactory
 
 from runarchive.errors import (
     InvalidInputError,
+    ObjectLockedError,
+    ObjectLockUnsupportedError,
     ObjectNotFoundError,
     PreconditionFailedError,
 )
-from runarchive.store import IfMatch, probe_conditional_writes
+from runarchive.store import GetResult, IfMatch, MemoryStore, probe_conditional_writes
 
 
 def test_put_get_roundtrip_and_etag(make_store: StoreFactory) -> None:
@@ -140,3 +142,53 @@ def test_probe_accepts_a_store_that_enforces_conditions(make_store: StoreFactory
     store = make_store()
     probe_conditional_writes(store)
     assert list(store.list("_runarchive/")) == []  # the probe leaves nothing behind
+
+
+def test_immutable_put_without_retention_is_an_ordinary_write(make_store: StoreFactory) -> None:
+    """``immutable=True`` only allows a configured retention; without one, nothing locks."""
+    store = make_store()
+    etag = store.put("runs/a/seg/1", b"segment", mode="create", immutable=True)
+    assert store.get("runs/a/seg/1") == GetResult(b"segment", etag)
+    with pytest.raises(PreconditionFailedError):
+        store.put("runs/a/seg/1", b"other", mode="create", immutable=True)
+    assert store.retention is None
+    assert store.lock_reason("runs/a/seg/1") is None
+    assert store.lock_reason("runs/a/seg/1", bypass_governance=True) is None
+    state = store.lock_state("runs/a/seg/1")
+    assert state is None or (state.mode, state.legal_hold, state.retained()) == (
+        None,
+        False,
+        False,
+    )
+
+
+def test_delete_with_bypass_governance_removes_an_unlocked_object(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    store.put("runs/b/seg/1", b"1")
+    store.put("runs/b/seg/1", b"2")  # a second version where the bucket keeps versions
+    store.delete("runs/b/seg/1", bypass_governance=True)
+    assert store.head("runs/b/seg/1") is None
+    store.delete("runs/b/seg/missing", bypass_governance=True)  # missing: not an error
+    assert list(store.list("runs/")) == []
+
+
+def test_legal_hold_where_the_store_can_lock(make_store: StoreFactory) -> None:
+    """Memory emulates holds; a directory, and a bucket without Object Lock, refuse them."""
+    store = make_store()
+    store.put("runs/c/seg/1", b"1")
+    if isinstance(store, MemoryStore):
+        store.set_legal_hold("runs/c/seg/1", True)
+        assert store.lock_reason("runs/c/seg/1", bypass_governance=True) == "a legal hold"
+        with pytest.raises(ObjectLockedError):
+            store.delete("runs/c/seg/1")
+        store.set_legal_hold("runs/c/seg/1", False)
+        assert store.object_lock_enabled()
+    else:
+        # FileStore cannot lock at all; these S3 test buckets lack Object Lock.
+        with pytest.raises(ObjectLockUnsupportedError):
+            store.set_legal_hold("runs/c/seg/1", True)
+        assert not store.object_lock_enabled()
+    store.delete("runs/c/seg/1")
+    assert store.head("runs/c/seg/1") is None

@@ -11,6 +11,11 @@ Writes go to a temporary file under ``<root>/.tmp/`` and are then published:
 
 Every write is fsynced (file and directory) before it returns. ``.tmp/`` is not
 part of the key space and is never listed.
+
+A directory cannot lock objects: ``immutable`` puts are plain writes, nothing is
+ever under retention, ``set_legal_hold`` raises ``ObjectLockUnsupportedError`` and
+``bypass_governance`` on delete changes nothing. The archive refuses an
+``object_lock_mode`` or ``sse`` setting on a ``file://`` URL at open.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from runarchive.errors import ObjectNotFoundError, PreconditionFailedError, StoreError
@@ -74,11 +80,13 @@ class FileStore(Store):
         return GetResult(body, content_etag(body))
 
     def head(self, key: str) -> ObjectMeta | None:
+        path = self._path(key)
         try:
-            body = self._path(key).read_bytes()
+            body = path.read_bytes()
+            mtime = path.stat().st_mtime
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        return ObjectMeta(key, len(body), content_etag(body))
+        return ObjectMeta(key, len(body), content_etag(body), datetime.fromtimestamp(mtime, UTC))
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -91,7 +99,9 @@ class FileStore(Store):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def put(
+        self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
+    ) -> str:
         final = self._path(key)
         tmp = self.root / _TMP / f"{uuid.uuid4().hex}.part"
         try:
@@ -138,7 +148,7 @@ class FileStore(Store):
             if meta is not None:  # deleted while listing
                 yield meta
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, bypass_governance: bool = False) -> None:
         # Empty directories are left in place: removing them would race with a
         # concurrent put into the same directory, and list() ignores them.
         self._path(key).unlink(missing_ok=True)

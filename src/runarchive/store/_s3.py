@@ -1,17 +1,29 @@
 """S3 store: any S3-compatible bucket (AWS, SeaweedFS, MinIO, Ceph, R2) through boto3.
 
 Credentials come from boto3's standard chain (environment, profile, SSO, IMDS);
-they are never logged or put in messages. Errors go through
-:data:`runarchive.errors.S3_ERROR_TABLE`; botocore retries transient failures
+they are never logged or put in messages, and neither are object bodies. Errors go
+through :data:`runarchive.errors.S3_ERROR_TABLE`; botocore retries transient failures
 (``standard`` or ``adaptive`` mode) before we see them.
+
+Encryption at rest: with ``sse`` set, every PUT and CreateMultipartUpload asks for
+SSE-S3 (``AES256``) or SSE-KMS (``aws:kms``, with ``sse_kms_key_id`` if given).
+
+Object Lock: with ``object_lock_mode`` / ``object_lock_days`` set, every *immutable*
+put (segments) carries ``x-amz-object-lock-mode`` and a retain-until date of now +
+days, plus a ``Content-MD5`` (S3 requires an integrity header on such PUTs and
+UploadParts; MD5 is the one every S3-compatible server knows, and it is sent even
+with ``request_checksum_calculation="when_required"``). The bucket must have been
+created with Object Lock enabled (which makes it versioned).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import boto3
@@ -21,6 +33,8 @@ import botocore.exceptions
 from runarchive.errors import (
     AccessDeniedError,
     BucketNotFoundError,
+    ObjectLockedError,
+    ObjectLockUnsupportedError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StoreError,
@@ -31,8 +45,11 @@ from runarchive.store.base import (
     Capabilities,
     GetResult,
     IfMatch,
+    LockMode,
+    LockState,
     ObjectMeta,
     PutMode,
+    Retention,
     Store,
     check_key,
 )
@@ -41,6 +58,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
+log = logging.getLogger(__name__)
+
+
+_Versions = list[Any]  # [{"Key": ..., "VersionId": ...}] for DeleteObjects
+
+
+def _md5_b64(body: bytes) -> str:
+    """The ``Content-MD5`` header value of ``body``."""
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,18 @@ class S3Settings:
     multipart_threshold: int = 64 * 1024 * 1024
     multipart_part_size: int = 16 * 1024 * 1024
     max_pool_connections: int = 16
+    object_lock_mode: LockMode | None = None  # retention of immutable puts
+    object_lock_days: int | None = None  # required with object_lock_mode
+    sse: Literal["AES256", "aws:kms"] | None = None  # encryption at rest of every put
+    sse_kms_key_id: str | None = None  # only with sse="aws:kms"; else the bucket's key
+
+    def __post_init__(self) -> None:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            raise ValueError("object_lock_mode and object_lock_days go together")
+        if self.object_lock_days is not None and self.object_lock_days < 1:
+            raise ValueError("object_lock_days must be at least 1")
+        if self.sse_kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError('sse_kms_key_id needs sse="aws:kms"')
 
 
 _UNAVAILABLE = (
@@ -77,7 +115,9 @@ _UNAVAILABLE = (
 class S3Store(Store):
     """Objects under ``s3://bucket/prefix``."""
 
-    capabilities = Capabilities(conditional_writes=True, multipart=True, remote=True)
+    capabilities = Capabilities(
+        conditional_writes=True, multipart=True, remote=True, object_lock=True, encryption=True
+    )
 
     def __init__(self, settings: S3Settings, *, client: S3Client | None = None) -> None:
         self.settings = settings
@@ -86,6 +126,16 @@ class S3Store(Store):
             self._prefix += "/"
         self._client = client or self._make_client(settings)
         self._local = threading.local()
+        self._retention = (
+            None
+            if settings.object_lock_mode is None or settings.object_lock_days is None
+            else Retention(settings.object_lock_mode, settings.object_lock_days)
+        )
+        self._sse: dict[str, Any] = {}
+        if settings.sse is not None:
+            self._sse["ServerSideEncryption"] = settings.sse
+        if settings.sse_kms_key_id is not None:
+            self._sse["SSEKMSKeyId"] = settings.sse_kms_key_id
 
     @staticmethod
     def _make_client(s: S3Settings) -> S3Client:
@@ -155,31 +205,108 @@ class S3Store(Store):
 
     def head(self, key: str) -> ObjectMeta | None:
         resp = self._head(key)
-        return None if resp is None else ObjectMeta(key, resp["ContentLength"], resp["ETag"])
+        if resp is None:
+            return None
+        return ObjectMeta(key, resp["ContentLength"], resp["ETag"], resp.get("LastModified"))
 
-    def lock_reason(self, key: str) -> str | None:
+    @property
+    def retention(self) -> Retention | None:
+        return self._retention
+
+    def lock_state(self, key: str) -> LockState | None:
         resp = self._head(key)
         if resp is None:
             return None
-        if resp.get("ObjectLockLegalHoldStatus") == "ON":
-            return "a legal hold"
-        until = resp.get("ObjectLockRetainUntilDate")
-        if until is not None and until > datetime.now(UTC):
-            return f"{resp.get('ObjectLockMode', 'a')} retention until {until.isoformat()}"
-        return None
+        return LockState(
+            mode=resp.get("ObjectLockMode"),
+            retain_until=resp.get("ObjectLockRetainUntilDate"),
+            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        )
 
-    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """PutObjectLegalHold on the current version of ``key``: one request. Needs
+        ``s3:PutObjectLegalHold``; a bucket without Object Lock refuses it."""
+        try:
+            try:
+                self._client.put_object_legal_hold(
+                    Bucket=self.settings.bucket,
+                    Key=self._full(key),
+                    LegalHold={"Status": "ON" if on else "OFF"},
+                )
+            except Exception as exc:
+                self._raise(exc, "PutObjectLegalHold", key)
+        except StoreError as exc:
+            if exc.code == "InvalidRequest":  # AWS, moto and SeaweedFS: no Object Lock
+                raise ObjectLockUnsupportedError(
+                    f"cannot place a legal hold on {key!r}: {self.description} does not have "
+                    "Object Lock enabled (it can only be set when the bucket is created, "
+                    "with --object-lock-enabled-for-bucket)",
+                    key=key,
+                    code=exc.code,
+                ) from exc
+            raise
+
+    def object_lock_enabled(self) -> bool:
+        """GetObjectLockConfiguration: one request. Logs a warning if the bucket has a
+        default retention rule (it would lock the index and manifest objects too)."""
+        try:
+            resp = self._client.get_object_lock_configuration(Bucket=self.settings.bucket)
+        except Exception as exc:
+            try:
+                self._raise(exc, "GetObjectLockConfiguration", None)
+            except ObjectLockUnsupportedError:
+                return False
+            except AccessDeniedError as denied:
+                denied.add_note(
+                    "reading it needs the s3:GetBucketObjectLockConfiguration permission"
+                )
+                raise
+            except StoreError as other:
+                if other.code in ("NotImplemented", "501"):  # a server without Object Lock
+                    return False
+                raise
+        config: Any = resp.get("ObjectLockConfiguration", {})
+        if config.get("Rule", {}).get("DefaultRetention"):
+            log.warning(
+                "%s has a default Object Lock retention rule: the run indexes and manifest "
+                "shards get it too, so their every version is kept until it expires and "
+                "delete_run() refuses runs until then; runarchive's object_lock_mode "
+                "locks only segments",
+                self.description,
+            )
+        return bool(config.get("ObjectLockEnabled") == "Enabled")
+
+    def _write_args(self, body: bytes | None, immutable: bool) -> dict[str, Any]:
+        """Headers of a PUT / CreateMultipartUpload: SSE always, lock on immutable puts.
+
+        ``body`` is the PUT body (for its Content-MD5), ``None`` for a multipart create.
+        """
+        args = dict(self._sse)
+        if immutable and self._retention is not None:
+            args["ObjectLockMode"] = self._retention.mode
+            args["ObjectLockRetainUntilDate"] = self._retention.until()
+            if body is not None:
+                args["ContentMD5"] = _md5_b64(body)
+        return args
+
+    def put(
+        self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
+    ) -> str:
         cond: dict[str, Any] = {}
         if mode == "create":
             cond["IfNoneMatch"] = "*"
         elif isinstance(mode, IfMatch):
             cond["IfMatch"] = mode.etag
         if len(body) > self.settings.multipart_threshold:
-            return self._put_multipart(key, body, cond)
+            return self._put_multipart(key, body, cond, immutable)
         try:
             try:
                 resp = self._client.put_object(
-                    Bucket=self.settings.bucket, Key=self._full(key), Body=body, **cond
+                    Bucket=self.settings.bucket,
+                    Key=self._full(key),
+                    Body=body,
+                    **cond,
+                    **self._write_args(body, immutable),
                 )
             except Exception as exc:
                 self._raise(exc, "PUT", key)
@@ -191,22 +318,30 @@ class S3Store(Store):
             raise
         return resp["ETag"]
 
-    def _put_multipart(self, key: str, body: bytes, cond: dict[str, Any]) -> str:
+    def _put_multipart(
+        self, key: str, body: bytes, cond: dict[str, Any], immutable: bool = False
+    ) -> str:
         bucket, full = self.settings.bucket, self._full(key)
         part_size = max(self.settings.multipart_part_size, MIN_PART_SIZE)
+        locked = immutable and self._retention is not None
         try:
-            upload_id = self._client.create_multipart_upload(Bucket=bucket, Key=full)["UploadId"]
+            upload_id = self._client.create_multipart_upload(
+                Bucket=bucket, Key=full, **self._write_args(None, immutable)
+            )["UploadId"]
         except Exception as exc:
             self._raise(exc, "CreateMultipartUpload", key)
         try:
             parts = []
             for number, start in enumerate(range(0, len(body), part_size), start=1):
+                chunk = body[start : start + part_size]
+                integrity: dict[str, Any] = {"ContentMD5": _md5_b64(chunk)} if locked else {}
                 resp = self._client.upload_part(
                     Bucket=bucket,
                     Key=full,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=body[start : start + part_size],
+                    Body=chunk,
+                    **integrity,
                 )
                 parts.append({"ETag": resp["ETag"], "PartNumber": number})
             done = self._client.complete_multipart_upload(
@@ -232,15 +367,69 @@ class S3Store(Store):
                 Bucket=self.settings.bucket, Prefix=self._prefix + prefix
             ):
                 for obj in page.get("Contents", []):
-                    yield ObjectMeta(obj["Key"][cut:], obj["Size"], obj["ETag"])
+                    yield ObjectMeta(
+                        obj["Key"][cut:], obj["Size"], obj["ETag"], obj.get("LastModified")
+                    )
         except Exception as exc:
             self._raise(exc, "LIST", prefix or None)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, bypass_governance: bool = False) -> None:
+        """Delete ``key``. Cost: one DELETE.
+
+        On a versioned bucket (every Object Lock bucket is one) a plain DELETE only
+        adds a delete marker: the object disappears from GET and LIST, its data stays
+        as a noncurrent version (until a lifecycle rule expires it), and it always
+        succeeds, locked or not. ``bypass_governance=True`` removes the object for
+        good: every version and delete marker of the key, deleted by version id with
+        ``x-amz-bypass-governance-retention`` (a ``GOVERNANCE`` retention yields if the
+        credentials have ``s3:BypassGovernanceRetention``; a legal hold or a
+        ``COMPLIANCE`` retention refuses with ``ObjectLockedError``). Cost then: one
+        ListObjectVersions plus one DeleteObjects per 1,000 versions (a run index has
+        one version per flush).
+        """
+        if not bypass_governance:
+            try:
+                self._client.delete_object(Bucket=self.settings.bucket, Key=self._full(key))
+            except Exception as exc:
+                self._raise(exc, "DELETE", key)
+            return
+        bucket, full = self.settings.bucket, self._full(key)
+        paginator = self._client.get_paginator("list_object_versions")
         try:
-            self._client.delete_object(Bucket=self.settings.bucket, Key=self._full(key))
+            for page in paginator.paginate(Bucket=bucket, Prefix=full):
+                versions = [
+                    {"Key": full, "VersionId": v["VersionId"]}
+                    for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                    if v["Key"] == full
+                ]
+                if versions:
+                    self._delete_versions(key, versions)
+        except StoreError:
+            raise
         except Exception as exc:
-            self._raise(exc, "DELETE", key)
+            self._raise(exc, "DELETE (bypassing governance)", key)
+
+    def _delete_versions(self, key: str, versions: _Versions) -> None:
+        """One DeleteObjects of at most 1,000 versions, bypassing governance."""
+        resp = self._client.delete_objects(
+            Bucket=self.settings.bucket,
+            Delete={"Objects": versions, "Quiet": True},
+            BypassGovernanceRetention=True,
+        )
+        errors: Any = resp.get("Errors", [])
+        if not errors:
+            return
+        first = errors[0]
+        code = str(first.get("Code", ""))
+        if code == "AccessDenied":
+            raise ObjectLockedError(
+                f"DELETE of {len(errors)} version(s) of {key!r} was refused: a legal hold or "
+                "a COMPLIANCE retention, or the credentials lack "
+                "s3:BypassGovernanceRetention / s3:DeleteObjectVersion",
+                key=key,
+                code=code,
+            )
+        raise store_error_for(code, None, op="DELETE (bypassing governance)", key=key)
 
     def close(self) -> None:
         self._client.close()

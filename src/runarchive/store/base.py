@@ -13,6 +13,23 @@ Put modes (the caller states its intent in the signature, as obstore does):
   ``etag``. A missing key also fails with ``PreconditionFailedError`` on every
   backend (AWS answers 404 there, SeaweedFS 412; both are mapped to the same error).
 
+``immutable=True`` on a put says "this object is never rewritten": the store may
+apply its configured retention to it (S3 Object Lock on :class:`S3Store`, emulated
+by :class:`MemoryStore`). runarchive passes it for segments only; the run index and
+the manifest shards must stay rewritable and never carry a retention.
+
+Object locks (S3 Object Lock semantics): a retention (``GOVERNANCE`` or
+``COMPLIANCE`` until a date) and a legal hold each forbid deleting an object.
+``delete(key, bypass_governance=True)`` may remove a ``GOVERNANCE`` one; nothing
+removes a ``COMPLIANCE`` retention before its date or a legal hold still on. Which
+backend does what:
+
+* :class:`S3Store` — real Object Lock, if the bucket was created with it;
+* :class:`MemoryStore` — emulates it (for tests): retention on immutable puts when
+  built with ``retention=``, legal holds, and refusal of locked deletes/overwrites;
+* :class:`FileStore` — cannot lock: ``set_legal_hold`` raises
+  :class:`~runarchive.errors.ObjectLockUnsupportedError` and nothing is ever locked.
+
 Backends: :class:`MemoryStore` (reference), :class:`FileStore` (``file://``,
 the embedded default), :class:`S3Store` (any S3-compatible bucket through
 boto3). :class:`CountingStore` wraps any of them to count requests and bytes.
@@ -25,11 +42,13 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from runarchive.errors import (
     ConditionalWritesUnsupportedError,
     InvalidInputError,
+    ObjectLockUnsupportedError,
     PreconditionFailedError,
 )
 
@@ -42,6 +61,47 @@ class IfMatch:
 
 
 PutMode = Literal["create", "overwrite"] | IfMatch
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The retention a store applies to immutable puts: ``mode`` for ``days`` days."""
+
+    mode: LockMode
+    days: int
+
+    def until(self, now: datetime | None = None) -> datetime:
+        """The retain-until date of an object written at ``now`` (default: now, UTC)."""
+        return (now or datetime.now(UTC)) + timedelta(days=self.days)
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What locks one object: its retention (mode and date, if any) and its legal hold."""
+
+    mode: str | None = None
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+
+    def retained(self, now: datetime | None = None) -> bool:
+        """Whether a retention is in force (its date has not passed)."""
+        return self.retain_until is not None and self.retain_until > (now or datetime.now(UTC))
+
+    def reason(self, *, bypass_governance: bool = False) -> str | None:
+        """Why a delete is refused, or ``None`` if it is allowed.
+
+        A legal hold and a ``COMPLIANCE`` retention always refuse; a ``GOVERNANCE``
+        one refuses unless ``bypass_governance``.
+        """
+        if self.legal_hold:
+            return "a legal hold"
+        if not self.retained():
+            return None
+        assert self.retain_until is not None
+        if bypass_governance and self.mode == "GOVERNANCE":
+            return None
+        return f"{self.mode or 'a'} retention until {self.retain_until.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +111,7 @@ class ObjectMeta:
     key: str
     size: int
     etag: str
+    modified: datetime | None = None  # last write time (UTC); gc ages orphans by it
 
 
 @dataclass(frozen=True)
@@ -69,6 +130,8 @@ class Capabilities:
     conditional_writes: bool = True
     multipart: bool = False
     remote: bool = False
+    object_lock: bool = False  # can hold/retain objects (S3: if the bucket allows it)
+    encryption: bool = False  # can encrypt at rest on request (S3 SSE)
 
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
@@ -100,10 +163,14 @@ class Store(ABC):
         """Size and ETag of an object, or ``None`` if it does not exist."""
 
     @abstractmethod
-    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def put(
+        self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
+    ) -> str:
         """Write ``body`` at ``key`` under ``mode`` and return the new ETag.
 
-        Cost: one request, or 2 + parts for multipart uploads on S3.
+        ``immutable=True`` (default ``False``): this object is never rewritten, so the
+        store may apply its configured :attr:`retention` to it. Stores without one
+        ignore it. Cost: one request, or 2 + parts for multipart uploads on S3.
         """
 
     @abstractmethod
@@ -114,15 +181,50 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def delete(self, key: str) -> None:
-        """Delete an object; deleting a missing object is not an error."""
+    def delete(self, key: str, *, bypass_governance: bool = False) -> None:
+        """Delete an object; deleting a missing object is not an error.
 
-    def lock_reason(self, key: str) -> str | None:
+        ``bypass_governance`` (default ``False``) deletes it for good even under a
+        ``GOVERNANCE`` retention (on S3: every version of it; see :class:`S3Store`).
+        A legal hold or a ``COMPLIANCE`` retention is never bypassed. Backends
+        without object locks ignore the flag.
+        """
+
+    @property
+    def retention(self) -> Retention | None:
+        """The retention this store applies to immutable puts (default: none)."""
+        return None
+
+    def lock_state(self, key: str) -> LockState | None:
+        """The object's retention and legal hold, or ``None`` if it is missing or the
+        backend cannot lock. Cost on S3: one HEAD."""
+        return None
+
+    def lock_reason(self, key: str, *, bypass_governance: bool = False) -> str | None:
         """Why ``key`` may not be deleted (legal hold, retention), or ``None``.
 
-        Backends without S3 Object Lock never lock anything. Cost on S3: one HEAD.
+        With ``bypass_governance``, a ``GOVERNANCE`` retention is no reason.
+        Backends without object locks never lock anything. Cost on S3: one HEAD.
         """
-        return None
+        state = self.lock_state(key)
+        return None if state is None else state.reason(bypass_governance=bypass_governance)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Place (``on=True``) or remove a legal hold on ``key``.
+
+        The default (stores that cannot lock) raises ``ObjectLockUnsupportedError``.
+        Cost on S3: one request.
+        """
+        raise ObjectLockUnsupportedError(
+            f"{self.description} cannot place legal holds: use an S3 bucket created with "
+            "Object Lock enabled",
+            key=key,
+        )
+
+    def object_lock_enabled(self) -> bool:
+        """Whether this store can lock objects at all (S3: the bucket has Object Lock
+        enabled; one request). The default answers ``capabilities.object_lock``."""
+        return self.capabilities.object_lock
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections and handles."""

@@ -6,14 +6,16 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 
-from runarchive.store.base import GetResult, ObjectMeta, PutMode, Store
+from runarchive.store.base import GetResult, LockState, ObjectMeta, PutMode, Retention, Store
 
 
 class CountingStore(Store):
     """Delegates to ``inner`` and counts each call by operation name.
 
     ``counts["put"]``, ``counts["get"]``, ... are requests as the caller made them
-    (a multipart upload counts as one ``put``); ``bytes_in`` / ``bytes_out`` are
+    (a multipart upload counts as one ``put``, ``lock_state``/``lock_reason`` as a
+    ``head``, a ``delete`` with ``bypass_governance`` as one ``delete`` although S3
+    makes one LIST plus one DELETE per version); ``bytes_in`` / ``bytes_out`` are
     object bytes read and written.
     """
 
@@ -60,21 +62,35 @@ class CountingStore(Store):
         self._count("head", key)
         return self.inner.head(key)
 
-    def put(self, key: str, body: bytes, *, mode: PutMode = "overwrite") -> str:
+    def put(
+        self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
+    ) -> str:
         self._count("put", key, bytes_out=len(body))
-        return self.inner.put(key, body, mode=mode)
+        return self.inner.put(key, body, mode=mode, immutable=immutable)
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         self._count("list", prefix)
         yield from self.inner.list(prefix)
 
-    def lock_reason(self, key: str) -> str | None:
-        self._count("head", key)
-        return self.inner.lock_reason(key)
+    @property
+    def retention(self) -> Retention | None:
+        return self.inner.retention
 
-    def delete(self, key: str) -> None:
+    def lock_state(self, key: str) -> LockState | None:
+        self._count("head", key)
+        return self.inner.lock_state(key)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self._count("legal_hold", key)
+        self.inner.set_legal_hold(key, on)
+
+    def object_lock_enabled(self) -> bool:
+        self._count("lock_config", "")
+        return self.inner.object_lock_enabled()
+
+    def delete(self, key: str, *, bypass_governance: bool = False) -> None:
         self._count("delete", key)
-        self.inner.delete(key)
+        self.inner.delete(key, bypass_governance=bypass_governance)
 
     def close(self) -> None:
         self.inner.close()
