@@ -41,6 +41,7 @@ from runarchive.errors import (
 )
 from runarchive.export import ExportResult, export_runs
 from runarchive.flush import FlushEngine, Flusher, FlushError
+from runarchive.gc import GcReport, run_gc
 from runarchive.jsonvalue import check_json_value, dumps
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import (
@@ -598,6 +599,28 @@ class Archive(Reader):
                 )
             results.append(result)
         return results
+
+    def gc(self, *, dry_run: bool = False, grace: timedelta | float | None = None) -> GcReport:
+        """Delete what no index needs once the grace period has passed: segments a
+        compaction retired, orphan segments of crashed flushes, objects of runs whose
+        first flush never finished, old probe objects — and, with ``retention_days``,
+        runs that ended longer ago than that (a locked run is kept and reported).
+
+        ``grace`` defaults to ``gc_grace_seconds`` (1 hour). ``dry_run`` only plans.
+        Cost: 1 LIST of the archive, 1 GET per run index, 1 DELETE per object.
+        """
+        self._check_open()
+        if grace is None:
+            grace = self.config.gc_grace_seconds
+        if not isinstance(grace, timedelta):
+            grace = timedelta(seconds=grace)
+        return run_gc(
+            self.store,
+            grace=grace,
+            retention_days=self.config.retention_days,
+            delete_run=self.delete_run,
+            dry_run=dry_run,
+        )
 
     # -- flushing and life cycle -------------------------------------------------
 

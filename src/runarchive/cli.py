@@ -8,11 +8,13 @@ run index as stored (``docs/format.md``); ``restore`` prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -258,6 +260,99 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+@contextlib.contextmanager
+def _maintenance(args: argparse.Namespace) -> Iterator[Archive]:
+    # Maintenance writes only to the bucket: a throwaway cache keeps it clear of the
+    # cache (and its lock) of an agent running in this directory.
+    if args.cache_dir:
+        with Archive.open(args.url, cache_dir=args.cache_dir) as archive:
+            yield archive
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="runarchive-") as tmp,
+        Archive.open(args.url, cache_dir=tmp) as archive,
+    ):
+        yield archive
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        report = reader.verify(None if args.all else args.runs)
+    errors = sum(p.severity == "error" for p in report.problems)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        for problem in report.problems:
+            print(problem)
+        print(
+            f"{report.runs} runs, {report.segments} segments, {report.records} records, "
+            f"{_human(report.bytes_read)} read in {report.seconds:.2f} s: {errors} errors, "
+            f"{len(report.problems) - errors} warnings"
+        )
+    return 0 if report.ok else 1
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    with _maintenance(args) as archive:
+        results = archive.compact(None if args.all else args.run, dry_run=args.dry_run)
+    rows = [
+        {**r.plan.summary(), "done": r.done, "stored_bytes_after": r.stored_bytes_after}
+        for r in results
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        verb = (
+            "compacted"
+            if row["done"]
+            else ("would compact" if args.dry_run and row["objects_written"] else "unchanged")
+        )
+        print(
+            f"{row['run_id']:36} {verb:13} segments {row['objects_read']} -> "
+            f"{row['objects_written'] or row['objects_read']}, records {row['records_before']}"
+            f" -> {row['records_after']}, JSON {_human(row['raw_bytes_before'])} -> "
+            f"{_human(row['raw_bytes_after'])}, read {_human(row['bytes_read'])}"
+        )
+    print(f"{len(rows)} runs; replaced segments are deleted by `runarchive gc` after the grace")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with _maintenance(args) as archive:
+        report = archive.gc(dry_run=args.dry_run, grace=args.grace)
+    expired = report.plan.expired_runs if args.dry_run else report.expired
+    doc: dict[str, Any] = {
+        "dry_run": report.dry_run,
+        "objects": [{"key": d.key, "why": d.why, "bytes": d.size} for d in report.plan.objects],
+        "bytes": report.plan.bytes,
+        "expired_runs": expired,
+        "kept_locked": report.kept_locked,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    for d in report.plan.objects:
+        print(f"{'would delete' if args.dry_run else 'deleted':12} {d.why:9} {d.key}")
+    for run_id in expired:
+        print(f"{'would expire' if args.dry_run else 'expired':12} run       {run_id}")
+    for line in report.kept_locked:
+        print(f"kept (locked) {line}")
+    print(
+        f"{len(report.plan.objects)} objects, {_human(report.plan.bytes)}"
+        + (" (dry run: nothing deleted)" if args.dry_run else " freed")
+    )
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    with _maintenance(args) as archive:
+        n = archive.hold(args.run) if args.command == "hold" else archive.release(args.run)
+    what = "legal hold on" if args.command == "hold" else "legal hold released from"
+    print(f"{what} {n} segment objects of run {args.run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -330,6 +425,40 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", metavar="PATH", help="a bundle .tar, directory or URL")
     verify.add_argument("--json", action="store_true", help="print the problems as JSON")
     verify.set_defaults(func=cmd_verify_export)
+
+    check = sub.add_parser(
+        "verify", help="read back runs and check checksums, chain, seqs; exit 0 only if sound"
+    )
+    check.add_argument("runs", nargs="*", metavar="RUN")
+    check.add_argument("--all", action="store_true", help="every run of the archive")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=cmd_verify)
+
+    compact = sub.add_parser(
+        "compact", help="re-apply the policy over ended runs and merge their segments"
+    )
+    compact.add_argument("run", nargs="?", metavar="RUN")
+    compact.add_argument("--all", action="store_true", help="every completed or failed run")
+    compact.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    compact.add_argument("--json", action="store_true")
+    compact.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
+    compact.set_defaults(func=cmd_compact)
+
+    gc = sub.add_parser("gc", help="delete retired and orphan objects older than the grace")
+    gc.add_argument("--dry-run", action="store_true", help="print what would go, delete nothing")
+    gc.add_argument("--grace", type=float, help="seconds (default: gc_grace_seconds, 3600)")
+    gc.add_argument("--json", action="store_true")
+    gc.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
+    gc.set_defaults(func=cmd_gc)
+
+    for name, text in (
+        ("hold", "put a legal hold on every segment of a run (S3 Object Lock)"),
+        ("release", "lift the legal hold from every segment of a run"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("run", metavar="RUN")
+        cmd.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
+        cmd.set_defaults(func=cmd_hold)
     return parser
 
 
@@ -337,8 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
-    if getattr(args, "runs", 1) < 1 or getattr(args, "steps", 1) < 1:
+    if args.command == "demo" and (args.runs < 1 or args.steps < 1):
         parser.error("--runs and --steps must be at least 1")
+    if args.command == "verify" and bool(args.runs) == bool(args.all):
+        parser.error("verify: give run ids or --all (not both)")
+    if args.command == "compact" and bool(args.run) == bool(args.all):
+        parser.error("compact: give a run id or --all (not both)")
     try:
         return int(args.func(args))
     except RunArchiveError as exc:

@@ -70,6 +70,16 @@ class ArchiveConfig(BaseSettings):
         min_length=1,
         description="this host's name in the manifest (owner of its runs)",
     )
+    gc_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="gc deletes orphan and retired segments only once older than this",
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="gc deletes runs that ended more than this many days ago (unless locked)",
+    )
     # S3 only
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, SeaweedFS...)")
     region: str | None = Field(default=None, description="S3 region; boto3's default if unset")
