@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters clean
+.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters bench-compliance clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-manifest: $(STAMP)
 
 bench-adapters: $(STAMP)
 	$(BIN)/python bench/bench_adapters.py
+
+bench-compliance: $(STAMP)
+	$(BIN)/python bench/bench_compliance.py
 
 clean:
 	rm -rf $(VENV) .runarchive .pytest_cache .mypy_cache .ruff_cache
