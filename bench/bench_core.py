@@ -47,8 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import aws_env, kib, mib, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
-from runarchive import Archive, ArchiveConfig  # noqa: E402
-from runarchive.archive import Reader  # noqa: E402
+from runarchive import Archive, ArchiveConfig, Reader  # noqa: E402
 from runarchive.codec import decode_segment  # noqa: E402
 from runarchive.jsonvalue import check_json_value  # noqa: E402
 

@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import aws_env, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
-from runarchive.archive import Reader  # noqa: E402
+from runarchive import Reader  # noqa: E402
 from runarchive.codec import index_key  # noqa: E402
 from runarchive.manifest import (  # noqa: E402
     KINDS,

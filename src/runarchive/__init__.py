@@ -5,7 +5,7 @@ returns, then flushed as zstd segments to an S3-compatible bucket (or a local
 directory laid out like one), from which any host can restore a run.
 """
 
-from runarchive.archive import Archive, Reader
+from runarchive.archive import Archive
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     AccessDeniedError,
@@ -33,6 +33,7 @@ from runarchive.errors import (
 from runarchive.manifest import RunEntry
 from runarchive.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
 from runarchive.policy import Policy
+from runarchive.reader import Reader
 from runarchive.restore import RestoredRun
 from runarchive.run import Run
 

@@ -17,8 +17,7 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,7 +26,7 @@ from pydantic import ValidationError
 from runarchive.cache import Cache, RunRow
 from runarchive.codec import index_key, run_prefix
 from runarchive.compact import CompactionResult, compact_run
-from runarchive.config import ArchiveConfig, load_config, parse_url
+from runarchive.config import ArchiveConfig, load_config
 from runarchive.errors import (
     CacheError,
     ConfigError,
@@ -39,15 +38,11 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.export import ExportResult, export_runs
 from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
 from runarchive.jsonvalue import check_json_value, dumps
-from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import (
     Checkpoint,
-    RunIndex,
-    RunStatus,
     format_ts,
     new_run_id,
     parse_index,
@@ -56,19 +51,15 @@ from runarchive.model import (
     validate_run_id,
 )
 from runarchive.policy import Policy
-from runarchive.restore import RestoredRun, execute_restore, plan_restore
+from runarchive.reader import Reader, make_store
+from runarchive.restore import execute_restore, plan_restore
 from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
 from runarchive.run import Run
 from runarchive.store import (
-    CountingStore,
-    FileStore,
     IfMatch,
-    S3Settings,
-    S3Store,
     Store,
     probe_conditional_writes,
 )
-from runarchive.verify import VerifyReport, verify_runs
 
 log = logging.getLogger(__name__)
 _open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()
@@ -81,206 +72,6 @@ def _close_at_exit() -> None:
             archive.close()
         except Exception:  # data stays in the cache; the next open flushes it
             log.exception("flushing %s at interpreter exit failed", archive.url)
-
-
-def make_store(config: ArchiveConfig) -> Store:
-    """The store a configuration points at (no request is made)."""
-    scheme, where, prefix = parse_url(config.resolved_url)
-    if scheme == "file":
-        return FileStore(where)
-    return S3Store(
-        S3Settings(
-            bucket=where,
-            prefix=prefix,
-            endpoint_url=config.endpoint_url,
-            region=config.region,
-            profile=config.profile,
-            addressing_style=config.addressing_style,
-            retry_mode=config.retry_mode,
-            max_attempts=config.max_attempts,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            request_checksum_calculation=config.request_checksum_calculation,
-            response_checksum_validation=config.response_checksum_validation,
-            multipart_threshold=config.multipart_threshold,
-            multipart_part_size=config.multipart_part_size,
-            object_lock_mode=config.object_lock_mode,
-            object_lock_days=config.object_lock_days,
-            sse=config.sse,
-            sse_kms_key_id=config.sse_kms_key_id,
-        )
-    )
-
-
-class Reader:
-    """Read-only access to an archive's bucket: no cache, no lock, no writes.
-
-    What ``runarchive show`` and ``restore`` use, so they work beside a running
-    writer and on a fresh host.
-    """
-
-    def __init__(self, config: ArchiveConfig, store: Store) -> None:
-        self.config = config
-        self.url = config.resolved_url
-        self.store = store if isinstance(store, CountingStore) else CountingStore(store)
-        self._manifest: Manifest | None = None
-
-    @classmethod
-    def open(
-        cls,
-        url: str | None = None,
-        *,
-        config: ArchiveConfig | None = None,
-        store: Store | None = None,
-        **settings: Any,
-    ) -> Self:
-        """Open ``url`` (or the configured / embedded default archive) for reading.
-
-        No request is made until the first read.
-        """
-        cfg = config or load_config(url=url, **settings)
-        return cls(cfg, store or make_store(cfg))
-
-    def index(self, run_id: str) -> RunIndex:
-        """A run's index as the bucket has it (one GET)."""
-        validate_run_id(run_id)
-        key = index_key(run_id)
-        try:
-            got = self.store.get(key)
-        except ObjectNotFoundError:
-            raise RunNotFoundError(
-                f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
-                "started moments ago, its first flush may not have happened yet."
-            ) from None
-        return parse_index(got.body, key)
-
-    def restore(
-        self,
-        run_id: str,
-        *,
-        seq: int | None = None,
-        at: datetime | None = None,
-        progress: bool | None = None,
-    ) -> RestoredRun:
-        """Read a run back from the bucket alone: metadata, archived checkpoints, all events.
-
-        ``seq`` / ``at`` restore a point in time (records with ``seq <= seq`` /
-        ``ts <= at``). Works on a host with an empty cache. Segments are fetched in
-        parallel and checked against their SHA-256; a missing or corrupt one raises
-        ``CorruptObjectError`` naming it. Cost: 1 GET for the index + 1 per segment.
-        """
-        index = self.index(run_id)
-        plan = plan_restore(index, seq=seq, at=at)
-        records = execute_restore(
-            plan, self.store, workers=self.config.restore_workers, progress=progress
-        )
-        return RestoredRun(index, tuple(records))
-
-    @property
-    def manifest(self) -> Manifest:
-        """The run manifest of this archive (read and CAS-updated lazily)."""
-        if self._manifest is None:
-            self._manifest = Manifest(self.store)
-        return self._manifest
-
-    def list_runs(
-        self,
-        *,
-        status: RunStatus | None = None,
-        agent: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = 1000,
-    ) -> list[RunEntry]:
-        """Runs from the manifest, newest first, filtered on status, agent and creation
-        time. Never lists the bucket. Cost: 8 GETs for ``status="running"`` (or a
-        finished status), 16 otherwise, in parallel."""
-        return self.manifest.entries(
-            status=status, agent=agent, since=since, until=until, limit=limit
-        )
-
-    def interrupted(self, stale_after: timedelta | float = 0.0) -> list[RunEntry]:
-        """Running runs whose owner stopped renewing its lease more than ``stale_after``
-        ago (process killed, host gone): candidates for :meth:`Archive.resume`.
-        Completed and failed runs never are. Cost: 8 GETs."""
-        if not isinstance(stale_after, timedelta):
-            stale_after = timedelta(seconds=stale_after)
-        return self.manifest.interrupted(stale_after)
-
-    def verify(
-        self, run_id: str | Iterable[str] | None = None, *, progress: bool | None = None
-    ) -> VerifyReport:
-        """Read back and check one run, several, or (``None``) every run of the archive.
-
-        Checks each segment's zstd frame, SHA-256, header and records against the
-        index; the hash chain and its head; seq continuity; objects the index does not
-        list; and the index against the manifest. Returns every problem found, each
-        naming its object; ``report.ok`` is False if any is an error. Writes nothing.
-        Cost: 1 LIST (per run when ids are given), 1 GET per index and per segment,
-        and 2-16 GETs of the manifest.
-        """
-        if run_id is None:
-            ids = None
-            entries = {e.run_id: e for e in self.manifest.entries(limit=None)}
-        else:
-            ids = [run_id] if isinstance(run_id, str) else list(run_id)
-            for rid in ids:
-                validate_run_id(rid)
-            entries = self.manifest.lookup(ids)
-        return verify_runs(
-            self.store, ids, entries, workers=self.config.restore_workers, progress=progress
-        )
-
-    def close(self) -> None:
-        """Release connections."""
-        self.store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def export(
-        self,
-        run_ids: list[str] | tuple[str, ...] | str | None = None,
-        *,
-        agent: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        status: RunStatus | None = None,
-        dest: str | Path | Store,
-        progress: bool | None = None,
-    ) -> ExportResult:
-        """Write a self-contained, checkable bundle of runs (``docs/export.md``).
-
-        The runs are ``run_ids``, or those of the manifest matching ``agent``,
-        ``since``/``until`` (creation time, inclusive) and ``status`` (not both; no
-        default). ``dest`` is a ``.tar`` path (plain tar, one top-level directory named
-        after the file), another path (a new or empty directory), an ``s3://`` or
-        ``file://`` URL or a ``Store`` (an empty prefix: files are uploaded create-only
-        and ``immutable``, so a locked bucket retains them; a URL is opened with this
-        reader's settings). Every segment is verified first (SHA-256, header, hash chain
-        up to ``chain_head``); a corrupt run raises ``CorruptObjectError`` naming the key
-        and nothing is left at ``dest``. ``progress=None`` shows a bar on a terminal.
-        Only the bucket is read: on a writer, ``flush()`` first to include records
-        still in this host's cache.
-
-        Cost: 16 GETs for a filter (8 with ``status``), 1 GET per run index and per
-        segment (``restore_workers`` in parallel), 1 LIST + 1 PUT per bundle file to a
-        store. Disk: the bundle is staged beside ``dest`` (in the temp dir for a store);
-        a ``.tar`` needs twice its size while it is built.
-        """
-        return export_runs(
-            self,
-            run_ids,
-            agent=agent,
-            since=since,
-            until=until,
-            status=status,
-            dest=dest,
-            progress=progress,
-        )
 
 
 class Archive(Reader):

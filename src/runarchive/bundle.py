@@ -239,8 +239,8 @@ def manifest_text(sums: dict[str, str]) -> str:
 def store_for_url(url: str, config: ArchiveConfig | None = None) -> Store:
     """The store an ``s3://`` / ``file://`` URL names, with ``config``'s other settings
     (endpoint, region, object lock, SSE) or the ``RUNARCHIVE_*`` environment."""
-    from runarchive.archive import make_store  # noqa: PLC0415 - archive imports this module
     from runarchive.config import load_config  # noqa: PLC0415
+    from runarchive.reader import make_store  # noqa: PLC0415 - reader imports this module
     from runarchive.retention import check_store_settings  # noqa: PLC0415
 
     base = config.model_dump(exclude={"url"}) if config is not None else {}

@@ -18,11 +18,12 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from runarchive.archive import Archive, Reader
+from runarchive.archive import Archive
 from runarchive.errors import RunArchiveError
 from runarchive.export import verify_export
 from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
+from runarchive.reader import Reader
 from runarchive.restore import RestoredRun
 
 

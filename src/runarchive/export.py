@@ -75,8 +75,8 @@ from runarchive.restore import Progress, progress_for
 from runarchive.store import Store
 
 if TYPE_CHECKING:
-    from runarchive.archive import Reader
     from runarchive.config import ArchiveConfig
+    from runarchive.reader import Reader
 
 __all__ = ["ExportProblem", "ExportResult", "ExportedRun", "export_runs", "verify_export"]
 
