@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from runarchive.cli import build_parser
@@ -44,3 +45,13 @@ def test_every_public_adapter_method_is_documented() -> None:
         if not name.startswith("_") and callable(getattr(cls, name)) and f"`{name}" not in text
     ]
     assert missing == []
+
+
+def test_every_test_named_in_the_errors_catalogue_exists() -> None:
+    text = (DOCS / "errors.md").read_text()
+    named = set(re.findall(r"`(test_[a-z0-9_]+)`", text))
+    defined: set[str] = set()
+    for path in (DOCS.parent / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^(?:async )?def (test_[a-z0-9_]+)\(", path.read_text(), re.M))
+    assert len(named) > 25
+    assert sorted(named - defined) == []

@@ -23,6 +23,7 @@ from runarchive.errors import (
     CorruptObjectError,
     FormatVersionError,
     InvalidInputError,
+    RecordTooLargeError,
     RunStateError,
     StateNotSerializableError,
     StoreUnavailableError,
@@ -277,3 +278,38 @@ def test_large_segments_go_up_as_multipart(backend: Backend) -> None:
     assert meta.etag.strip('"').endswith("-2")  # the ETag of a 2-part multipart upload
     restored = backend.open().restore(run.run_id)
     assert restored.checkpoints[0].state["blob"] == blob
+
+
+@pytest.mark.real_server
+@pytest.mark.parametrize("backend", ["seaweedfs"], indirect=True)
+def test_a_100_mb_state_goes_up_as_multipart_and_comes_back(backend: Backend) -> None:
+    archive = backend.open()  # defaults: 64 MiB multipart threshold, 16 MiB parts
+    blob = base64.b64encode(os.urandom(75 * 1024 * 1024)).decode()  # 100 MiB, incompressible
+    run = archive.start_run(agent="huge")
+    run.checkpoint("huge", {"blob": blob})
+    run.complete()
+    (seg,) = archive.index(run.run_id).segments
+    assert seg.raw_bytes > 100 * 1024 * 1024
+    assert seg.stored_bytes > 64 * 1024 * 1024
+    meta = archive.store.head(seg.key)
+    assert meta is not None
+    assert meta.etag.strip('"').endswith("-5")  # 5 parts of 16 MiB
+    restored = backend.open().restore(run.run_id)
+    assert restored.checkpoints[0].state["blob"] == blob
+
+
+def test_a_record_over_max_record_bytes_is_refused_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    with Archive.open(
+        (tmp_path / "b").as_uri(), cache_dir=tmp_path / "c", max_record_bytes=1024 * 1024
+    ) as archive:
+        run = archive.start_run(agent="x")
+        run.checkpoint("small", {"x": 1})
+        with pytest.raises(RecordTooLargeError, match="max_record_bytes") as info:
+            run.checkpoint("big", {"blob": "x" * 2 * 1024 * 1024})
+        assert isinstance(info.value, InvalidInputError)
+        with pytest.raises(RecordTooLargeError):
+            run.event("big", "y" * 2 * 1024 * 1024)
+        assert run.last_seq == 1
+        assert run.checkpoint("next", {}).seq == 2

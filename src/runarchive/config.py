@@ -55,6 +55,11 @@ class ArchiveConfig(BaseSettings):
     )
     policy: Policy = Field(default_factory=Policy, description="which checkpoints to archive")
     compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
+    max_record_bytes: int = Field(
+        default=256 * MiB,
+        ge=1024,
+        description="largest JSON of one checkpoint or event; larger ones are refused",
+    )
     cache_keep_records: int = Field(
         default=100, ge=0, description="archived records kept in the cache per run for reads"
     )

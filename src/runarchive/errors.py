@@ -8,7 +8,8 @@ happened and what to do; they never contain credentials or object bodies.
     RunArchiveError
     ├── ConfigError (ValueError)            bad setting; names the setting
     ├── InvalidInputError (ValueError)      bad run id, name, kind, seq...
-    │   └── StateNotSerializableError (TypeError too)  names the offending path
+    │   ├── StateNotSerializableError (TypeError too)  names the offending path
+    │   └── RecordTooLargeError             a record over max_record_bytes
     ├── RunStateError                       append to a completed/failed/closed run
     │   ├── FencedError                     another host resumed this run
     │   └── ResumeConflictError             another host won the race to resume it
@@ -42,6 +43,10 @@ class ConfigError(RunArchiveError, ValueError):
 
 class InvalidInputError(RunArchiveError, ValueError):
     """An argument is invalid (run id, checkpoint name, event kind, seq, time...)."""
+
+
+class RecordTooLargeError(InvalidInputError):
+    """A record's JSON is larger than the ``max_record_bytes`` setting."""
 
 
 class StateNotSerializableError(InvalidInputError, TypeError):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from runarchive.cache import CachedRecord
 from runarchive.codec import parse_records
-from runarchive.errors import FencedError, InvalidInputError, RunStateError
+from runarchive.errors import FencedError, InvalidInputError, RecordTooLargeError, RunStateError
 from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
 from runarchive.restore import execute_restore, plan_restore
@@ -66,6 +66,13 @@ class Run:
             ts = utcnow()
             ts_text = format_ts(ts)
             line = dumps({"run": self.run_id, "seq": seq, "ts": ts_text, "type": rtype, **body})
+            limit = self.archive.config.max_record_bytes
+            if len(line) > limit:
+                raise RecordTooLargeError(
+                    f"this {rtype} of run {self.run_id!r} is {len(line):,} bytes of JSON, over "
+                    f"max_record_bytes ({limit:,}); nothing was recorded. Store large blobs "
+                    "elsewhere and checkpoint a reference, or raise RUNARCHIVE_MAX_RECORD_BYTES"
+                )
             self.archive.cache.append(self.run_id, seq, ts_text, rtype, name, line)
             self._last_seq = seq
         with self.archive._lock:
