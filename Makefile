@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters bench-compliance clean
+.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters bench-compliance soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-adapters: $(STAMP)
 
 bench-compliance: $(STAMP)
 	$(BIN)/python bench/bench_compliance.py
+
+# Opt-in, about 2 minutes: 3 processes x 8 concurrent runs against SeaweedFS; fails on
+# a lost or duplicated record or on memory / file-descriptor growth.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .runarchive .pytest_cache .mypy_cache .ruff_cache
