@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bench-manifest bench-adapters bench-compliance soak clean
+.PHONY: demo test lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,17 +14,38 @@ $(STAMP): pyproject.toml
 	  (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null; }
 	touch $(STAMP)
 
+# checkov lives in its own venv inside .venv: in the project's venv it would downgrade
+# urllib3 (2.x -> 1.26), packaging, networkx and pytest. Pinned: new checks must not
+# break `make test` unannounced. cfn-lint is in the dev extra (moto[server] needs it too).
+CHECKOV_VENV  := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+CHECKOV_PIN   := checkov==3.2.459
+INFRA_AWS     := infra/aws/runarchive-bucket.yaml
+
+$(CHECKOV_STAMP): Makefile | $(STAMP)
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet '$(CHECKOV_PIN)'
+	touch $(CHECKOV_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/runarchive demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy src
+	$(BIN)/cfn-lint infra/aws/*.yaml
+	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+
+# The CloudFormation template: cfn-lint, then checkov (skips are in the template, each
+# with its reason). tests/test_infra_aws.py deploys it into moto.
+lint-infra: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/cfn-lint infra/aws/*.yaml
+	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
