@@ -9,9 +9,11 @@ import pytest
 from conftest import Backend
 
 from runarchive import Archive, Checkpoint, Event, Policy
+from runarchive.codec import index_key
 from runarchive.errors import RunStateError
 from runarchive.policy import PendingCheckpoint, select_checkpoints
 from runarchive.restore import execute_restore, plan_restore
+from runarchive.store import MemoryStore, Retention
 
 
 def random_run(archive: Archive, rng: random.Random, run_id: str) -> list[Checkpoint | Event]:
@@ -137,3 +139,23 @@ def test_dry_run_writes_nothing_and_running_runs_are_refused(backend: Backend) -
     results = archive.compact()  # every ended run; the running one is skipped
     assert [r.plan.run_id for r in results] == ["done"]
     assert archive.compact("done")[0].done is False  # nothing left to gain
+
+
+def test_compacted_segments_carry_the_object_lock_too(tmp_path: Path) -> None:
+    store = MemoryStore(retention=Retention("GOVERNANCE", 1))
+    with Archive.open(
+        store=store,
+        cache_dir=tmp_path / "c",
+        flush_records=5,
+        object_lock_mode="GOVERNANCE",
+        object_lock_days=1,
+    ) as archive:
+        run = archive.start_run(agent="c", run_id="locked")
+        for i in range(30):
+            run.checkpoint("x", {"i": i})
+        run.complete()
+        (result,) = archive.compact("locked")
+        assert result.done
+        (seg,) = archive.index("locked").segments
+        assert store.lock_state(seg.key).mode == "GOVERNANCE"
+        assert store.lock_state(index_key("locked")).mode is None  # the index stays rewritable

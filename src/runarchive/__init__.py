@@ -9,6 +9,7 @@ from runarchive.archive import Archive
 from runarchive.config import ArchiveConfig
 from runarchive.errors import (
     AccessDeniedError,
+    BackpressureError,
     BucketNotFoundError,
     CacheError,
     ConditionalWritesUnsupportedError,
@@ -46,6 +47,7 @@ __all__ = [
     "AccessDeniedError",
     "Archive",
     "ArchiveConfig",
+    "BackpressureError",
     "BucketNotFoundError",
     "CacheError",
     "Checkpoint",

@@ -17,7 +17,7 @@ import atexit
 import logging
 import threading
 import weakref
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -55,6 +55,7 @@ from runarchive.reader import Reader, make_store
 from runarchive.restore import execute_restore, plan_restore
 from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
 from runarchive.run import Run
+from runarchive.status import CacheStatus, read_status
 from runarchive.store import (
     IfMatch,
     Store,
@@ -425,6 +426,20 @@ class Archive(Reader):
     def flush_errors(self) -> dict[str, FlushError]:
         """The last background flush failure of each run that is still failing."""
         return dict(self.flusher.errors)
+
+    def status(self) -> CacheStatus:
+        """This host's backlog: per run, what the bucket does not have yet, and the last
+        flush error. One read-only query on the cache, no request to the bucket."""
+        self._check_open()
+        live = {
+            run_id: (f"{type(e.error).__name__}: {e.error}", datetime.fromtimestamp(e.at, UTC))
+            for run_id, e in self.flusher.errors.items()
+        }
+        return read_status(
+            self.cache.directory,
+            max_unflushed_bytes=self.config.cache_max_unflushed_bytes,
+            errors=live,
+        )
 
     def close(self) -> None:
         """Stop the background flusher, flush what is pending, release the cache.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -22,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from runarchive.errors import CacheError
+from runarchive.cache_health import (
+    QUICK_CHECK_MAX_BYTES,
+    CorruptCache,
+    check_file,
+    is_corruption,
+    move_aside,
+    write_error,
+)
+from runarchive.errors import BackpressureError, CacheError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _EVICT_BATCH = 32
@@ -123,11 +134,19 @@ _INFO_COLS = "seq, ts, type, name, size"
 
 
 class Cache:
-    """SQLite-backed durable log of every run this host writes."""
+    """SQLite-backed durable log of every run this host writes.
+
+    A damaged ``cache.sqlite3`` (not a SQLite file, truncated, failing
+    ``PRAGMA quick_check``) is moved aside at open, never deleted, and a fresh cache
+    is created: :attr:`recovered_from` then names the moved file and
+    :attr:`recovery_message` says what was lost (docs/design.md, "Corrupt cache").
+    """
 
     def __init__(self, directory: str | os.PathLike[str], archive_url: str) -> None:
         self.directory = Path(directory).absolute()
         self.path = self.directory / "cache.sqlite3"
+        self.recovered_from: Path | None = None  # where a corrupt cache was moved to
+        self.recovery_message: str | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -139,15 +158,49 @@ class Cache:
         self._write_lock = threading.Lock()
         self._closed = False
         try:
-            self._conn().executescript(_SCHEMA)  # executescript manages its own transaction
-            self._add_missing_columns()
+            try:
+                self._open_database()
+            except CorruptCache as exc:
+                self._close_connections()
+                self.recovered_from, self.recovery_message = move_aside(self.path, str(exc))
+                self._open_database()
             self._check_meta(archive_url)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, CorruptCache) as exc:
             self.close()
             raise CacheError(
-                f"the cache database {self.path} is unreadable ({exc}). Move it aside and "
-                "restore the runs you need from the bucket with `runarchive restore`."
+                f"the cache database {self.path} is unusable ({exc}); nothing was moved. "
+                "Check the disk and the file's permissions, or give this process another "
+                "cache_dir and restore the runs you need from the bucket with "
+                "`runarchive restore`."
             ) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_database(self) -> None:
+        """Check the file, then create or migrate the schema. ``CorruptCache`` if damaged."""
+        size = check_file(self.path)
+        try:
+            db = self._conn()
+            if 0 < size <= QUICK_CHECK_MAX_BYTES:
+                rows = db.execute("PRAGMA quick_check(5)").fetchall()
+                if rows != [("ok",)]:
+                    raise CorruptCache("PRAGMA quick_check: " + "; ".join(r[0] for r in rows))
+            db.executescript(_SCHEMA)  # executescript manages its own transaction
+            self._add_missing_columns()
+            db.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise CorruptCache(str(exc)) from exc
+            raise
+
+    def _close_connections(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
 
     def _add_missing_columns(self) -> None:
         # Caches written before a column existed get it with its default.
@@ -159,6 +212,9 @@ class Cache:
                 )
         if "policy" not in have:
             self._conn().execute("ALTER TABLE runs ADD COLUMN policy TEXT")
+        for name in ("flush_error", "flush_error_at"):  # the last background flush failure
+            if name not in have:
+                self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
     def _take_lock(self) -> IO[str]:
         fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
@@ -207,10 +263,14 @@ class Cache:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal()
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -230,9 +290,17 @@ class Cache:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise self._write_error(exc) from exc
+            raise write_error(self.path, exc) from exc
         try:
             yield db
+        except sqlite3.Error as exc:
+            # SQLite may have rolled back already (disk full, I/O error): the error
+            # that matters is the one raised here.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise  # callers map it (a run id already taken...)
+            raise write_error(self.path, exc) from exc
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -241,16 +309,7 @@ class Cache:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):  # the commit error is what we report
                 db.execute("ROLLBACK")
-            raise self._write_error(exc) from exc
-
-    def _write_error(self, exc: sqlite3.Error) -> CacheError:
-        text = str(exc)
-        if "full" in text:
-            return CacheError(
-                f"the disk holding the cache {self.directory} is full; nothing was written. "
-                "Free space or move cache_dir."
-            )
-        return CacheError(f"writing to the cache {self.path} failed: {text}")
+            raise write_error(self.path, exc) from exc
 
     # -- runs -------------------------------------------------------------------
 
@@ -293,6 +352,7 @@ class Cache:
         with self.transaction() as db:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self._unflushed = None
 
     def run(self, run_id: str) -> RunRow | None:
         """The cached run, or ``None``."""
@@ -341,25 +401,57 @@ class Cache:
 
     # -- records ----------------------------------------------------------------
 
-    def append(self, run_id: str, seq: int, ts: str, rtype: str, name: str, line: bytes) -> None:
-        """Durably append one record (one fsynced transaction)."""
-        with self.transaction() as db:
+    def append(
+        self,
+        run_id: str,
+        seq: int,
+        ts: str,
+        rtype: str,
+        name: str,
+        line: bytes,
+        max_unflushed: int | None = None,
+    ) -> None:
+        """Durably append one record (one fsynced transaction).
+
+        With ``max_unflushed``, raise :class:`BackpressureError` instead (writing
+        nothing) when the unflushed records would exceed that many bytes
+        (:meth:`unflushed_bytes`).
+        """
+        try:
+            with self.transaction() as db:
+                if max_unflushed is not None:
+                    self._reserve_unflushed(db, len(line), max_unflushed)
+                self._insert(db, run_id, seq, ts, rtype, name, line)
+        except BaseException:
+            self._unflushed = None  # recounted at the next append
+            raise
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        run_id: str,
+        seq: int,
+        ts: str,
+        rtype: str,
+        name: str,
+        line: bytes,
+    ) -> None:
+        db.execute(
+            "INSERT INTO records (run_id, seq, ts, type, name, size, line) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run_id, seq, ts, rtype, name, len(line), line),
+        )
+        if rtype == "checkpoint":
             db.execute(
-                "INSERT INTO records (run_id, seq, ts, type, name, size, line) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, seq, ts, rtype, name, len(line), line),
+                "UPDATE runs SET last_seq = ?, updated_at = ?, first_checkpoint_seq = "
+                "COALESCE(first_checkpoint_seq, ?) WHERE run_id = ?",
+                (seq, ts, seq, run_id),
             )
-            if rtype == "checkpoint":
-                db.execute(
-                    "UPDATE runs SET last_seq = ?, updated_at = ?, first_checkpoint_seq = "
-                    "COALESCE(first_checkpoint_seq, ?) WHERE run_id = ?",
-                    (seq, ts, seq, run_id),
-                )
-            else:
-                db.execute(
-                    "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
-                    (seq, ts, run_id),
-                )
+        else:
+            db.execute(
+                "UPDATE runs SET last_seq = ?, updated_at = ? WHERE run_id = ?",
+                (seq, ts, run_id),
+            )
 
     def pending(self, run_id: str, limit: int, max_seq: int) -> list[RecordInfo]:
         """The oldest ``limit`` unarchived records of a run up to ``max_seq``, in seq order."""
@@ -430,9 +522,11 @@ class Cache:
             db.execute(
                 "UPDATE runs SET archived_seq = MAX(archived_seq, ?), index_etag = ?, "
                 "index_json = ?, status_archived = CASE WHEN ? IS NULL THEN status_archived "
-                "ELSE status = ? END WHERE run_id = ?",
+                "ELSE status = ? END, flush_error = NULL, flush_error_at = NULL "
+                "WHERE run_id = ?",
                 (archived_seq, index_etag, index_json, index_status, index_status, run_id),
             )
+            self._unflushed = None  # the watermark moved: recounted at the next append
 
     def evict(self, run_id: str, keep_records: int, keep_checkpoints: int = 20) -> int:
         """Delete archived records older than the newest ``keep_records``, always keeping
@@ -483,12 +577,46 @@ class Cache:
     def close(self) -> None:
         """Close every connection and release the directory lock."""
         self._closed = True
-        with self._conns_lock:
-            for conn in self._conns:
-                with contextlib.suppress(sqlite3.Error):  # closing: nothing left to protect
-                    conn.close()
-            self._conns.clear()
-        self._local = threading.local()
+        self._close_connections()
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
+
+    # -- backpressure and status (docs/design.md, "Faults and backpressure") ------
+
+    _unflushed: int | None = None  # bytes of unflushed records; None = count again
+
+    def unflushed_bytes(self) -> int:
+        """Bytes of record JSON not yet in the bucket, over the runs not fenced.
+
+        Cost: a running counter; after each flush one indexed SUM over the pending
+        records (their ``size`` column only).
+        """
+        with self._write_lock:
+            return self._count_unflushed(self._conn())
+
+    def _count_unflushed(self, db: sqlite3.Connection) -> int:
+        if self._unflushed is None:
+            row = db.execute(
+                "SELECT COALESCE(SUM(r.size), 0) FROM runs u JOIN records r "
+                "ON r.run_id = u.run_id AND r.seq > u.archived_seq WHERE u.fenced = 0"
+            ).fetchone()
+            self._unflushed = int(row[0])
+        return self._unflushed
+
+    def _reserve_unflushed(self, db: sqlite3.Connection, size: int, limit: int) -> None:
+        """Count ``size`` more unflushed bytes, or raise BackpressureError past ``limit``.
+        Called under the write lock, inside the append's transaction."""
+        unflushed = self._count_unflushed(db)
+        if unflushed + size > limit:
+            raise BackpressureError(unflushed, size, limit, self.directory)
+        self._unflushed = unflushed + size
+
+    def note_flush_error(self, run_id: str, error: str, at: str) -> None:
+        """Keep a run's last background flush failure (for ``runarchive status`` in
+        another process); the next index write clears it. One small commit."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET flush_error = ?, flush_error_at = ? WHERE run_id = ?",
+                (error[:2000], at, run_id),
+            )

@@ -19,12 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from runarchive.archive import Archive
+from runarchive.config import load_config
 from runarchive.errors import RunArchiveError
 from runarchive.export import verify_export
 from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
 from runarchive.reader import Reader
 from runarchive.restore import RestoredRun
+from runarchive.status import read_status
 
 
 def _human(n: float) -> str:
@@ -354,6 +356,43 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(cache_dir=args.cache_dir)
+    status = read_status(cfg.cache_dir, max_unflushed_bytes=cfg.cache_max_unflushed_bytes)
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+        return 0
+    limit = status.max_unflushed_bytes or 0
+    print(f"cache     {status.cache_dir}")
+    print(f"archive   {status.archive_url}")
+    share = f" ({100 * status.unflushed_bytes / limit:.1f} % of the {_human(limit)} limit)"
+    print(
+        f"unflushed {status.unflushed_records} records, {_human(status.unflushed_bytes)}"
+        + (share if limit else "")
+        + f"; oldest {_age(status.oldest_unflushed_age)}; "
+        f"{len(status.failing)} of {len(status.runs)} runs failing to flush"
+    )
+    if status.runs:
+        print(f"{'RUN':<28} {'STATUS':<10} {'LAST':>7} {'ARCHIVED':>8} {'UNFLUSHED':>17} OLDEST")
+    for r in status.runs:
+        flag = " (fenced)" if r.fenced else ""
+        pending = f"{r.unflushed_records} / {_human(r.unflushed_bytes)}"
+        print(
+            f"{r.run_id:<28} {r.status:<10} {r.last_seq:>7} {r.archived_seq:>8} "
+            f"{pending:>17} {_age(r.oldest_unflushed_age)}{flag}"
+        )
+        if r.last_flush_error:
+            at = r.last_flush_error_at.isoformat() if r.last_flush_error_at else "?"
+            print(f"    last flush error at {at}: {r.last_flush_error}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -451,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true")
     gc.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
     gc.set_defaults(func=cmd_gc)
+
+    status = sub.add_parser(
+        "status", help="this host's unflushed backlog per run (read-only, beside a live agent)"
+    )
+    status.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
 
     for name, text in (
         ("hold", "put a legal hold on every segment of a run (S3 Object Lock)"),

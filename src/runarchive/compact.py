@@ -34,6 +34,7 @@ from runarchive.codec import (
     split_header,
 )
 from runarchive.errors import IndexConflictError, PreconditionFailedError, RunStateError
+from runarchive.faults import fault_point
 from runarchive.model import CompactionRecord, RetiredObject, RunIndex, SegmentRef, utcnow
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
@@ -218,7 +219,7 @@ def compact_run(
         known = any(old.key == key for old in index.segments)
         if not known:
             try:
-                store.put(key, enc.body, mode="create")
+                store.put(key, enc.body, mode="create", immutable=True)
                 written.append(key)
             except PreconditionFailedError:
                 pass  # an earlier, interrupted compaction wrote the same bytes
@@ -240,6 +241,7 @@ def compact_run(
             )
         )
         prev = enc.sha256
+    fault_point("compact.after_segments")
     now = utcnow()
     new_keys = {r.key for r in refs}
     retired = (
@@ -278,6 +280,7 @@ def compact_run(
             f"run {index.run_id!r}: its index changed during the compaction; nothing was "
             "changed, run it again"
         ) from None
+    fault_point("compact.after_index")
     return CompactionResult(plan, True, record.stored_bytes_after, written)
 
 

@@ -60,6 +60,12 @@ class ArchiveConfig(BaseSettings):
         ge=1024,
         description="largest JSON of one checkpoint or event; larger ones are refused",
     )
+    cache_max_unflushed_bytes: int = Field(
+        default=1024 * MiB,
+        ge=1,
+        description="unflushed record bytes the cache may hold; past it appends raise "
+        "BackpressureError",
+    )
     cache_keep_records: int = Field(
         default=100, ge=0, description="archived records kept in the cache per run for reads"
     )

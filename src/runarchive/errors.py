@@ -15,6 +15,7 @@ happened and what to do; they never contain credentials or object bodies.
     │   └── ResumeConflictError             another host won the race to resume it
     ├── RunNotFoundError (KeyError)         unknown run id (cache or bucket)
     ├── CacheError                          local cache unusable (locked, corrupt, disk full)
+    ├── BackpressureError                   too much unflushed data: the bucket is behind
     ├── IndexConflictError                  bucket index and cache disagree irreconcilably
     ├── ManifestConflictError               a manifest shard kept changing under retries
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
@@ -98,6 +99,25 @@ class RunNotFoundError(RunArchiveError, KeyError):
 
 class CacheError(RunArchiveError):
     """The local cache cannot be used (locked by another process, corrupt, disk full)."""
+
+
+class BackpressureError(RunArchiveError):
+    """The local cache holds ``cache_max_unflushed_bytes`` of records the bucket does
+    not have yet (it is unreachable or slower than the agent); nothing was written.
+
+    ``unflushed`` and ``limit`` are in bytes; ``size`` is the refused record's.
+    """
+
+    def __init__(self, unflushed: int, size: int, limit: int, cache_dir: object) -> None:
+        self.unflushed, self.size, self.limit = unflushed, size, limit
+        super().__init__(
+            f"{unflushed:,} bytes of records in the cache {cache_dir} are not in the bucket "
+            f"yet; this {size:,}-byte record would pass cache_max_unflushed_bytes "
+            f"({limit:,}; RUNARCHIVE_CACHE_MAX_UNFLUSHED_BYTES). Nothing was written. The "
+            "bucket is unreachable or slower than the agent: see archive.flush_errors or "
+            "`runarchive status`; appends succeed again once the flusher has caught up. "
+            "Retry later, or raise the limit if the disk can hold more."
+        )
 
 
 class CorruptObjectError(RunArchiveError):

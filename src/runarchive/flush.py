@@ -37,9 +37,10 @@ from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from runarchive.faults import fault_point
 from runarchive.jsonvalue import loads
 from runarchive.manifest import Manifest, RunEntry
-from runarchive.model import RunIndex, SegmentRef, parse_index, utcnow
+from runarchive.model import RunIndex, SegmentRef, format_ts, parse_index, utcnow
 from runarchive.policy import KeptBytes, PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
 
@@ -241,6 +242,7 @@ class FlushEngine:
                 self.stats.segments += 1
                 self.stats.stored_bytes += ref.stored_bytes
                 self.stats.raw_bytes += ref.raw_bytes
+            fault_point("flush.after_segment_put")
         new = base.model_copy(
             update={"epoch": row.epoch, "owner_host": self.config.host_id, "owner_pid": self.pid}
         )
@@ -267,11 +269,13 @@ class FlushEngine:
             log.warning("index of run %s changed in the bucket; re-reading it", row.run_id)
             self._adopt(row, self._remote_index(row.run_id))
             return False
+        fault_point("flush.after_index_put")
         self.stats.index_writes += 1
         if ref is not None:
             self.stats.records += ref.records
             self.stats.dropped += ref.dropped
         self.cache.mark_archived(row.run_id, new.last_seq, etag, body_json, new.status)
+        fault_point("flush.after_cache_mark")
         self.cache.evict(
             row.run_id, self.config.cache_keep_records, max(20, self.policy(row.run_id).keep_last)
         )
@@ -519,6 +523,12 @@ class Flusher:
                 st.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** (st.failures - 1))
             err = FlushError(run_id, exc)
             self.errors[run_id] = err
+            try:  # for `runarchive status` in another process; cleared by the next flush
+                self.engine.cache.note_flush_error(
+                    run_id, f"{type(exc).__name__}: {exc}", format_ts(utcnow())
+                )
+            except Exception as note_exc:  # the cache may be full or closing: only a note
+                log.debug("keeping the flush error of run %s failed: %s", run_id, note_exc)
             log.warning("flush of run %s failed (%s); will retry", run_id, exc)
             if self.on_error is not None:
                 self.on_error(err)

@@ -32,6 +32,7 @@ from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from runarchive.faults import fault_point
 from runarchive.model import RunIndex, parse_index, utcnow
 from runarchive.store import IfMatch, ObjectMeta, Store
 
@@ -54,6 +55,9 @@ class GcPlan:
     objects: list[Doomed] = field(default_factory=list)
     expired_runs: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why some candidates were kept
+    # Retired entries whose object is already gone (a gc killed between its DELETEs
+    # and the index update): only the index's retired list is cleaned.
+    forget: list[str] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -112,6 +116,8 @@ def plan_gc(
                     plan.objects.append(Doomed(meta.key, meta.size, "retired"))
             elif "/seg/" in meta.key and _old(meta, cutoff):
                 plan.objects.append(Doomed(meta.key, meta.size, "orphan"))
+        present = {m.key for m in metas}
+        plan.forget.extend(key for key, at in retired.items() if key not in present and at < cutoff)
     return plan
 
 
@@ -165,7 +171,8 @@ def run_gc(
     for doomed in plan.objects:
         store.delete(doomed.key)
         report.deleted.append(doomed.key)
-    gone = {d.key for d in plan.objects if d.why == "retired"}
+        fault_point("gc.after_delete")
+    gone = {d.key for d in plan.objects if d.why == "retired"} | set(plan.forget)
     for run_id, index in indexes.items():
         if any(r.key in gone for r in index.retired):
             _forget_retired(store, run_id, gone)

@@ -42,6 +42,7 @@ from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from runarchive.faults import fault_point
 from runarchive.model import RunStatus, format_ts, utcnow
 from runarchive.store import IfMatch, PutMode, Store
 
@@ -174,6 +175,7 @@ class Manifest:
                 return
             mode: PutMode = IfMatch(etag) if etag else "create"
             body = _encode(kind, shard, runs)
+            fault_point("manifest.before_put")
             try:
                 new_etag = self.store.put(key, body, mode=mode)
             except PreconditionFailedError:
@@ -183,6 +185,7 @@ class Manifest:
                 time.sleep(self._rng.uniform(0, min(0.2, 0.005 * 2**attempt)))
                 runs, etag = self._read(kind, shard)
                 continue
+            fault_point("manifest.after_put")
             with self._lock:
                 self._known[key] = (body, new_etag)
             return

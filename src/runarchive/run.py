@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from runarchive.cache import CachedRecord
 from runarchive.codec import parse_records
-from runarchive.errors import FencedError, InvalidInputError, RecordTooLargeError, RunStateError
+from runarchive.errors import (
+    BackpressureError,
+    FencedError,
+    InvalidInputError,
+    RecordTooLargeError,
+    RunStateError,
+)
 from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
 from runarchive.restore import execute_restore, plan_restore
@@ -73,7 +79,20 @@ class Run:
                     f"max_record_bytes ({limit:,}); nothing was recorded. Store large blobs "
                     "elsewhere and checkpoint a reference, or raise RUNARCHIVE_MAX_RECORD_BYTES"
                 )
-            self.archive.cache.append(self.run_id, seq, ts_text, rtype, name, line)
+            try:
+                self.archive.cache.append(
+                    self.run_id,
+                    seq,
+                    ts_text,
+                    rtype,
+                    name,
+                    line,
+                    self.archive.config.cache_max_unflushed_bytes,  # positional: spied on
+                )
+            except BackpressureError as exc:
+                if (err := self.archive.flush_errors.get(self.run_id)) is not None:
+                    exc.add_note(f"last flush error of run {self.run_id}: {err.error}")
+                raise
             self._last_seq = seq
         with self.archive._lock:
             self.archive.appended_records += 1

@@ -41,6 +41,7 @@ from runarchive.errors import (
     StoreUnavailableError,
     store_error_for,
 )
+from runarchive.faults import fault_point
 from runarchive.store.base import (
     Capabilities,
     GetResult,
@@ -109,6 +110,15 @@ _UNAVAILABLE = (
     botocore.exceptions.ConnectionClosedError,
     botocore.exceptions.ProxyConnectionError,
     botocore.exceptions.HTTPClientError,
+    botocore.exceptions.IncompleteReadError,
+)
+# The connection broke while a GET's body was read: botocore's retries are over by
+# then (they cover the request and the headers), so :meth:`S3Store.get` retries.
+_CUT_BODY = (
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
 )
 
 
@@ -186,12 +196,25 @@ class S3Store(Store):
         raise exc
 
     def get(self, key: str) -> GetResult:
-        try:
-            resp = self._client.get_object(Bucket=self.settings.bucket, Key=self._full(key))
-            body = resp["Body"].read()
-        except Exception as exc:  # mapped, never swallowed
-            self._raise(exc, "GET", key)
-        return GetResult(body, resp["ETag"])
+        """GetObject. A body cut short (connection reset or timed out mid-read) is
+        fetched again, up to ``max_attempts`` GETs in all; then StoreUnavailableError."""
+        attempts = max(1, self.settings.max_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self._client.get_object(Bucket=self.settings.bucket, Key=self._full(key))
+            except Exception as exc:  # mapped, never swallowed
+                self._raise(exc, "GET", key)
+            try:
+                body = resp["Body"].read()
+            except _CUT_BODY as exc:
+                if attempt < attempts:
+                    log.info("GET %s: body cut short (%s); reading again", key, type(exc).__name__)
+                    continue
+                self._raise(exc, "GET", key)
+            except Exception as exc:
+                self._raise(exc, "GET", key)
+            return GetResult(body, resp["ETag"])
+        raise AssertionError("unreachable")
 
     def _head(self, key: str) -> Any:
         """The HEAD response, or ``None`` if the object does not exist."""
@@ -344,6 +367,7 @@ class S3Store(Store):
                     **integrity,
                 )
                 parts.append({"ETag": resp["ETag"], "PartNumber": number})
+                fault_point("multipart.after_part")
             done = self._client.complete_multipart_upload(
                 Bucket=bucket,
                 Key=full,

@@ -49,6 +49,7 @@ from runarchive.errors import (
     ConditionalWritesUnsupportedError,
     InvalidInputError,
     ObjectLockUnsupportedError,
+    ObjectNotFoundError,
     PreconditionFailedError,
 )
 
@@ -230,6 +231,15 @@ class Store(ABC):
         """Release connections and handles."""
 
 
+def _landed(store: Store, key: str, body: bytes) -> str | None:
+    """The ETag of ``key`` if it holds ``body`` (a write whose answer was lost), else None."""
+    try:
+        got = store.get(key)
+    except ObjectNotFoundError:
+        return None
+    return got.etag if got.body == body else None
+
+
 def probe_conditional_writes(store: Store) -> None:
     """Check that ``store`` really enforces create-only and If-Match writes.
 
@@ -246,7 +256,15 @@ def probe_conditional_writes(store: Store) -> None:
         "supports them."
     )
     try:
-        etag = store.put(key, b"probe-1", mode="create")
+        try:
+            etag = store.put(key, b"probe-1", mode="create")
+        except PreconditionFailedError:
+            # The key is new: a 412 means this very write landed and its answer was
+            # lost (the client's retry then met the object). 1 GET, only then.
+            landed = _landed(store, key, b"probe-1")
+            if landed is None:
+                raise
+            etag = landed
         try:
             store.put(key, b"probe-2", mode="create")
         except PreconditionFailedError:
@@ -266,6 +284,8 @@ def probe_conditional_writes(store: Store) -> None:
         try:
             store.put(key, b"probe-4", mode=IfMatch(etag))
         except PreconditionFailedError as exc:
+            if _landed(store, key, b"probe-4") is not None:
+                return  # it landed; the 412 answered a retry of it (a lost response)
             raise ConditionalWritesUnsupportedError(
                 why + " (an If-Match write with the current ETag was refused)", key=key
             ) from exc
