@@ -159,3 +159,21 @@ def test_compacted_segments_carry_the_object_lock_too(tmp_path: Path) -> None:
         (seg,) = archive.index("locked").segments
         assert store.lock_state(seg.key).mode == "GOVERNANCE"
         assert store.lock_state(index_key("locked")).mode is None  # the index stays rewritable
+
+
+def test_a_second_compaction_repairs_a_manifest_left_on_the_old_chain(tmp_path: Path) -> None:
+    with Archive.open((tmp_path / "b").as_uri(), cache_dir=tmp_path / "c", flush_records=5) as a:
+        run = a.start_run(agent="c", run_id="r")
+        for i in range(30):
+            run.checkpoint("x", {"i": i})
+        run.complete()
+        before = a.index("r")
+        a.compact("r")
+        # As if the compaction had been killed between its index swap and the manifest.
+        a.manifest.patch_done("r", {"chain_head": before.chain_head, "stored_bytes": 1})
+        (again,) = a.compact("r")
+        assert not again.done  # nothing left to compact...
+        (entry,) = a.list_runs()
+        after = a.index("r")
+        assert entry.chain_head == after.chain_head  # ...but the manifest caught up
+        assert entry.stored_bytes == after.stored_bytes

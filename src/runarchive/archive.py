@@ -358,9 +358,11 @@ class Archive(Reader):
         """
         self._check_open()
         if run_id is None:
-            ids = [e.run_id for e in self.manifest.entries(limit=None) if e.status != "running"]
+            listed = {e.run_id: e for e in self.manifest.entries(limit=None)}
+            ids = [r for r, e in listed.items() if e.status != "running"]
         else:
             ids = [validate_run_id(run_id)]
+            listed = self.manifest.lookup(ids)
         results = []
         for rid in ids:
             key = index_key(rid)
@@ -379,8 +381,12 @@ class Archive(Reader):
                 dry_run=dry_run,
                 workers=self.config.restore_workers,
             )
-            if result.done:
-                new = self.index(rid)
+            entry = listed.get(rid)
+            # Also when nothing was compacted now: a compaction killed between its index
+            # swap and this patch left the manifest on the old chain.
+            stale = entry is not None and getattr(entry, "chain_head", None) != index.chain_head
+            if result.done or (stale and not dry_run):
+                new = self.index(rid) if result.done else index
                 self.manifest.patch_done(
                     rid,
                     {
