@@ -172,6 +172,8 @@ def write_and_restore(url: str, tmp: Path, **settings: Any) -> tuple[str, int]:
         for i in range(12):
             run.checkpoint(f"step{i % 3}", {"i": i, "pad": "x" * 100})
             run.event("tool_call", {"i": i})
+            if i % 4 == 3:
+                run.flush()  # three segments whatever the background flusher does
         run_id = run.run_id
     with Reader.open(url, region=REGION) as reader:
         restored = reader.restore(run_id)
