@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance soak clean
+.PHONY: demo test lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-peers soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: $(STAMP)
 
 bench-manifest: $(STAMP)
 	$(BIN)/python bench/bench_manifest.py
+
+# Head-to-head vs the LangGraph S3 checkpointers on PyPI, each installed into its own
+# bench-only venv under .venv/peers/<name> (never the project's); ~10 min, --quick ~1 min.
+bench-peers: $(STAMP)
+	$(BIN)/python bench/bench_peers.py $(ARGS)
 
 bench-adapters: $(STAMP)
 	$(BIN)/python bench/bench_adapters.py

@@ -26,6 +26,7 @@ from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
 from runarchive.reader import Reader
 from runarchive.restore import RestoredRun
+from runarchive.stats import format_stats
 from runarchive.status import read_status
 
 
@@ -356,6 +357,15 @@ def cmd_hold(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    with Reader.open(args.url) as reader:
+        result = reader.stats(args.run, objects=args.objects)
+    print(
+        json.dumps(result.as_dict(), indent=2, default=str) if args.json else format_stats(result)
+    )
+    return 0
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -497,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
+
+    stats = sub.add_parser("stats", help="a run's or the archive's storage, requests and cost")
+    stats.add_argument("run", nargs="?", metavar="RUN", help="one run (default: the archive)")
+    stats.add_argument("--objects", action="store_true", help="count objects (1 LIST/1,000)")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    stats.set_defaults(func=cmd_stats)
 
     for name, text in (
         ("hold", "put a legal hold on every segment of a run (S3 Object Lock)"),

@@ -91,6 +91,16 @@ class ArchiveConfig(BaseSettings):
         ge=1,
         description="gc deletes runs that ended more than this many days ago (unless locked)",
     )
+    # Cost estimates (``runarchive stats``): AWS S3 Standard us-east-1 list prices by default
+    price_storage_gb_month: float = Field(
+        default=0.023, ge=0, description="storage price, $ per GB (2^30 bytes) per month"
+    )
+    price_put_per_1000: float = Field(
+        default=0.005, ge=0, description="$ per 1,000 PUT, COPY, POST or LIST requests"
+    )
+    price_get_per_1000: float = Field(
+        default=0.0004, ge=0, description="$ per 1,000 GET, HEAD and other requests"
+    )
     # S3 only
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, SeaweedFS...)")
     region: str | None = Field(default=None, description="S3 region; boto3's default if unset")

@@ -19,6 +19,7 @@ from runarchive.export import ExportResult, export_runs
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import RunIndex, RunStatus, parse_index, validate_run_id
 from runarchive.restore import RestoredRun, execute_restore, plan_restore
+from runarchive.stats import Stats, archive_stats, run_stats
 from runarchive.store import CountingStore, FileStore, S3Settings, S3Store, Store
 from runarchive.verify import VerifyReport, verify_runs
 
@@ -221,3 +222,19 @@ class Reader:
             dest=dest,
             progress=progress,
         )
+
+    def stats(self, run_id: str | None = None, *, objects: bool = False) -> Stats:
+        """Storage and request figures of one run (from its index: 1 GET) or of the
+        whole archive (from the manifest: 16 GETs; ``objects=True`` adds a LIST of
+        ``runs/``, 1 request per 1,000 objects), with an estimated monthly cost at the
+        ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.stats`)."""
+        before, bytes_before = dict(self.store.counts), self.store.bytes_in
+        if run_id is None:
+            result = archive_stats(self, objects=objects)
+        else:
+            index = self.index(run_id)
+            result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)
+        result.stats_requests = {
+            k: v - before.get(k, 0) for k, v in self.store.counts.items() if v > before.get(k, 0)
+        }
+        return result
