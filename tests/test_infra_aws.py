@@ -35,6 +35,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS.+BucketPolicy
 WRITER_OBJECT_ACTIONS = {
     "s3:GetObject",
     "s3:PutObject",
+    "s3:PutObjectTagging",
     "s3:AbortMultipartUpload",
     "s3:DeleteObject",
     "s3:DeleteObjectVersion",
@@ -263,7 +264,8 @@ def test_default_stack_creates_key_bucket_policies_and_runs_an_archive(
     seg_rule = next(r for r in props["LifecycleConfiguration"]["Rules"] if r and "Transitions" in r)
     assert seg_rule["Prefix"] == "agents/runs/"  # never manifest/ nor _runarchive/
     assert int(seg_rule["ObjectSizeGreaterThan"]) == 131071
-    assert "TagFilters" not in seg_rule
+    # Exactly the segments: runarchive tags each one at PUT (tag_segments, default on).
+    assert seg_rule["TagFilters"] == [{"Key": "runarchive-object", "Value": "segment"}]
     assert [(t["StorageClass"], int(t["TransitionInDays"])) for t in seg_rule["Transitions"]] == [
         ("STANDARD_IA", 30),
         ("GLACIER_IR", 90),
@@ -310,7 +312,7 @@ def test_object_lock_stack_with_a_given_key_locks_segments(aws: None, tmp_path: 
             "ObjectLockMode": "GOVERNANCE",
             "ObjectLockDays": "1",
             "WriterMayBypassGovernance": "true",
-            "TransitionMatch": "segment-tag",
+            "TransitionMatch": "size",
             "TransitionToIADays": "0",
             "NoncurrentVersionExpirationDays": "7",
         },
@@ -341,7 +343,7 @@ def test_object_lock_stack_with_a_given_key_locks_segments(aws: None, tmp_path: 
     assert lock == {"ObjectLockEnabled": "Enabled"}
     seg_rule = next(r for r in props["LifecycleConfiguration"]["Rules"] if r and "Transitions" in r)
     assert seg_rule["Prefix"] == "runs/"
-    assert seg_rule["TagFilters"] == [{"Key": "runarchive-object", "Value": "segment"}]
+    assert "TagFilters" not in seg_rule  # TransitionMatch=size: by size alone
     assert [t["StorageClass"] for t in seg_rule["Transitions"] if t] == ["GLACIER_IR"]
 
     run_id, _ = write_and_restore(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -592,3 +593,40 @@ def test_bucket_default_retention_is_warned_about(
             pass
     assert "default Object Lock retention rule" in caplog.text
     assert "testing" not in caplog.text  # no credentials in logs
+
+
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs"], indirect=True)
+@pytest.mark.parametrize("tag", [True, False])
+def test_segments_are_tagged_for_lifecycle_rules_and_nothing_else(
+    backend: Backend, tag: bool
+) -> None:
+    """A lifecycle rule can select segments exactly by the tag (docs/deploy.md);
+    the index and the manifest, which must never transition, carry none."""
+    mib = 1024 * 1024
+    archive = backend.open(
+        tag_segments=tag, multipart_threshold=5 * mib, multipart_part_size=5 * mib
+    )
+    run = archive.start_run(agent="t", run_id="tagged")
+    run.checkpoint("small", {"x": 1})
+    run.flush()
+    run.checkpoint("big", {"blob": base64.b64encode(os.urandom(6 * mib)).decode()})
+    run.complete()
+    inner = archive.store.inner
+    assert isinstance(inner, S3Store)
+    client, bucket = inner._client, inner.settings.bucket
+
+    def tags(key: str) -> list[dict[str, str]]:
+        full = inner._full(key)
+        return list(client.get_object_tagging(Bucket=bucket, Key=full)["TagSet"])
+
+    segments = archive.index("tagged").segments
+    assert len(segments) == 2
+    big = archive.store.head(segments[1].key)
+    assert big is not None
+    assert big.etag.strip('"').endswith("-2")  # the tag also rides on a multipart upload
+    want = [{"Key": "runarchive-object", "Value": "segment"}] if tag else []
+    for seg in segments:
+        assert tags(seg.key) == want
+    assert tags("runs/tagged/index.json") == []
+    for meta in archive.store.list("manifest/"):
+        assert tags(meta.key) == []

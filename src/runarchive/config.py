@@ -136,6 +136,10 @@ class ArchiveConfig(BaseSettings):
         min_length=1,
         description='KMS key id/ARN/alias, only with sse="aws:kms"; unset: the bucket\'s key',
     )
+    tag_segments: bool = Field(
+        default=True,
+        description="tag segment objects runarchive-object=segment (for lifecycle rules)",
+    )
 
     @field_validator("url")
     @classmethod

@@ -49,6 +49,7 @@ def make_store(config: ArchiveConfig) -> Store:
             object_lock_days=config.object_lock_days,
             sse=config.sse,
             sse_kms_key_id=config.sse_kms_key_id,
+            tag_immutable=config.tag_segments,
         )
     )
 

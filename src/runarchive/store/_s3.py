@@ -70,6 +70,9 @@ def _md5_b64(body: bytes) -> str:
     return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
 
 
+IMMUTABLE_TAG = "runarchive-object=segment"  # URL-encoded tag set of immutable puts
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach the bucket. ``None`` means boto3's own default/chain."""
@@ -93,6 +96,9 @@ class S3Settings:
     object_lock_days: int | None = None  # required with object_lock_mode
     sse: Literal["AES256", "aws:kms"] | None = None  # encryption at rest of every put
     sse_kms_key_id: str | None = None  # only with sse="aws:kms"; else the bucket's key
+    # Tag immutable objects (segments) so a bucket lifecycle rule can select exactly
+    # them (S3 lifecycle filters cannot match a middle path component like "/seg/").
+    tag_immutable: bool = True
 
     def __post_init__(self) -> None:
         if (self.object_lock_mode is None) != (self.object_lock_days is None):
@@ -305,6 +311,8 @@ class S3Store(Store):
         ``body`` is the PUT body (for its Content-MD5), ``None`` for a multipart create.
         """
         args = dict(self._sse)
+        if immutable and self.settings.tag_immutable:
+            args["Tagging"] = IMMUTABLE_TAG
         if immutable and self._retention is not None:
             args["ObjectLockMode"] = self._retention.mode
             args["ObjectLockRetainUntilDate"] = self._retention.until()
