@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-peers soak clean
+.PHONY: demo test test-cluster lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-peers soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/cfn-lint infra/aws/*.yaml
 	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download
 	$(BIN)/python -m pytest -q
+
+# Opt-in, about 1 minute: the multi-node SeaweedFS of infra/local (2 volume servers, 2
+# S3 gateways), two writer processes, one volume server SIGKILLed mid-run.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
