@@ -13,10 +13,8 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ import pytest
 from conftest import Backend, _backend, s3_settings, s3_store_for
 from pydantic import TypeAdapter
 from servers import S3Server
+from test_cli import run_cli
 
 from runarchive import Archive, Policy, Reader
 from runarchive.errors import CorruptObjectError, InvalidInputError, RunNotFoundError
@@ -540,19 +539,6 @@ def test_export_into_another_bucket_with_object_lock(
 
 
 # -- the command line -------------------------------------------------------------------
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNARCHIVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "runarchive.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_export_and_verify_export(tmp_path: Path) -> None:
