@@ -546,7 +546,7 @@ def bench_restore(
     gc.collect()
     t0 = time.perf_counter()
     for ref, body in bodies:
-        decode_segment(body, ref.key, ref.sha256)
+        decode_segment(body, ref.key, ref.sha256, ref.format)
     decode_s = time.perf_counter() - t0
     one = zstandard.ZstdCompressor(level=3).compress(raw)
     client.put_object(Bucket=bucket, Key="baseline/all-records.jsonl.zst", Body=one)

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
-from runarchive import Archive, FormatVersionError, Policy, Reader
+from runarchive import Archive, CorruptObjectError, FormatVersionError, Policy, Reader
+from runarchive.codec import decode_segment
 
 FORMAT_MD = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 
@@ -502,3 +504,15 @@ def test_newer_index_format_is_refused(written: Written, tmp_path: Path) -> None
     path.write_bytes(added)
     with Reader.open(root.as_uri()) as reader:
         assert reader.index(written.full.run_id).last_seq == len(written.full.records)
+
+
+def test_decode_segment_detects_the_header_when_the_format_is_not_given(written: Written) -> None:
+    ref = _segments(written, written.full)[0]
+    body = (written.root / ref["key"]).read_bytes()
+    detected = decode_segment(body, ref["key"], ref["sha256"])
+    assert detected == decode_segment(body, ref["key"], ref["sha256"], 2)
+    assert [r.seq for r in detected] == [
+        s for s in sorted(written.full.records) if ref["first_seq"] <= s <= ref["last_seq"]
+    ]
+    with pytest.raises(CorruptObjectError, match="segment header"):
+        decode_segment(zstandard.ZstdCompressor().compress(b'{"x":1}\n'), "k", fmt=2)

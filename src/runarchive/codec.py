@@ -124,18 +124,27 @@ def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None
     return raw
 
 
-def split_header(raw: bytes, key: str, fmt: int) -> tuple[dict[str, object] | None, bytes]:
-    """A segment body's header (format >= 2; ``None`` before) and the record lines after it."""
-    if fmt < CHAIN_FROM_VERSION:
+def split_header(
+    raw: bytes, key: str, fmt: int | None = None
+) -> tuple[dict[str, object] | None, bytes]:
+    """A segment body's header and the record lines after it.
+
+    ``fmt`` is the format its ref names: >= 2 requires the header (``CorruptObjectError``
+    without it), 1 has none. ``None`` detects it: no record's ``type`` is
+    ``"segment"``, so a first line of that type can only be the header.
+    """
+    if fmt is not None and fmt < CHAIN_FROM_VERSION:
         return None, raw
     first, _, rest = raw.partition(b"\n")
     try:
         header = orjson.loads(first)
     except orjson.JSONDecodeError:
         header = None
-    if not isinstance(header, dict) or header.get("type") != HEADER_TYPE:
-        raise CorruptObjectError(key, "the first line is not the segment header")
-    return header, rest
+    if isinstance(header, dict) and header.get("type") == HEADER_TYPE:
+        return header, rest
+    if fmt is None:
+        return None, raw
+    raise CorruptObjectError(key, "the first line is not the segment header")
 
 
 def parse_records(raw: bytes, key: str, first_line: int = 1) -> list[Checkpoint | Event]:
@@ -152,8 +161,9 @@ def parse_records(raw: bytes, key: str, first_line: int = 1) -> list[Checkpoint 
 
 
 def decode_segment(
-    body: bytes, key: str, expected_sha256: str | None = None, fmt: int = 1
+    body: bytes, key: str, expected_sha256: str | None = None, fmt: int | None = None
 ) -> list[Checkpoint | Event]:
-    """Decompress, verify and parse one segment object of format ``fmt`` (its ref's)."""
+    """Decompress, verify and parse one segment object of format ``fmt`` (its ref's;
+    ``None``: detected from the body)."""
     header, rest = split_header(decompress_segment(body, key, expected_sha256), key, fmt)
     return parse_records(rest, key, first_line=1 if header is None else 2)
