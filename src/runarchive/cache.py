@@ -526,7 +526,10 @@ class Cache:
                 "WHERE run_id = ?",
                 (archived_seq, index_etag, index_json, index_status, index_status, run_id),
             )
-            self._unflushed = None  # the watermark moved: recounted at the next append
+            # The watermark moved: recount here, in the flusher, so the next append
+            # does not pay for the SUM (one indexed query over the pending records).
+            self._unflushed = None
+            self._count_unflushed(db)
 
     def evict(self, run_id: str, keep_records: int, keep_checkpoints: int = 20) -> int:
         """Delete archived records older than the newest ``keep_records``, always keeping
