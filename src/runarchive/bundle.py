@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,18 @@ import orjson
 import zstandard
 from pydantic import TypeAdapter, ValidationError
 
-from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
+from runarchive.crypto import Keyring, check_stored, open_index, open_segment, split_sealed
+from runarchive.errors import (
+    CorruptObjectError,
+    EncryptionError,
+    FormatVersionError,
+    InvalidInputError,
+)
 from runarchive.model import (
     CHAIN_FROM_VERSION,
     FORMAT_VERSION,
     Checkpoint,
+    DataKey,
     Event,
     Record,
     RunIndex,
@@ -117,10 +125,31 @@ def check_chain(index: RunIndex) -> None:
 
 
 def check_segment(
-    ref: SegmentRef, body: bytes, prev: str | None, run_id: str
-) -> tuple[bytes, list[Checkpoint | Event]]:
+    ref: SegmentRef,
+    body: bytes,
+    prev: str | None,
+    run_id: str,
+    keyring: Keyring | None = None,
+    keys: Sequence[DataKey] = (),
+) -> tuple[bytes, list[Checkpoint | Event]] | None:
     """Verify one segment object against its ref and the chain (``prev``: the previous
-    segment's sha256); return its record lines (header removed) and records."""
+    segment's sha256); return its record lines (header removed) and records. A sealed
+    segment without ``keyring`` is checked as far as it can be (stored SHA-256,
+    plaintext header) and gives ``None``."""
+    if ref.dek is not None:
+        try:
+            check_stored(body, ref)
+            header, _, _ = split_sealed(body, ref.key)
+            if keyring is None:
+                for name in ("run", "first_seq", "last_seq", "dek"):
+                    want = run_id if name == "run" else getattr(ref, name)
+                    if header.get(name) != want:
+                        raise CheckFailed(f"sealed header {name} is {header.get(name)!r}")
+                return None
+            raw = open_segment(body, ref, run_id, keyring, keys)
+        except CorruptObjectError as exc:
+            raise CheckFailed(exc.detail) from None
+        return _check_plain(ref, raw, prev, run_id)
     try:
         raw = zstandard.ZstdDecompressor().decompress(body)
     except zstandard.ZstdError as exc:
@@ -130,6 +159,12 @@ def check_segment(
         raise CheckFailed(
             f"SHA-256 of the body is {_short(actual)}, the index says {_short(ref.sha256)}"
         )
+    return _check_plain(ref, raw, prev, run_id)
+
+
+def _check_plain(
+    ref: SegmentRef, raw: bytes, prev: str | None, run_id: str
+) -> tuple[bytes, list[Checkpoint | Event]]:
     rest, first_line = raw, 1
     if ref.format >= CHAIN_FROM_VERSION:
         head, _, rest = raw.partition(b"\n")
@@ -193,11 +228,20 @@ def segment_file(ref: SegmentRef) -> str:
     return "segments/" + ref.key.rsplit("/", 1)[-1]
 
 
-def run_document(index: RunIndex) -> dict[str, Any]:
-    """``run.json``: the run's metadata, counts, seq range, chain head and segments."""
-    dumped = index.model_dump(mode="json")
+def run_document(index: RunIndex, opened: RunIndex | None = None) -> dict[str, Any]:
+    """``run.json``: the run's metadata, counts, seq range, chain head and segments;
+    for an encrypted run its key ids, and the metadata of ``opened`` (its decrypted
+    index) if the export decrypts."""
+    dumped = (opened or index).model_dump(mode="json")
     segs = index.segments
-    return {
+    extra: dict[str, Any] = {}
+    if index.keys:
+        extra["encryption"] = {
+            "alg": "AES-256-GCM",
+            "decrypted": opened is not None,
+            "keys": [{"id": k.id, "kek": k.kek} for k in index.keys],
+        }
+    return extra | {
         "bundle_format": BUNDLE_FORMAT,
         **{k: dumped[k] for k in ("run_id", "agent", "metadata", "status")},
         **{k: dumped[k] for k in ("created_at", "updated_at", "ended_at", "result", "error")},
@@ -226,6 +270,7 @@ def run_document(index: RunIndex) -> dict[str, Any]:
                 "sha256": s.sha256,
                 "prev_sha256": s.prev_sha256,
             }
+            | ({"dek": s.dek} if s.dek is not None else {})
             for s in segs
         ],
     }
@@ -406,7 +451,10 @@ def _open_source(bundle: str | os.PathLike[str] | Store, config: ArchiveConfig |
 
 
 def verify_export(
-    bundle: str | os.PathLike[str] | Store, *, config: ArchiveConfig | None = None
+    bundle: str | os.PathLike[str] | Store,
+    *,
+    config: ArchiveConfig | None = None,
+    keyring: Keyring | None = None,
 ) -> list[ExportProblem]:
     """Check a bundle (a ``.tar``, a directory, an ``s3://``/``file://`` URL or a Store);
     return its problems, each naming a file. ``[]`` means the bundle is sound.
@@ -417,16 +465,18 @@ def verify_export(
     each segment decompresses to its sha256, its header and links hold up to
     ``chain_head``, and its records are exactly those of ``records.jsonl``. Reads every
     file twice (on a store: 1 LIST and 2 GETs per file); ``config`` gives the settings
-    for a URL (default: the ``RUNARCHIVE_*`` environment).
+    for a URL (default: the ``RUNARCHIVE_*`` environment). Encrypted runs: without
+    ``keyring`` their segments are checked by stored SHA-256, header and chain only;
+    with it, decrypted and checked in full.
     """
     src = _open_source(bundle, config)
     try:
-        return _verify(src)
+        return _verify(src, keyring)
     finally:
         src.close()
 
 
-def _verify(src: _Source) -> list[ExportProblem]:
+def _verify(src: _Source, keyring: Keyring | None) -> list[ExportProblem]:
     out = list(src.bad)
     listed: dict[str, str] = {}
     if MANIFEST not in src.names:
@@ -471,7 +521,7 @@ def _verify(src: _Source) -> list[ExportProblem]:
     for rid in sorted(present - {r for r in exported if isinstance(r, str)}):
         out.append(ExportProblem(f"runs/{rid}/", "a run directory export.json does not list"))
     for entry in entries:
-        out.extend(_verify_run(src, entry))
+        out.extend(_verify_run(src, entry, keyring))
     return out
 
 
@@ -486,7 +536,9 @@ def _json(src: _Source, path: str, out: list[ExportProblem]) -> Any:
         return None
 
 
-def _verify_run(src: _Source, entry: dict[str, Any]) -> list[ExportProblem]:
+def _verify_run(
+    src: _Source, entry: dict[str, Any], keyring: Keyring | None
+) -> list[ExportProblem]:
     out: list[ExportProblem] = []
     rid = entry.get("run_id")
     try:
@@ -507,16 +559,29 @@ def _verify_run(src: _Source, entry: dict[str, Any]) -> list[ExportProblem]:
         where = f"{exc.key}: " if isinstance(exc, CheckFailed) and exc.key else ""
         problem = exc.problem if isinstance(exc, CheckFailed) else str(exc)
         return [*out, ExportProblem(base + "index.json", where + problem)]
-    summary = run_document(index)
+    enc = doc.get("encryption") if isinstance(doc, dict) else None
+    decrypted = isinstance(enc, dict) and enc.get("decrypted") is True
+    sealed_fields: set[str] = set()
+    opened = None
+    if decrypted and keyring is not None:
+        try:
+            opened = open_index(index, keyring, base + "index.json")
+        except EncryptionError as exc:
+            out.append(ExportProblem(base + "index.json", str(exc)))
+    elif decrypted:  # what was decrypted cannot be compared without the key
+        sealed_fields = set(index.sealed)
+    summary = run_document(index, (opened or index) if decrypted else None)
     if isinstance(doc, dict):
         for k, want in summary.items():
-            if doc.get(k) != want:
+            if k not in sealed_fields and doc.get(k) != want:
                 out.append(ExportProblem(base + "run.json", f"{k} disagrees with index.json"))
     for k in ("status", "last_seq", "records", "chain_head"):
         if entry.get(k) != summary[k]:
             out.append(ExportProblem(EXPORT_JSON, f"run {rid}: {k} disagrees with index.json"))
     records = src.read(base + "records.jsonl") if base + "records.jsonl" in src.names else None
-    if records is None:
+    if records is None and index.keys and not decrypted:
+        pass  # exported sealed: the records are only in the segments' ciphertext
+    elif records is None:
         out.append(ExportProblem(base + "records.jsonl", "missing"))
     else:
         try:
@@ -525,19 +590,24 @@ def _verify_run(src: _Source, entry: dict[str, Any]) -> list[ExportProblem]:
             out.append(ExportProblem(base + "records.jsonl", bad.problem))
     parts: list[bytes] = []
     prev: str | None = None
+    complete = True  # every segment's records were read (sealed ones need the key)
     for ref in index.segments:
         path = base + segment_file(ref)
         if path not in src.names:
             out.append(ExportProblem(path, "missing: run.json lists this segment"))
             return out
         try:
-            rest, _ = check_segment(ref, src.read(path), prev, rid)
+            got = check_segment(ref, src.read(path), prev, rid, keyring, index.keys)
         except CheckFailed as bad:
             out.append(ExportProblem(path, bad.problem))
             return out
-        parts.append(rest)
+        except EncryptionError as exc:
+            out.append(ExportProblem(path, str(exc)))
+            return out
+        complete = complete and got is not None
+        parts.append(got[0] if got is not None else b"")
         prev = ref.sha256
-    if records is not None and b"".join(parts) != records:
+    if records is not None and complete and b"".join(parts) != records:
         out.append(
             ExportProblem(base + "records.jsonl", "differs from the records of the segments")
         )
