@@ -455,6 +455,13 @@ def test_kms_round_trip_rotation_and_rekey(
     index = archive.index(run_id, decrypt=False)
     assert {k.kek for k in index.keys} == {f"kms:{kms_over_http['k1']}"}
     assert_no_markers(all_plain_bytes(archive.store))
+    # Listing stays local: under KMS the metadata is listed sealed unless asked for.
+    lister = shared_backend.open(**kms)
+    [entry] = lister.list_runs()
+    assert entry.metadata == {}
+    assert entry.sealed_metadata is not None
+    [entry] = lister.list_runs(decrypt_metadata=True)
+    assert entry.metadata["note"] == MARKERS["meta"]
     # A fresh host reads with AWS credentials only (KMS finds the key itself).
     reader = shared_backend.open(**kms)
     check_restored(reader, run_id, n=10)

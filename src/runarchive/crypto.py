@@ -120,10 +120,14 @@ class Keyring:
             "encryption=kms for kms:…; docs/encryption.md)",
         )
 
-    def plaintext(self, run_id: str, key: DataKey) -> bytes:
-        """The data key ``key`` of ``run_id``, unwrapped (cached)."""
+    def plaintext(self, run_id: str, key: DataKey, *, remote: bool = True) -> bytes:
+        """The data key ``key`` of ``run_id``, unwrapped (cached). ``remote=False``
+        refuses (``KeyUnavailableError``) to ask a remote provider (KMS) for a key
+        not cached yet."""
         cache_key = (key.kek, key.wrapped)
         got = self._plain.get(cache_key)
+        if got is None and not remote and self.provider(key.kek).remote:
+            raise KeyUnavailableError(key.kek, f"{key.kek} not asked: a listing stays local")
         if got is None:
             wrapped = unb64(key.wrapped, f"data key {key.id} of run {run_id}")
             got = self.provider(key.kek).unwrap(key.kek, wrapped, context(run_id))
@@ -133,10 +137,12 @@ class Keyring:
                 self._plain[cache_key] = got
         return got
 
-    def key_by_id(self, run_id: str, keys: Sequence[DataKey], dek: str, where: str) -> bytes:
+    def key_by_id(
+        self, run_id: str, keys: Sequence[DataKey], dek: str, where: str, *, remote: bool = True
+    ) -> bytes:
         for key in keys:
             if key.id == dek:
-                return self.plaintext(run_id, key)
+                return self.plaintext(run_id, key, remote=remote)
         with self._lock:
             for fresh, plain in self._fresh.values():
                 if fresh.id == dek:
@@ -345,9 +351,11 @@ def open_value(
     keyring: Keyring,
     keys: Sequence[DataKey],
     where: str,
+    *,
+    remote: bool = True,
 ) -> Any:
     """Decrypt one sealed JSON value."""
-    plain = keyring.key_by_id(run_id, keys, sealed.dek, where)
+    plain = keyring.key_by_id(run_id, keys, sealed.dek, where, remote=remote)
     try:
         data = AESGCM(plain).decrypt(
             unb64(sealed.nonce, where), unb64(sealed.ct, where), field_aad(run_id, name)

@@ -46,6 +46,7 @@ class KeyProvider(ABC):
     """
 
     prefix: str
+    remote = False  # unwrapping costs a network request (listings then leave data sealed)
 
     @property
     @abstractmethod
@@ -223,6 +224,7 @@ class KmsKeyProvider(KeyProvider):
     """
 
     prefix = "kms"
+    remote = True
 
     def __init__(self, key_id: str | None = None, client: Any = None, **client_args: Any) -> None:
         self._key = key_id

@@ -161,12 +161,15 @@ class Manifest:
     ) -> None:
         self.store = store
         self.keyring = keyring  # opens encrypted runs' metadata when listing
+        # Whether listing may ask a remote key provider (KMS: one Decrypt per run not
+        # seen yet by this process) to open metadata; local keys are always used.
+        self.decrypt_remote = False
         self._known: dict[str, tuple[bytes, str]] = {}  # key -> (compressed body, ETag)
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
 
-    def _entry(self, data: dict[str, Any]) -> RunEntry:
+    def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
         entry = RunEntry.model_validate(data)
         if entry.sealed_metadata is None or entry.metadata_key is None or self.keyring is None:
             return entry
@@ -178,6 +181,7 @@ class Manifest:
                 self.keyring,
                 [entry.metadata_key],
                 f"manifest entry of run {entry.run_id}",
+                remote=self.decrypt_remote if remote is None else remote,
             )
         except EncryptionError as exc:
             # One run's missing key must not fail a whole listing: it stays sealed.
@@ -341,8 +345,10 @@ class Manifest:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        decrypt_remote: bool | None = None,
     ) -> list[RunEntry]:
-        """Runs matching the filters (on ``created_at``, inclusive), newest first."""
+        """Runs matching the filters (on ``created_at``, inclusive), newest first.
+        ``decrypt_remote`` overrides :attr:`decrypt_remote` for this call."""
         for bound in (since, until):
             if bound is not None and bound.tzinfo is None:
                 raise InvalidInputError("since/until must be timezone-aware datetimes")
@@ -368,7 +374,8 @@ class Manifest:
             rows.sort(key=lambda d: (d["created_at"], d["run_id"]), reverse=True)
             if limit is not None:
                 rows = rows[:limit]
-            return [self._entry(d) for d in rows]
+            remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
+            return [self._entry(d, remote) for d in rows]
 
     def lookup(self, run_ids: Iterable[str]) -> dict[str, RunEntry]:
         """The entries of these runs (absent ids are left out), ``done`` winning.
@@ -392,7 +399,7 @@ class Manifest:
         cutoff = format_ts(utcnow() - stale_after)
         with _gc_paused():
             out = [
-                self._entry(data)
+                self._entry(data, True)  # few runs: opening their metadata is cheap
                 for data in self._read_all(("active",)).values()
                 if data.get("status") == "running"
                 and (data.get("lease_expires_at") or "") < cutoff  # fixed-width UTC text

@@ -147,12 +147,23 @@ class Reader:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = 1000,
+        decrypt_metadata: bool = False,
     ) -> list[RunEntry]:
         """Runs from the manifest, newest first, filtered on status, agent and creation
         time. Never lists the bucket. Cost: 8 GETs for ``status="running"`` (or a
-        finished status), 16 otherwise, in parallel."""
+        finished status), 16 otherwise, in parallel.
+
+        Encrypted runs' metadata is opened with local keys; under a KMS key it stays
+        sealed (``metadata == {}``, ``sealed_metadata`` set) unless
+        ``decrypt_metadata=True``: one KMS ``Decrypt`` per run not yet seen by this
+        process. A run whose key is missing is listed sealed, never an error."""
         return self.manifest.entries(
-            status=status, agent=agent, since=since, until=until, limit=limit
+            status=status,
+            agent=agent,
+            since=since,
+            until=until,
+            limit=limit,
+            decrypt_remote=decrypt_metadata,
         )
 
     def interrupted(self, stale_after: timedelta | float = 0.0) -> list[RunEntry]:
