@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import tarfile
 from collections.abc import Iterator
@@ -154,6 +155,7 @@ def test_missing_and_wrong_key_name_the_key(backend: Backend) -> None:
     other_id = backend.open(encryption_keys=f"k9={K1}")
     with pytest.raises(KeyUnavailableError, match="not among the configured local keys"):
         other_id.index(run_id)
+    assert nokey.stats(run_id).stored_bytes > 0  # figures need no key
     # verify without the key checks what it can and says which key it lacks
     report = nokey.verify(run_id)
     assert report.ok
@@ -520,3 +522,25 @@ def test_segment_ref_of_a_sealed_segment_round_trips() -> None:
         dek="d1",
     )
     assert SegmentRef.model_validate_json(ref.model_dump_json()) == ref
+
+
+def test_nothing_decrypted_or_secret_reaches_the_logs(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    archive = backend.open(encryption="local", encryption_keys=f"k1={K1}")
+    run_id = write_run(archive, n=12)
+    archive.flush()
+    plain_keys = [archive.keyring.plaintext(run_id, k) for k in archive.index(run_id).keys]
+    check_restored(backend.open(encryption_keys=f"k1={K1}"), run_id, n=12)
+    with pytest.raises(KeyUnavailableError):
+        backend.open(encryption_keys=f"k1={K2}").restore(run_id)
+    text = "\n".join(
+        r.getMessage() + (str(r.exc_info[1]) if r.exc_info else "") for r in caplog.records
+    )
+    assert caplog.records  # the workload logged something at DEBUG
+    secrets_ = [K1, K2, *(base64.b64encode(k).decode() for k in plain_keys)]
+    for needle in [*MARKERS.values(), *secrets_]:
+        assert needle not in text
+    for pk in plain_keys:
+        assert pk.hex() not in text

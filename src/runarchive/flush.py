@@ -371,8 +371,8 @@ class FlushEngine:
         row: RunRow,
         batch: list[RecordInfo],
         prev_sha256: str | None,
-        base: RunIndex,
-        keyring: Keyring | None,
+        base: RunIndex | None = None,
+        keyring: Keyring | None = None,
     ) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
         kept = select_checkpoints(pending, self.policy(row.run_id), row.first_checkpoint_seq)
@@ -386,7 +386,7 @@ class FlushEngine:
             header = segment_header(row.run_id, first, last, len(chosen), prev_sha256)
             enc = encode_segment(lines, level, header)
         else:
-            key, plain = keyring.write_key(row.run_id, base.keys)
+            key, plain = keyring.write_key(row.run_id, base.keys if base is not None else ())
             header = segment_header(
                 row.run_id, first, last, len(chosen), prev_sha256, SEALED_FORMAT
             )

@@ -267,7 +267,7 @@ class Reader:
         if run_id is None:
             result = archive_stats(self, objects=objects)
         else:
-            index = self.index(run_id)
+            index = self.index(run_id, decrypt=False)  # figures need no key
             result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)
         result.stats_requests = {
             k: v - before.get(k, 0) for k, v in self.store.counts.items() if v > before.get(k, 0)
