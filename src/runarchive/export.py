@@ -12,7 +12,8 @@ previous segment, the last one to ``chain_head``). A corrupt run is refused with
 ``CorruptObjectError`` naming the key. The bundle is staged in a temporary
 directory and published at the end (rename, create-only link, or uploads with the
 manifest last), so a failed export leaves nothing at ``dest``.
-The format and :func:`verify_export` are in :mod:`runarchive.bundle`.
+The format is in :mod:`runarchive.bundle`, :func:`verify_export` in
+:mod:`runarchive.bundle_verify`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from runarchive.bundle import (
     run_document,
     segment_file,
     store_for_url,
-    verify_export,
 )
+from runarchive.bundle_verify import verify_export
 from runarchive.codec import index_key
 from runarchive.crypto import Keyring, open_index
 from runarchive.errors import (
