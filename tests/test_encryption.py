@@ -362,6 +362,10 @@ def test_export_sealed_and_decrypted(backend: Backend, tmp_path: Path) -> None:
     run_json = orjson.loads(next(v for k, v in files.items() if k.endswith("run.json")))
     assert run_json["encryption"]["decrypted"] is False
     assert run_json["encryption"]["keys"][0]["kek"] == "local:k1"
+    readme = next(v for k, v in files.items() if k.endswith("/README")).decode()
+    assert "ENCRYPTED RUNS (1: " + run_id in readme
+    export_json = orjson.loads(next(v for k, v in files.items() if k.endswith("export.json")))
+    assert export_json["runs"][0]["sealed"] is True
     assert verify_export(sealed) == []  # without the key: hashes, headers, chain
     assert verify_export(sealed, keyring=archive.keyring) == []  # with it: records too
     clear = tmp_path / "clear"

@@ -342,4 +342,20 @@ RE-CHECK THE HASH CHAIN of a run, in runs/<run_id>/
     cmp - records.jsonl
   (Segments of format 1, written before runarchive had the chain, have no header and no
   link; run.json gives each segment's "format".)
+{_sealed_text(doc)}"""
+
+
+def _sealed_text(doc: dict[str, Any]) -> str:
+    sealed = [r["run_id"] for r in doc["runs"] if r.get("sealed")]
+    if not sealed:
+        return ""
+    return f"""
+ENCRYPTED RUNS ({len(sealed)}: {", ".join(sealed[:5])}{" ..." if len(sealed) > 5 else ""})
+  These runs were exported sealed: their segments (segments/*.sealed) are AES-256-GCM
+  ciphertext and there is no records.jsonl. Steps 1-2 above work on them as they are
+  (sha256 and prev_sha256 are of the stored objects); steps 3-4 need the key.
+  run.json "encryption.keys" names the key-encryption key of each data key ("kek":
+  local:<id> or kms:<key>); index.json holds the wrapped data keys. With the key:
+  runarchive export --decrypt from the archive, or decrypt by hand as runarchive's
+  docs/format.md section 11 describes (Python's cryptography package, zstd, jq).
 """

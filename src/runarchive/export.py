@@ -380,6 +380,7 @@ def export_runs(
                 "runs": [
                     {k: d[k] for k in ("run_id", "agent", "status", "last_seq", "records")}
                     | {"segments": len(d["segments"]), "chain_head": d["chain_head"]}
+                    | ({"sealed": not d["encryption"]["decrypted"]} if "encryption" in d else {})
                     for d in docs
                 ],
             }
