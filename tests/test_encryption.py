@@ -7,6 +7,7 @@ import base64
 import contextlib
 import logging
 import os
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,10 @@ def assert_no_markers(blobs: dict[str, bytes]) -> None:
         for marker in MARKERS.values():
             assert marker.encode() not in body, f"{marker} in {key}"
             assert marker[:10].encode() not in body, f"{marker[:10]} in {key}"
+
+
+def index_segments(archive: Reader, run_id: str) -> list[SegmentRef]:
+    return list(archive.index(run_id, decrypt=False).segments)
 
 
 def check_restored(reader: Reader, run_id: str, n: int = 40) -> None:
@@ -205,10 +210,12 @@ def test_rotation_segments_under_two_keys_then_rekey_and_compact(
     k2_only = backend.open(encryption_keys=f"k2={_key_from_file(keyfile, 'k2')}")
     assert [c.state["i"] for c in k2_only.restore(run.run_id).checkpoints] == list(range(20))
     assert k2_only.list_runs()[0].metadata == {"note": MARKERS["meta"]}  # manifest copy too
-    # compaction re-encrypts: one data key, new bodies, old keys pruned
-    [compacted] = archive.compact(run.run_id)
+    # compaction re-encrypts under a new data key: new bodies, the old data keys (which
+    # k1 once wrapped) pruned from the index
+    [compacted] = archive.compact(run.run_id, reencrypt=True)
     assert compacted.done
     after = archive.index(run.run_id, decrypt=False)
+    assert not {k.id for k in after.keys} & {k.id for k in rekeyed.keys}
     assert len(after.keys) == 1
     assert after.keys[0].kek == "local:k2"
     assert {s.dek for s in after.segments} == {after.keys[0].id}
@@ -220,6 +227,32 @@ def test_rotation_segments_under_two_keys_then_rekey_and_compact(
 
 def _key_from_file(path: Path, kid: str) -> str:
     return str(orjson.loads(path.read_bytes())["keys"][kid])
+
+
+def test_compact_all_skips_encrypted_runs_without_a_key_and_reencrypt_needs_one(
+    backend: Backend, capsys: Any
+) -> None:
+    enc = backend.open(encryption="local", encryption_keys=f"k1={K1}")
+    sealed_run = write_run(enc, n=4)
+    enc.flush()
+    plain = backend.open()
+    plain_run = write_run(plain, n=4)
+    plain.flush()
+    results = {r.plan.run_id: r for r in plain.compact()}
+    assert results[sealed_run].skipped == "encrypted; no key to encrypt"
+    assert not results[sealed_run].done
+    assert results[plain_run].skipped is None
+    assert results[plain_run].done  # 2 segments -> 1
+    with pytest.raises(ConfigError, match="reencrypt"):
+        plain.compact(plain_run, reencrypt=True)
+    # a second compaction with reencrypt: a new data key even though nothing else changes
+    first = enc.compact(sealed_run)[0]
+    assert first.done
+    keys_before = {k.id for k in enc.index(sealed_run, decrypt=False).keys}
+    assert not enc.compact(sealed_run)[0].done  # nothing to do without reencrypt
+    assert enc.compact(sealed_run, reencrypt=True)[0].done
+    assert not {k.id for k in enc.index(sealed_run, decrypt=False).keys} & keys_before
+    check_restored(enc, sealed_run, n=4)
 
 
 def test_plaintext_run_stays_readable_and_compaction_encrypts_it(backend: Backend) -> None:
@@ -315,8 +348,13 @@ def test_tampered_sealed_metadata_is_refused(backend: Backend) -> None:
     bad = meta.model_copy(update={"ct": base64.b64encode(bytes(ct)).decode()})
     forged = index.model_copy(update={"sealed": {**index.sealed, "metadata": bad}})
     archive.store.put(index_key(run_id), forged.model_dump_json().encode(), mode="overwrite")
+    reader = backend.open(encryption_keys=f"k1={K1}")
     with pytest.raises(DecryptionError, match="metadata"):
-        backend.open(encryption_keys=f"k1={K1}").index(run_id)
+        reader.index(run_id)
+    report = reader.verify(run_id)
+    assert [(p.kind, p.key) for p in report.problems if p.severity == "error"] == [
+        ("tampered", index_key(run_id))
+    ]
     # and a blob moved to another field fails too (the field name is associated data)
     moved = index.model_copy(update={"sealed": {**index.sealed, "result": meta}})
     archive.store.put(index_key(run_id), moved.model_dump_json().encode(), mode="overwrite")
@@ -333,6 +371,10 @@ def test_sealing_is_deterministic_per_data_key_so_retries_reuse_the_key() -> Non
     assert one.body == two.body
     assert one.sha256 == two.sha256
     assert three.body != one.body
+    # the same records compressed at another level: another frame, so another nonce
+    other_level = seal_segment("r", 1, 5, b'{"a":1}\n' * 50, key, plain, 19)
+    same_records = seal_segment("r", 1, 5, b'{"a":1}\n' * 50, key, plain, 1)
+    assert other_level.body.split(b"\n", 1)[0] != same_records.body.split(b"\n", 1)[0]
     # and a keyring hands out the same fresh data key until an index holds it
     ring = Keyring([LocalKeyProvider({"k1": os.urandom(32)})], None)
     ring.writer = ring.providers[0]
@@ -364,6 +406,23 @@ def test_export_sealed_and_decrypted(backend: Backend, tmp_path: Path) -> None:
     assert run_json["encryption"]["keys"][0]["kek"] == "local:k1"
     readme = next(v for k, v in files.items() if k.endswith("/README")).decode()
     assert "ENCRYPTED RUNS (1: " + run_id in readme
+    # The README's steps 1-2 (hashes, chain), run as written, hold for sealed segments.
+    steps = readme[readme.index("  # 1. each segment") : readme.index("  # 3. each segment")]
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(sealed) as tar:
+        tar.extractall(unpacked, filter="data")
+    run_dir = next(unpacked.glob(f"*/runs/{run_id}"))
+    out = subprocess.run(
+        ["bash", "-c", "set -e\n" + steps],
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "BAD" not in out.stdout
+    assert out.stdout.count("OK ") == len(index_segments(archive, run_id))
+    assert out.stdout.rstrip().endswith("true")
     export_json = orjson.loads(next(v for k, v in files.items() if k.endswith("export.json")))
     assert export_json["runs"][0]["sealed"] is True
     assert verify_export(sealed) == []  # without the key: hashes, headers, chain
@@ -378,6 +437,12 @@ def test_export_sealed_and_decrypted(backend: Backend, tmp_path: Path) -> None:
     assert doc["encryption"]["decrypted"]
     assert verify_export(clear) == []
     assert verify_export(clear, keyring=archive.keyring) == []
+    # a keyring without this run's key (what the CLI has with no keys set): as without
+    stranger = backend.open(encryption_keys=f"k7={K2}").keyring
+    assert verify_export(clear, keyring=stranger) == []
+    assert verify_export(sealed, keyring=stranger) == []
+    assert cli_main(["verify-export", str(sealed)]) == 0
+    assert cli_main(["verify-export", str(clear)]) == 0
     # a decrypted bundle whose records were altered fails against the segments
     (clear / "runs" / run_id / "records.jsonl").write_bytes(records.replace(b"i", b"j", 1))
     problems = verify_export(clear, keyring=archive.keyring)
@@ -456,9 +521,16 @@ def test_kms_round_trip_rotation_and_rekey(
     archive = shared_backend.open(
         encryption="kms", encryption_kms_key_id=kms_over_http["k1"], **kms
     )
+    writer_calls: list[str] = []
+    assert isinstance(archive.keyring.writer, KmsKeyProvider)
+    archive.keyring.writer.client().meta.events.register(
+        "before-call.kms.*", lambda model, **_: writer_calls.append(model.name)
+    )
     run_id = write_run(archive, n=10)
     archive.flush()
     index = archive.index(run_id, decrypt=False)
+    assert len(index.segments) >= 2
+    assert writer_calls == ["GenerateDataKey"]  # one per run and key, however many flushes
     assert {k.kek for k in index.keys} == {f"kms:{kms_over_http['k1']}"}
     assert_no_markers(all_plain_bytes(archive.store))
     # Listing stays local: under KMS the metadata is listed sealed unless asked for.

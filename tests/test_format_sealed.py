@@ -176,7 +176,7 @@ def _open_segment(
     raw = _zstd_dc(frame)
     assert len(raw) == ref["raw_bytes"]
     # The deterministic nonce.
-    mac = hmac.new(data_key, NONCE_LABEL + hashlib.sha256(raw).digest(), hashlib.sha256)
+    mac = hmac.new(data_key, NONCE_LABEL + hashlib.sha256(frame).digest(), hashlib.sha256)
     assert mac.digest()[:12] == nonce
     # Changing one byte of the header (the associated data) fails authentication.
     forged = line.replace(b'"first_seq":', b'"first_seq": ', 1)

@@ -367,7 +367,7 @@ class Archive(Reader):
         return len(keys)
 
     def compact(
-        self, run_id: str | None = None, *, dry_run: bool = False
+        self, run_id: str | None = None, *, dry_run: bool = False, reencrypt: bool = False
     ) -> list[CompactionResult]:
         """Compact one ended run, or (``None``) every completed or failed run.
 
@@ -376,10 +376,20 @@ class Archive(Reader):
         The replaced segments are only listed as retired: ``gc`` deletes them once the
         grace period has passed, so a concurrent restore or export never misses one.
         ``dry_run`` reads and plans, writes nothing. Running runs are refused (one
-        given) or skipped (all). Cost per run: 1 GET for the index, 1 GET per segment,
-        1 PUT per new segment, 1 PUT for the index, 1-2 for the manifest entry.
+        given) or skipped (all); so are encrypted runs when this archive has no key
+        to encrypt with (``result.skipped`` says why). With encryption on, a run with
+        data not under the current key is re-encrypted; ``reencrypt=True`` re-encrypts
+        every run compacted under a new data key (the step after ``rekey`` that
+        retires the data keys an old key-encryption key wrapped). Cost per run: 1 GET
+        for the index, 1 GET per segment, 1 PUT per new segment, 1 PUT for the index,
+        1-2 for the manifest entry.
         """
         self._check_open()
+        if reencrypt and not self.keyring.writes:
+            raise ConfigError(
+                "compact --reencrypt needs a key to encrypt with: set encryption "
+                "(RUNARCHIVE_ENCRYPTION) and the current key"
+            )
         if run_id is None:
             listed = {e.run_id: e for e in self.manifest.entries(limit=None)}
             ids = [r for r, e in listed.items() if e.status != "running"]
@@ -394,6 +404,15 @@ class Archive(Reader):
             except ObjectNotFoundError:
                 raise RunNotFoundError(f"no run {rid!r} in {self.store.description}") from None
             index = parse_index(got.body, key)
+            if run_id is None and index.keys and not self.keyring.writes:
+                log.warning(
+                    "run %s is encrypted and this archive has no key to encrypt with: "
+                    "not compacted",
+                    rid,
+                    extra={"run_id": rid},
+                )
+                results.append(CompactionResult.skip(index, "encrypted; no key to encrypt"))
+                continue
             own = Policy.model_validate(index.policy) if index.policy else self.config.policy
             result = compact_run(
                 self.store,
@@ -404,6 +423,7 @@ class Archive(Reader):
                 dry_run=dry_run,
                 workers=self.config.restore_workers,
                 keyring=self.keyring,
+                fresh_key=reencrypt,
             )
             entry = listed.get(rid)
             # Also when nothing was compacted now: a compaction killed between its index

@@ -328,9 +328,11 @@ READ IT
   jq . runs/<run_id>/run.json
 
 RE-CHECK THE HASH CHAIN of a run, in runs/<run_id>/
-  # 1. each segment's uncompressed body has the sha256 run.json (and index.json) gives:
+  # 1. each segment has the sha256 run.json (and index.json) gives: of its uncompressed
+  #    body (*.jsonl.zst), or of the file itself for an encrypted segment (*.sealed):
   jq -r '.segments[] | "\\(.sha256) \\(.file)"' run.json | while read -r sha f; do
-    test "$(zstd -dc "$f" | sha256sum | cut -c1-64)" = "$sha" && echo "OK $f" || echo "BAD $f"
+    case "$f" in *.sealed) got=$(sha256sum < "$f") ;; *) got=$(zstd -dc "$f" | sha256sum) ;; esac
+    test "$(echo "$got" | cut -c1-64)" = "$sha" && echo "OK $f" || echo "BAD $f"
   done
   # 2. each segment links to the one before it, and the last is the chain head ("true"):
   jq -e '[.segments[].prev_sha256] == ([null] + [.segments[].sha256])[:-1]

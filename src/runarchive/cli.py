@@ -307,15 +307,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with _maintenance(args) as archive:
-        results = archive.compact(None if args.all else args.run, dry_run=args.dry_run)
+        results = archive.compact(
+            None if args.all else args.run, dry_run=args.dry_run, reencrypt=args.reencrypt
+        )
     rows = [
         {**r.plan.summary(), "done": r.done, "stored_bytes_after": r.stored_bytes_after}
+        | ({"skipped": r.skipped} if r.skipped else {})
         for r in results
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
+        if row.get("skipped"):
+            print(f"{row['run_id']:36} skipped ({row['skipped']})")
+            continue
         verb = (
             "compacted"
             if row["done"]
@@ -526,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("run", nargs="?", metavar="RUN")
     compact.add_argument("--all", action="store_true", help="every completed or failed run")
     compact.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    compact.add_argument(
+        "--reencrypt", action="store_true", help="re-encrypt under a new data key (after rekey)"
+    )
     compact.add_argument("--json", action="store_true")
     compact.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
     compact.set_defaults(func=cmd_compact)

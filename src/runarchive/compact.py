@@ -193,6 +193,12 @@ class CompactionResult:
     done: bool
     stored_bytes_after: int = 0
     written: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the run was not even read (compact --all)
+
+    @classmethod
+    def skip(cls, index: RunIndex, why: str) -> CompactionResult:
+        """A run left alone: nothing read, nothing written."""
+        return cls(CompactionPlan(index.run_id, index.segments, (), 0, ()), False, skipped=why)
 
 
 def compact_run(
@@ -207,12 +213,16 @@ def compact_run(
     max_records: int = 16_384,
     max_bytes: int = 32 * 1024 * 1024,
     keyring: Keyring | None = None,
+    fresh_key: bool = False,
 ) -> CompactionResult:
     """Compact one ended run whose index (with ETag ``etag``) was just read.
 
     With a ``keyring`` that encrypts, the new segments and the index's sealed fields
     are (re-)encrypted under the current key, and a run with anything not under it
     is worth compacting for that alone; an encrypted run without one is refused.
+    ``fresh_key`` re-encrypts everything under a new data key even when the run's
+    keys are already under the current KEK (after ``rekey``: a data key an old KEK
+    once wrapped is retired with it).
     Raises ``RunStateError`` for a running run and ``IndexConflictError`` if the index
     changed meanwhile (the new segments are then deleted again). Cost: 1 GET per old
     segment, 1 PUT per new one, 1 PUT for the index; nothing is deleted here.
@@ -235,7 +245,7 @@ def compact_run(
         max_records=max_records,
         max_bytes=max_bytes,
     )
-    if sealer is not None and _needs_reencryption(index, sealer):
+    if sealer is not None and (fresh_key or _needs_reencryption(index, sealer)):
         plan = replace(plan, reencrypt=True)
     if dry_run or not plan.worthwhile:
         return CompactionResult(plan, done=False)
@@ -244,12 +254,16 @@ def compact_run(
     prev: str | None = None
     data_key = None
     if sealer is not None:
-        # Fields first: the data key under the current KEK is then in `opened.keys`.
+        data_key = (
+            sealer.new_key(index.run_id)
+            if fresh_key
+            else sealer.write_key(index.run_id, index.keys)
+        )
         opened = seal_index(
             open_index(index, keyring, index_key(index.run_id)).model_copy(update={"sealed": {}}),
             sealer,
+            data_key,
         )
-        data_key = sealer.write_key(index.run_id, opened.keys)
     for seg in plan.after:
         lines = [ln.raw for ln in seg.lines]
         if data_key is None:

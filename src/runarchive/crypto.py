@@ -11,8 +11,8 @@ A sealed segment object is one plaintext JSON header line, ``\\n``, then the
 AES-256-GCM ciphertext (tag appended) of the zstd frame a plaintext segment
 would be, with the header line as associated data: the header cannot be altered
 or moved to another segment without failing authentication. The nonce is derived
-from the data key and the plaintext's SHA-256, so a retried flush of the same
-records produces the same bytes and the same key (the create-only PUT is then a
+from the data key and the SHA-256 of the zstd frame it encrypts, so a retried flush
+of the same records produces the same bytes and the same key (the create-only PUT is then a
 no-op, as for plaintext segments).
 """
 
@@ -171,12 +171,28 @@ class Keyring:
             got = self._fresh.setdefault((run_id, current), (made, plain))
         return got
 
+    def new_key(self, run_id: str) -> tuple[DataKey, bytes]:
+        """A new data key for ``run_id`` under the current KEK, whatever the run has
+        (compaction with ``fresh_key``); :meth:`persisted` caches it once written."""
+        current = self.current
+        if current is None or self.writer is None:
+            raise KeyUnavailableError("", "this archive has no key to encrypt with")
+        plain, wrapped = self.writer.generate(current, context(run_id))
+        made = DataKey(
+            id=secrets.token_hex(4), kek=current, wrapped=b64(wrapped), created_at=utcnow()
+        )
+        with self._lock:
+            self._fresh[(run_id, "new:" + made.id)] = (made, plain)
+        return made, plain
+
     def persisted(self, run_id: str, keys: Sequence[DataKey]) -> None:
-        """Forget the fresh keys of ``run_id`` that ``keys`` (a written index) now holds."""
+        """Move the fresh keys of ``run_id`` that ``keys`` (a written index) now holds
+        to the unwrapped-key cache (so the next flush asks no provider)."""
         ids = {k.id for k in keys}
         with self._lock:
             for k in [k for k, (dk, _) in self._fresh.items() if k[0] == run_id and dk.id in ids]:
-                del self._fresh[k]
+                dk, plain = self._fresh.pop(k)
+                self._plain[(dk.kek, dk.wrapped)] = plain
 
     def rewrap(self, run_id: str, key: DataKey) -> DataKey | None:
         """``key`` wrapped by the current KEK, or ``None`` if it already is."""
@@ -231,8 +247,12 @@ def seal_segment(
     run_id: str, first_seq: int, last_seq: int, raw: bytes, key: DataKey, plain: bytes, level: int
 ) -> EncodedSegment:
     """Encrypt one segment's JSON Lines ``raw``; ``sha256`` is of the stored object."""
-    raw_sha = hashlib.sha256(raw).digest()
-    nonce = hmac.new(plain, _NONCE_LABEL + raw_sha, hashlib.sha256).digest()[:12]
+    frame = compress(raw, level)
+    # From the bytes that are encrypted, not from the JSON Lines: the same records
+    # compressed differently (another level or zstd version on a retry) must never
+    # share a nonce under one data key.
+    mac = hmac.new(plain, _NONCE_LABEL + hashlib.sha256(frame).digest(), hashlib.sha256)
+    nonce = mac.digest()[:12]
     header = orjson.dumps(
         {
             "type": SEALED_HEADER_TYPE,
@@ -247,7 +267,7 @@ def seal_segment(
             "nonce": b64(nonce),
         }
     )
-    body = header + b"\n" + AESGCM(plain).encrypt(nonce, compress(raw, level), header)
+    body = header + b"\n" + AESGCM(plain).encrypt(nonce, frame, header)
     return EncodedSegment(body=body, raw_bytes=len(raw), sha256=hashlib.sha256(body).hexdigest())
 
 
@@ -373,11 +393,14 @@ def _has(index: RunIndex, name: str) -> bool:
     return bool(value) if name == "metadata" else value is not None
 
 
-def seal_index(index: RunIndex, keyring: Keyring) -> RunIndex:
+def seal_index(
+    index: RunIndex, keyring: Keyring, data_key: tuple[DataKey, bytes] | None = None
+) -> RunIndex:
     """``index`` as a writer that encrypts stores it: plaintext agent data moved into
-    ``sealed`` (fields already sealed stay as they are) and format 3."""
+    ``sealed`` (fields already sealed stay as they are) and format 3. ``data_key``
+    defaults to the run's key under the current KEK (:meth:`Keyring.write_key`)."""
     todo = [n for n in SEALED_FIELDS if _has(index, n)]
-    key, plain = keyring.write_key(index.run_id, index.keys)
+    key, plain = data_key or keyring.write_key(index.run_id, index.keys)
     keys = index.keys if any(k.id == key.id for k in index.keys) else (*index.keys, key)
     sealed = dict(index.sealed)
     for name in todo:

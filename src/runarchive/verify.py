@@ -27,7 +27,7 @@ from runarchive.codec import (
     run_prefix,
     split_header,
 )
-from runarchive.crypto import Keyring, check_stored, segment_raw, split_sealed
+from runarchive.crypto import Keyring, check_stored, open_index, segment_raw, split_sealed
 from runarchive.errors import (
     CorruptObjectError,
     DecryptionError,
@@ -212,6 +212,22 @@ class _Verifier:
         res.records = ref.records
         return res
 
+    def sealed_fields(self, index: RunIndex) -> list[Problem]:
+        """An encrypted index's sealed metadata/result/error open (AES-GCM tags hold)."""
+        if not index.sealed:
+            return []
+        ikey = index_key(index.run_id)
+        try:
+            open_index(index, self.keyring, ikey)
+        except DecryptionError as exc:
+            return [_p("tampered", "error", index.run_id, ikey, exc.detail)]
+        except KeyUnavailableError as exc:
+            msg = f"sealed fields not opened (key {exc.key_id} unavailable)"
+            return [_p("not-decrypted", "warning", index.run_id, ikey, msg)]
+        except CorruptObjectError as exc:
+            return [_p("corrupt", "error", index.run_id, ikey, exc.detail)]
+        return []
+
     def segment(self, index: RunIndex, pos: int) -> _RunResult:
         ref, res, run = index.segments[pos], _RunResult(segments=1), index.run_id
         try:
@@ -377,6 +393,7 @@ class _Verifier:
             res.problems.append(_p("unreadable", "error", run_id, ikey, exc.detail))
             return None, res
         res.problems.extend(check_index(index))
+        res.problems.extend(self.sealed_fields(index))
         if entry is not None:
             res.problems.extend(_against_manifest(index, entry))
         if listed is not None:
