@@ -620,3 +620,34 @@ def test_nothing_decrypted_or_secret_reaches_the_logs(
         assert needle not in text
     for pk in plain_keys:
         assert pk.hex() not in text
+
+
+def test_encryption_required_refuses_plaintext_put_in_place_of_an_encrypted_run(
+    backend: Backend,
+) -> None:
+    enc = backend.open(encryption="local", encryption_keys=f"k1={K1}")
+    run_id = write_run(enc, n=4)
+    enc.flush()
+    # Someone with write access to the bucket replaces the run with a plaintext one.
+    forger = backend.open()
+    fake = forger.start_run(agent="bot", metadata={"note": "forged"})
+    fake.checkpoint("x", {"x": "forged"})
+    fake.complete()
+    forger.flush()
+    body = forger.store.get(index_key(fake.run_id)).body
+    forged = body.replace(fake.run_id.encode(), run_id.encode())
+    seg = forger.index(fake.run_id).segments[0]
+    seg_body = forger.store.get(seg.key).body
+    forger.store.put(seg.key.replace(fake.run_id, run_id), seg_body, mode="overwrite")
+    forger.store.put(index_key(run_id), forged, mode="overwrite")
+    # Without the setting the forgery reads as a plaintext run (the documented gap)...
+    lax = backend.open(encryption_keys=f"k1={K1}")
+    assert lax.restore(run_id).index.metadata == {"note": "forged"}
+    # ...with it, reading, resuming and verifying refuse it.
+    strict = backend.open(encryption="local", encryption_keys=f"k1={K1}", encryption_required=True)
+    with pytest.raises(EncryptionError, match="not encrypted"):
+        strict.restore(run_id)
+    report = strict.verify(run_id)
+    assert "plaintext" in {p.kind for p in report.problems if p.severity == "error"}
+    with pytest.raises(ConfigError, match="RUNARCHIVE_ENCRYPTION_REQUIRED"):
+        backend.open(encryption_keys=f"k1={K1}", encryption_required=True)

@@ -91,6 +91,13 @@ class Archive(Reader):
         self, config: ArchiveConfig, store: Store, key_provider: KeyProvider | None = None
     ) -> None:
         super().__init__(config, store, key_provider)
+        if config.encryption_required and not self.keyring.writes:
+            self.store.close()
+            raise ConfigError(
+                "setting 'encryption_required' (RUNARCHIVE_ENCRYPTION_REQUIRED) is set but "
+                "this archive has no key to encrypt with: set 'encryption' "
+                "(RUNARCHIVE_ENCRYPTION) and its key"
+            )
         try:
             self.cache = Cache(config.cache_dir, self.url)
         except Exception:
@@ -250,6 +257,7 @@ class Archive(Reader):
         except ObjectNotFoundError:
             raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}") from None
         index = parse_index(got.body, key)
+        self._check_required(index)
         if index.status != "running":
             raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
         # Before any write: without its key an encrypted run must not be taken over.

@@ -156,6 +156,11 @@ class ArchiveConfig(BaseSettings):
     encryption_kms_key_id: str | None = Field(
         default=None, min_length=1, description="KMS key (id, ARN or alias) for encryption=kms"
     )
+    encryption_required: bool = Field(
+        default=False,
+        description="refuse plaintext: readers reject runs and segments that are not "
+        "encrypted (a replaced index), writers refuse to open without a key to encrypt",
+    )
     kms_endpoint_url: str | None = Field(
         default=None, description="AWS KMS endpoint (LocalStack, moto); unset: AWS's"
     )

@@ -15,7 +15,7 @@ from typing import Any, Self
 from runarchive.codec import index_key
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.crypto import keyring_for, open_index
-from runarchive.errors import ObjectNotFoundError, RunNotFoundError
+from runarchive.errors import EncryptionError, ObjectNotFoundError, RunNotFoundError
 from runarchive.export import ExportResult, export_runs
 from runarchive.keys import KeyProvider
 from runarchive.manifest import Manifest, RunEntry
@@ -104,7 +104,22 @@ class Reader:
                 "started moments ago, its first flush may not have happened yet."
             ) from None
         index = parse_index(got.body, key)
+        self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index
+
+    def _check_required(self, index: RunIndex) -> None:
+        # With encryption_required, plaintext where ciphertext belongs is an attack
+        # (someone with write access replaced the index), not an old run.
+        if not self.config.encryption_required:
+            return
+        plain = [s.key for s in index.segments if s.dek is None]
+        if not index.keys or plain:
+            what = f"segment {plain[0]!r}" if plain and index.keys else "its index"
+            raise EncryptionError(
+                f"run {index.run_id!r} is not encrypted ({what} is plaintext) and "
+                "encryption_required is set: refusing to read it. If the run predates "
+                "encryption, compact it with encryption on; otherwise its index was replaced."
+            )
 
     def restore(
         self,
@@ -201,6 +216,7 @@ class Reader:
             workers=self.config.restore_workers,
             progress=progress,
             keyring=self.keyring,
+            encryption_required=self.config.encryption_required,
         )
 
     def close(self) -> None:

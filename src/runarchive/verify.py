@@ -179,8 +179,11 @@ class _RunResult:
 
 
 class _Verifier:
-    def __init__(self, store: Store, workers: int, keyring: Keyring | None) -> None:
+    def __init__(
+        self, store: Store, workers: int, keyring: Keyring | None, required: bool = False
+    ) -> None:
         self.store, self.workers, self.keyring = store, workers, keyring
+        self.required = required  # encryption_required: plaintext is an error
 
     def sealed_without_key(
         self, index: RunIndex, pos: int, body: bytes, res: _RunResult, exc: KeyUnavailableError
@@ -213,10 +216,21 @@ class _Verifier:
         return res
 
     def sealed_fields(self, index: RunIndex) -> list[Problem]:
-        """An encrypted index's sealed metadata/result/error open (AES-GCM tags hold)."""
+        """An encrypted index's sealed metadata/result/error open (AES-GCM tags hold);
+        with encryption required, nothing is plaintext."""
+        ikey = index_key(index.run_id)
+        if self.required:
+            plain = [
+                _p("plaintext", "error", index.run_id, s.key, "not encrypted")
+                for s in index.segments
+                if s.dek is None
+            ]
+            if not index.keys:
+                plain.insert(0, _p("plaintext", "error", index.run_id, ikey, "not encrypted"))
+            if plain:
+                return plain
         if not index.sealed:
             return []
-        ikey = index_key(index.run_id)
         try:
             open_index(index, self.keyring, ikey)
         except DecryptionError as exc:
@@ -466,6 +480,7 @@ def verify_runs(
     workers: int = 8,
     progress: bool | None = None,
     keyring: Keyring | None = None,
+    encryption_required: bool = False,
 ) -> VerifyReport:
     """Verify the given runs (``None``: every run the bucket or the manifest knows).
 
@@ -485,7 +500,7 @@ def verify_runs(
         ids = list(dict.fromkeys(run_ids))
         for rid in ids:
             listed[rid] = [m.key for m in store.list(run_prefix(rid))]
-    verifier, report = _Verifier(store, workers, keyring), VerifyReport()
+    verifier, report = _Verifier(store, workers, keyring, encryption_required), VerifyReport()
     indexes: list[RunIndex] = []
     for rid in ids:
         segs = [k for k in listed.get(rid, []) if "/seg/" in k]
