@@ -25,7 +25,7 @@ from typing import Any
 from common import S3Server, kib, run_bench, warm_bucket
 
 from runarchive import Archive, Reader
-from runarchive.cli import _simulate
+from runarchive.cli_demo import _simulate
 from runarchive.export import verify_export
 
 TARGET_VERIFY = 2.0  # verify / restore of the same run
