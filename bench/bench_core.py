@@ -1,10 +1,12 @@
 """Core benchmark of runarchive against its floor and a per-checkpoint S3 checkpointer.
 
-Run with ``make bench`` or ``.venv/bin/python bench/bench_core.py [--quick] [--json [PATH]]``.
+Run with ``make bench`` or ``.venv/bin/python bench/bench_core.py [--quick] [--json [PATH]]
+[--encryption-only | --no-encryption]``.
 
 It starts its own SeaweedFS (``tests/servers.py``) in a temporary directory, measures
-three things side by side in one process, prints a table and a targets section, and
-stops the server. Nothing is written into the repository.
+sections 1-3 side by side in one process, stops the server, runs section 4 on file://
+archives, and prints a table and a targets section. Nothing is written into the
+repository.
 
 1. Append latency of ``run.checkpoint(name, state)`` at the defaults (durability
    "local", archive on the SeaweedFS bucket, background flusher live) against
@@ -16,24 +18,31 @@ stops the server. Nothing is written into the repository.
 2. S3 requests and stored bytes for 1,000 checkpoints + 100 events of the same workload.
 3. Time to restore a 10,000-record run from the bucket alone (fresh Reader, no cache)
    against per-record GETs and a one-object transfer floor.
+4. Encryption off vs on (``encryption="local"``), two file:// archives, same workload,
+   interleaved: append latency at the defaults and of a 10,000-checkpoint backlog,
+   ``archive.flush()`` of that backlog (records/s, MB/s of raw JSON), stored bytes,
+   restore on a fresh Reader, and the in-memory encode/open of the same segments.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import os
 import platform
 import random
+import secrets
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +57,16 @@ from common import aws_env, kib, mib, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive, ArchiveConfig, Reader  # noqa: E402
-from runarchive.codec import decode_segment, split_header  # noqa: E402
+from runarchive.codec import (  # noqa: E402
+    decode_segment,
+    encode_segment,
+    index_key,
+    join_lines,
+    split_header,
+)
+from runarchive.crypto import seal_segment, segment_raw  # noqa: E402
 from runarchive.jsonvalue import check_json_value  # noqa: E402
+from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef  # noqa: E402
 
 NAMES = ("plan", "act", "observe", "reflect")
 ROLES = ("user", "assistant", "tool")
@@ -602,6 +619,314 @@ def bench_restore(
 
 
 # --------------------------------------------------------------------------
+# 4. encryption on vs off
+# --------------------------------------------------------------------------
+
+ENC_WINDOW = 12  # messages of context the agent keeps in its state (section 4's backlog)
+TARGET_ENC_APPEND_RATIO = 1.10
+# Flush only when asked: the backlog stays in the cache until archive.flush().
+_NO_BACKGROUND_FLUSH: dict[str, Any] = {
+    "flush_records": 10**9,
+    "flush_bytes": 2**50,
+    "flush_age": 1e9,
+    "policy": {"keep_all": True},  # every record is sealed and stored, none dropped
+}
+
+
+@contextmanager
+def no_runarchive_env() -> Iterator[None]:
+    """Hide RUNARCHIVE_* variables (RUNARCHIVE_ENCRYPTION...): "off" must be off."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("RUNARCHIVE_")}
+    for k in saved:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@dataclass
+class EncryptionResult:
+    warmup: int
+    samples: int
+    state_bytes_p50: float
+    append_off: Stat  # at the defaults, background flusher live
+    append_on: Stat
+    append_ratio_p50: float
+    append_ratio_p99: float
+    records: int  # backlog of one run
+    rounds: int
+    backlog_state_bytes_p50: float
+    backlog_raw_json_bytes: int  # sum of len(json.dumps(state)) over one backlog
+    backlog_append_off: Stat  # the backlogs' appends, no flush running
+    backlog_append_on: Stat
+    backlog_append_ratio_p50: float
+    backlog_append_ratio_p99: float
+    flush_off_s: list[float]
+    flush_on_s: list[float]
+    flush_off_median: float
+    flush_on_median: float
+    flush_off_records_per_s: float
+    flush_on_records_per_s: float
+    flush_off_mb_per_s: float
+    flush_on_mb_per_s: float
+    flush_ratio: float  # time, on / off
+    flush_requests_off: list[dict[str, int]]  # each round's flush: requests by operation
+    flush_requests_on: list[dict[str, int]]
+    segments: int
+    segment_raw_bytes: int
+    stored_off: int  # segment bytes of one run (median over rounds)
+    stored_on: int
+    stored_ratio: float
+    sealed_overhead_per_segment: float  # header line + "\n" + GCM tag, measured
+    index_bytes_off: int
+    index_bytes_on: int
+    restore_off_s: list[float]
+    restore_on_s: list[float]
+    restore_off_median: float
+    restore_on_median: float
+    restore_ratio: float
+    cpu_encode_off_s: float  # encode_segment vs seal_segment of the run's segments
+    cpu_encode_on_s: float
+    cpu_encode_ratio: float
+    cpu_open_off_s: float  # segment_raw: checks + decrypt + decompress, no record parsing
+    cpu_open_on_s: float
+    cpu_open_ratio: float
+    verified: bool
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def bench_encryption(
+    tmp: Path,
+    warmup: int,
+    samples: int,
+    records: int,
+    rounds: int,
+    restore_repeats: int,
+    cpu_repeats: int,
+) -> EncryptionResult:
+    """The same workload into two file:// archives under ``tmp``, encryption off and
+    on (``encryption="local"``, a random 256-bit key), interleaved step by step or
+    round by round with the order alternated, so drift hits both alike."""
+    perf = time.perf_counter
+    phase: dict[str, float] = {}
+    key = "k1=" + base64.b64encode(secrets.token_bytes(32)).decode()
+    settings: list[dict[str, Any]] = [{}, {"encryption": "local", "encryption_keys": key}]
+    urls = [(tmp / name).resolve().as_uri() for name in ("archive-off", "archive-on")]
+
+    def open_pair(tag: str, extra: dict[str, Any]) -> list[Archive]:
+        return [
+            Archive.open(url, cache_dir=tmp / f"{tag}-cache-{v}", **extra, **settings[v])
+            for v, url in enumerate(urls)
+        ]
+
+    # 4a. Append latency at the defaults (default policy, background flusher live) on
+    # section 1's growing transcript; both archives get the same state each step.
+    t_phase = perf()
+    archives = open_pair("lat", {})
+    runs = [a.start_run(agent="bench-enc-latency") for a in archives]
+    times: list[list[float]] = [[], []]
+    sizes: list[float] = []
+    transcript = Transcript(seed=1)
+    for i in range(warmup + samples):
+        name, state = transcript.step(i)
+        for k in range(2):  # order alternated step by step
+            v = (i + k) % 2
+            t0 = perf()
+            runs[v].checkpoint(name, state)
+            dt = perf() - t0
+            if i >= warmup:
+                times[v].append(dt)
+        if i >= warmup and i % 10 == 0:
+            sizes.append(float(len(json.dumps(state))))
+    for r in runs:
+        r.complete()
+    for a in archives:
+        a.close()
+    append_off, append_on = Stat.of(times[0]), Stat.of(times[1])
+    phase["append_defaults"] = perf() - t_phase
+
+    # 4b. Per round, one run per archive gets a backlog of `records` checkpoints (an
+    # agent keeping the last ENC_WINDOW messages) with no flush running; then
+    # archive.flush() is timed. Order alternated.
+    t_phase = perf()
+    transcript = Transcript(seed=5)
+    states: list[tuple[str, dict[str, Any]]] = []
+    for i in range(records):
+        name, state = transcript.step(i)
+        states.append((name, {**state, "messages": state["messages"][-ENC_WINDOW:]}))
+        if len(transcript.messages) > 4 * ENC_WINDOW:
+            del transcript.messages[:-ENC_WINDOW]
+    state_sizes = [len(json.dumps(s)) for _, s in states]
+    raw_json = sum(state_sizes)
+
+    archives = open_pair("flush", _NO_BACKGROUND_FLUSH)
+    back_t: list[list[float]] = [[], []]
+    flush_t: list[list[float]] = [[], []]
+    restore_t: list[list[float]] = [[], []]
+    stored: list[list[int]] = [[], []]
+    index_bytes = [0, 0]
+    flush_requests: list[list[dict[str, int]]] = [[], []]  # per flush, by operation
+    segments = seg_raw = 0
+    overheads: list[int] = []
+    verified = True
+    run_ids: list[tuple[str, str]] = []  # (off, on) per round
+    for rnd in range(rounds):
+        runs = [a.start_run(agent="bench-enc-flush") for a in archives]
+        for i, (name, state) in enumerate(states):
+            for k in range(2):
+                v = (i + k) % 2
+                t0 = perf()
+                runs[v].checkpoint(name, state)
+                back_t[v].append(perf() - t0)
+        order = (0, 1) if rnd % 2 == 0 else (1, 0)
+        for v in order:
+            gc.collect()
+            archives[v].store.reset()
+            t0 = perf()
+            archives[v].flush()  # the whole backlog: segments, index, manifest
+            flush_t[v].append(perf() - t0)
+            flush_requests[v].append(dict(archives[v].store.counts))
+        for r in runs:
+            r.complete()  # flushes too (a status-only index write), after the timing
+        run_ids.append((runs[0].run_id, runs[1].run_id))
+        for v in (0, 1):
+            index = archives[v].index(runs[v].run_id)
+            sealed = [s.format == SEALED_FORMAT and s.dek is not None for s in index.segments]
+            verified = verified and (all(sealed) and bool(index.keys) if v else not any(sealed))
+            verified = verified and sum(s.records for s in index.segments) == records
+            stored[v].append(index.stored_bytes)
+            index_bytes[v] = len(archives[v].store.get(index_key(runs[v].run_id)).body)
+            segments, seg_raw = len(index.segments), index.raw_bytes
+    phase["backlog_flush"] = perf() - t_phase
+
+    # 4c. CPU only, no cache or disk: the first round's segments encoded again
+    # (encode_segment vs seal_segment, what FlushEngine._encode calls) and opened
+    # (segment_raw: SHA-256, AES-GCM, zstd; the record parsing both share is left out).
+    t_phase = perf()
+    level = archives[0].config.compression_level
+    keyring = archives[1].keyring
+    inputs: list[tuple[str, RunIndex, list[tuple[SegmentRef, bytes, list[bytes]]]]] = []
+    for v in (0, 1):
+        run_id = run_ids[0][v]
+        index = archives[v].index(run_id, decrypt=False)
+        segs = []
+        for ref in index.segments:
+            body = archives[v].store.get(ref.key).body
+            lines = segment_raw(body, ref, run_id, keyring, index.keys).rstrip(b"\n").split(b"\n")
+            segs.append((ref, body, lines))
+            if v:  # what sealing adds to each object: its header line, "\n", the tag
+                overheads.append(len(body.partition(b"\n")[0]) + 1 + 16)
+        inputs.append((run_id, index, segs))
+    data_key = inputs[1][1].keys[0]
+    plain = keyring.plaintext(inputs[1][0], data_key)
+
+    def encode(v: int) -> None:
+        run_id, _, segs = inputs[v]
+        for ref, _, lines in segs:
+            if v:
+                raw = join_lines(lines[1:], lines[0])
+                seal_segment(run_id, ref.first_seq, ref.last_seq, raw, data_key, plain, level)
+            else:
+                encode_segment(lines[1:], level, lines[0])
+
+    def open_raw(v: int) -> None:
+        run_id, index, segs = inputs[v]
+        for ref, body, _ in segs:
+            segment_raw(body, ref, run_id, keyring, index.keys)
+
+    cpu: dict[str, list[list[float]]] = {"encode": [[], []], "open": [[], []]}
+    for rep in range(cpu_repeats):
+        for label, fn in (("encode", encode), ("open", open_raw)):
+            for v in (0, 1) if rep % 2 == 0 else (1, 0):
+                gc.collect()
+                t0 = perf()
+                fn(v)
+                cpu[label][v].append(perf() - t0)
+    for a in archives:
+        a.close()
+    phase["cpu"] = perf() - t_phase
+
+    # 4d. Restore each round's runs on a fresh Reader (open + restore), once the
+    # archives are closed (their caches' WAL checkpoints would land in the timings).
+    t_phase = perf()
+    for rep in range(restore_repeats):
+        for rnd, pair in enumerate(run_ids):
+            for v in (0, 1) if (rep + rnd) % 2 == 0 else (1, 0):
+                gc.collect()
+                t0 = perf()
+                reader = Reader.open(urls[v], **settings[v])
+                restored = reader.restore(pair[v], progress=False)
+                restore_t[v].append(perf() - t0)
+                reader.close()
+                verified = verified and (
+                    [r.seq for r in restored.records] == list(range(1, records + 1))
+                    and restored.checkpoints[-1].state == states[-1][1]
+                )
+                del restored
+    phase["restore"] = perf() - t_phase
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs)
+
+    off_back, on_back = Stat.of(back_t[0]), Stat.of(back_t[1])
+    f_off, f_on = med(flush_t[0]), med(flush_t[1])
+    r_off, r_on = med(restore_t[0]), med(restore_t[1])
+    s_off, s_on = int(statistics.median(stored[0])), int(statistics.median(stored[1]))
+    e_off, e_on = med(cpu["encode"][0]), med(cpu["encode"][1])
+    o_off, o_on = med(cpu["open"][0]), med(cpu["open"][1])
+    return EncryptionResult(
+        warmup=warmup,
+        samples=samples,
+        state_bytes_p50=pct(sizes, 50),
+        append_off=append_off,
+        append_on=append_on,
+        append_ratio_p50=append_on.p50 / append_off.p50,
+        append_ratio_p99=append_on.p99 / append_off.p99,
+        records=records,
+        rounds=rounds,
+        backlog_state_bytes_p50=pct([float(s) for s in state_sizes], 50),
+        backlog_raw_json_bytes=raw_json,
+        backlog_append_off=off_back,
+        backlog_append_on=on_back,
+        backlog_append_ratio_p50=on_back.p50 / off_back.p50,
+        backlog_append_ratio_p99=on_back.p99 / off_back.p99,
+        flush_off_s=flush_t[0],
+        flush_on_s=flush_t[1],
+        flush_off_median=f_off,
+        flush_on_median=f_on,
+        flush_off_records_per_s=records / f_off,
+        flush_on_records_per_s=records / f_on,
+        flush_off_mb_per_s=raw_json / f_off / 1e6,
+        flush_on_mb_per_s=raw_json / f_on / 1e6,
+        flush_ratio=f_on / f_off,
+        flush_requests_off=flush_requests[0],
+        flush_requests_on=flush_requests[1],
+        segments=segments,
+        segment_raw_bytes=seg_raw,
+        stored_off=s_off,
+        stored_on=s_on,
+        stored_ratio=s_on / s_off,
+        sealed_overhead_per_segment=statistics.fmean(overheads),
+        index_bytes_off=index_bytes[0],
+        index_bytes_on=index_bytes[1],
+        restore_off_s=restore_t[0],
+        restore_on_s=restore_t[1],
+        restore_off_median=r_off,
+        restore_on_median=r_on,
+        restore_ratio=r_on / r_off,
+        cpu_encode_off_s=e_off,
+        cpu_encode_on_s=e_on,
+        cpu_encode_ratio=e_on / e_off,
+        cpu_open_off_s=o_off,
+        cpu_open_on_s=o_on,
+        cpu_open_ratio=o_on / o_off,
+        verified=verified,
+        phase_seconds=phase,
+    )
+
+
+# --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
 
@@ -613,23 +938,149 @@ def stat_row(label: str, s: Stat, floor: Stat) -> str:
     )
 
 
-def report(
-    env: dict[str, Any],
-    lat: LatencyResult,
-    req: RequestsResult,
-    rst: RestoreResult,
-    total_s: float,
-) -> tuple[str, list[dict[str, Any]]]:
+def report_encryption(enc: EncryptionResult) -> tuple[list[str], list[dict[str, Any]]]:
+    """Section 4: lines of the report and their targets."""
     out: list[str] = []
     w = out.append
-    w("runarchive core benchmark")
-    w("=" * 100)
     w(
-        f"python {env['python']}, {env['cpus']} CPUs, {env['platform']}; SeaweedFS "
-        f"(weed mini) on 127.0.0.1, started in {env['seaweed_start_s']:.1f}s; temp dir "
-        f"{env['tmp']} (SQLite floor and runarchive cache on the same disk)"
+        '4. Encryption off vs on: encryption="local" (AES-256-GCM) against none, two file:// '
+        "archives in the temp dir, same workload, interleaved"
+    )
+    w(
+        f"   4a: run.checkpoint at the defaults (default policy, background flusher live), "
+        f"section 1's growing transcript (JSON p50 {kib(enc.state_bytes_p50)}), "
+        f"{enc.samples} samples each after {enc.warmup} warm-up steps, order alternated per step"
+    )
+    w(
+        f"   4b: per round, a backlog of {enc.records:,} checkpoints per run (policy keep_all; "
+        f"state = goal + last {ENC_WINDOW} messages, JSON p50 {kib(enc.backlog_state_bytes_p50)};"
+        f" {enc.backlog_raw_json_bytes / 1e6:.1f} MB raw JSON), appended with no flush running, "
+        f"then archive.flush() timed; {enc.rounds} rounds, order alternated; the runs restored "
+        f"{len(enc.restore_off_s) // enc.rounds}x each after the archives closed"
+    )
+    w(
+        f"  {'append latency':<60} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
+        f"{'max ms':>8} {'>50ms':>5}  {'p50/off':>7}"
+    )
+    w("  " + "-" * 121)
+    w(stat_row("4a off: run.checkpoint, defaults", enc.append_off, enc.append_off))
+    w(stat_row("4a on:  run.checkpoint, defaults", enc.append_on, enc.append_off))
+    n = enc.backlog_append_off.n
+    w(stat_row(f"4b off: backlog appends ({n:,})", enc.backlog_append_off, enc.backlog_append_off))
+    w(stat_row(f"4b on:  backlog appends ({n:,})", enc.backlog_append_on, enc.backlog_append_off))
+    w(
+        f"  ratio on / off: defaults p50 {enc.append_ratio_p50:.2f}x p99 "
+        f"{enc.append_ratio_p99:.2f}x; backlog p50 {enc.backlog_append_ratio_p50:.2f}x p99 "
+        f"{enc.backlog_append_ratio_p99:.2f}x (an append writes the local cache only: nothing "
+        "is encrypted before the flush)"
     )
     w("")
+    w(f"  {'flush, storage, restore':<66} {'off':>12} {'on':>12} {'on/off':>8}")
+    w("  " + "-" * 101)
+
+    def row(label: str, off: float, on: float, fmt: str, ratio: bool = True) -> None:
+        r = f"{on / off:>7.2f}x" if ratio else f"{'':>8}"
+        w(f"  {label:<66} {off:>12{fmt}} {on:>12{fmt}} {r}")
+
+    k = len(enc.flush_off_s)
+    row(
+        f"archive.flush() of the backlog, s (median of {k})",
+        enc.flush_off_median,
+        enc.flush_on_median,
+        ".3f",
+    )
+    row("  records/s", enc.flush_off_records_per_s, enc.flush_on_records_per_s, ",.0f")
+    row("  MB/s of raw JSON", enc.flush_off_mb_per_s, enc.flush_on_mb_per_s, ",.1f")
+    row(
+        "  requests to the store per flush (mean)",
+        statistics.fmean(sum(c.values()) for c in enc.flush_requests_off),
+        statistics.fmean(sum(c.values()) for c in enc.flush_requests_on),
+        ",.1f",
+    )
+    row(
+        f"stored segment bytes (segments per run: {enc.segments})",
+        enc.stored_off,
+        enc.stored_on,
+        ",d",
+    )
+    row("index.json bytes", enc.index_bytes_off, enc.index_bytes_on, ",d")
+    k = len(enc.restore_off_s)
+    row(
+        f"restore on a fresh Reader (open + restore), s (median of {k})",
+        enc.restore_off_median,
+        enc.restore_on_median,
+        ".3f",
+    )
+    row(
+        "  records/s",
+        enc.records / enc.restore_off_median,
+        enc.records / enc.restore_on_median,
+        ",.0f",
+    )
+    row(
+        "CPU only: encode the segments (encode_segment / seal_segment), s",
+        enc.cpu_encode_off_s,
+        enc.cpu_encode_on_s,
+        ".3f",
+    )
+    row(
+        "CPU only: open the segments (segment_raw), s", enc.cpu_open_off_s, enc.cpu_open_on_s, ".3f"
+    )
+    w(
+        f"  flush runs off {', '.join(f'{t:.3f}' for t in enc.flush_off_s)} s; on "
+        f"{', '.join(f'{t:.3f}' for t in enc.flush_on_s)} s. Restore runs off "
+        f"{', '.join(f'{t:.3f}' for t in enc.restore_off_s)} s; on "
+        f"{', '.join(f'{t:.3f}' for t in enc.restore_on_s)} s"
+    )
+
+    def ops(counts: list[dict[str, int]]) -> str:
+        return "; ".join(", ".join(f"{k} {n}" for k, n in sorted(c.items())) for c in counts)
+
+    w(
+        f"  requests per flush by round: off {ops(enc.flush_requests_off)}; on "
+        f"{ops(enc.flush_requests_on)} (segment and index PUTs, then the run's manifest "
+        "shard: a GET unless cached, a PUT)"
+    )
+    w(
+        f"  sealing adds {enc.sealed_overhead_per_segment:.0f} B per segment (header line with "
+        f"the wrapped data key and nonce, newline, 16 B GCM tag); stored on - off = "
+        f"{enc.stored_on - enc.stored_off:+,} B over {enc.segments} segments (the runs' ids and "
+        "timestamps differ, so the zstd frames differ by a few bytes too)"
+    )
+    w(
+        "  CPU only = the first round's segments encoded / opened again in memory, no cache or "
+        "disk: encode = what FlushEngine._encode calls (zstd, SHA-256, AES-GCM when sealed); "
+        "open = segment_raw (checks, decrypt, zstd), without the record parsing both share"
+    )
+    w(
+        f"  off stored plaintext, on sealed every segment and carries its data key in the "
+        f"index; all records restored in order with the right last state: "
+        f"{'yes' if enc.verified else 'NO'}"
+    )
+    w("")
+    targets = [
+        {
+            "target": f"encrypted append p50 <= {TARGET_ENC_APPEND_RATIO:.2f}x plaintext",
+            "value": f"{enc.append_ratio_p50:.2f}x ({enc.append_on.p50:.3f} vs "
+            f"{enc.append_off.p50:.3f} ms; backlog {enc.backlog_append_ratio_p50:.2f}x)",
+            "pass": enc.append_ratio_p50 <= TARGET_ENC_APPEND_RATIO,
+        },
+        {
+            "target": "encrypted run sealed, restored whole, in order",
+            "value": f"flush {enc.flush_ratio:.2f}x, restore {enc.restore_ratio:.2f}x, "
+            f"stored {enc.stored_ratio:.4f}x of plaintext",
+            "pass": enc.verified,
+        },
+    ]
+    return out, targets
+
+
+def report_core(
+    lat: LatencyResult, req: RequestsResult, rst: RestoreResult
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Sections 1-3: lines of the report and their targets."""
+    out: list[str] = []
+    w = out.append
     w(
         f"1. Append latency: growing transcript, {lat.samples} samples per method after "
         f"{lat.warmup} warm-up steps (excluded)"
@@ -836,6 +1287,40 @@ def report(
             "pass": rst.verified,
         },
     ]
+    return out, targets
+
+
+def report(
+    env: dict[str, Any],
+    lat: LatencyResult | None,
+    req: RequestsResult | None,
+    rst: RestoreResult | None,
+    enc: EncryptionResult | None,
+    total_s: float,
+) -> tuple[str, list[dict[str, Any]]]:
+    out: list[str] = []
+    w = out.append
+    w("runarchive core benchmark")
+    w("=" * 100)
+    server = (
+        f"SeaweedFS (weed mini) on 127.0.0.1, started in {env['seaweed_start_s']:.1f}s"
+        if env.get("seaweed_start_s") is not None
+        else "no SeaweedFS (section 4 only)"
+    )
+    w(
+        f"python {env['python']}, {env['cpus']} CPUs, {env['platform']}; {server}; temp dir "
+        f"{env['tmp']} (SQLite floor and runarchive cache on the same disk)"
+    )
+    w("")
+    targets: list[dict[str, Any]] = []
+    if lat is not None and req is not None and rst is not None:
+        lines, more = report_core(lat, req, rst)
+        out.extend(lines)
+        targets.extend(more)
+    if enc is not None:
+        lines, more = report_encryption(enc)
+        out.extend(lines)
+        targets.extend(more)
     w("targets")
     w("-" * 100)
     for t in targets:
@@ -846,7 +1331,7 @@ def report(
 
 
 def as_dict(obj: Any) -> Any:
-    if isinstance(obj, Stat | LatencyResult | RequestsResult | RestoreResult):
+    if isinstance(obj, Stat | LatencyResult | RequestsResult | RestoreResult | EncryptionResult):
         return {k: as_dict(v) for k, v in vars(obj).items()}
     if isinstance(obj, dict):
         return {k: as_dict(v) for k, v in obj.items()}
@@ -866,10 +1351,21 @@ class Scale:
     restore_records: int = 10_000
     get_loop: int = 10_000  # per-record GETs timed for the restore baseline
     repeats: int = 5  # restore and one-object floor runs (median reported)
+    enc_records: int = 10_000  # section 4: backlog of one run (warmup/samples as section 1)
+    enc_rounds: int = 2  # section 4: backlogs flushed per variant, order alternated
+    enc_restore_repeats: int = 4  # section 4: restores of each round's runs per variant
+    enc_cpu_repeats: int = 3  # section 4: in-memory encode/open repeats per variant
 
     @classmethod
     def quick(cls) -> Scale:
-        return cls(warmup=20, samples=300, restore_records=2000, get_loop=1000, repeats=3)
+        return cls(
+            warmup=20,
+            samples=300,
+            restore_records=2000,
+            get_loop=1000,
+            repeats=3,
+            enc_records=2000,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -882,49 +1378,96 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="also write the results as JSON (default path: %(const)s)",
     )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
+        "--encryption-only",
+        action="store_true",
+        help="run section 4 (encryption off vs on) alone; no SeaweedFS",
+    )
+    only.add_argument(
+        "--no-encryption", action="store_true", help="skip section 4 (encryption off vs on)"
+    )
     args = parser.parse_args(argv)
     scale = Scale.quick() if args.quick else Scale()
 
     began = time.perf_counter()
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+        "seaweed_start_s": None,
+        "tmp": tempfile.gettempdir(),
+        "quick": args.quick,
+        "scale": vars(scale),
+    }
+    lat: LatencyResult | None = None
+    req: RequestsResult | None = None
+    rst: RestoreResult | None = None
+    enc: EncryptionResult | None = None
     with tempfile.TemporaryDirectory(prefix="rabench-") as tmp_name:
         tmp = Path(tmp_name)
-        weed = SeaweedFS(tmp / "weed")
-        with weed as server, aws_env(server):
-            env = {
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(terse=True),
-                "seaweed_start_s": weed.startup_seconds or 0.0,
-                "tmp": tempfile.gettempdir(),
-                "quick": args.quick,
-                "scale": vars(scale),
-            }
+        if not args.encryption_only:
+            weed = SeaweedFS(tmp / "weed")
+            with weed as server, aws_env(server):
+                env["seaweed_start_s"] = weed.startup_seconds or 0.0
+                print(
+                    f"SeaweedFS up at {server.endpoint_url}; running (quick={args.quick})...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                t = time.perf_counter()
+                lat = bench_latency(server, tmp, scale.warmup, scale.samples)
+                print(
+                    f"  latency done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True
+                )
+                t = time.perf_counter()
+                req = bench_requests(
+                    server, tmp, scale.checkpoints, scale.events, with_keep_all=True
+                )
+                print(
+                    f"  requests done in {time.perf_counter() - t:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                t = time.perf_counter()
+                rst = bench_restore(
+                    server, tmp, scale.restore_records, scale.get_loop, scale.repeats
+                )
+                print(
+                    f"  restore done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True
+                )
+        if not args.no_encryption:
+            # After SeaweedFS stopped: section 4 uses file:// archives only.
+            t = time.perf_counter()
+            (tmp / "enc").mkdir()
+            with no_runarchive_env():
+                enc = bench_encryption(
+                    tmp / "enc",
+                    scale.warmup,
+                    scale.samples,
+                    scale.enc_records,
+                    scale.enc_rounds,
+                    scale.enc_restore_repeats,
+                    scale.enc_cpu_repeats,
+                )
             print(
-                f"SeaweedFS up at {server.endpoint_url}; running (quick={args.quick})...",
-                file=sys.stderr,
-                flush=True,
+                f"  encryption done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True
             )
-            t = time.perf_counter()
-            lat = bench_latency(server, tmp, scale.warmup, scale.samples)
-            print(f"  latency done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
-            t = time.perf_counter()
-            req = bench_requests(server, tmp, scale.checkpoints, scale.events, with_keep_all=True)
-            print(f"  requests done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
-            t = time.perf_counter()
-            rst = bench_restore(server, tmp, scale.restore_records, scale.get_loop, scale.repeats)
-            print(f"  restore done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
     total_s = time.perf_counter() - began
-    text, targets = report(env, lat, req, rst, total_s)
+    text, targets = report(env, lat, req, rst, enc, total_s)
     print(text)
     if args.json:
-        payload = {
-            "env": env,
-            "latency": as_dict(lat),
-            "requests": as_dict(req),
-            "restore": as_dict(rst),
-            "targets": targets,
-            "total_seconds": total_s,
-        }
+        payload: dict[str, Any] = {"env": env}
+        for name, part in (
+            ("latency", lat),
+            ("requests", req),
+            ("restore", rst),
+            ("encryption", enc),
+        ):
+            if part is not None:
+                payload[name] = as_dict(part)
+        payload["targets"] = targets
+        payload["total_seconds"] = total_s
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
         print(f"results written to {args.json}")
     return 0  # a benchmark, not a test: MISS is reported, not an error
