@@ -18,6 +18,7 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from runarchive import telemetry
 from runarchive.codec import (
     decompress_segment,
     encode_segment,
@@ -35,9 +37,12 @@ from runarchive.codec import (
 )
 from runarchive.errors import IndexConflictError, PreconditionFailedError, RunStateError
 from runarchive.faults import fault_point
+from runarchive.logs import log_run
 from runarchive.model import CompactionRecord, RetiredObject, RunIndex, SegmentRef, utcnow
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,11 @@ class CompactionResult:
     written: list[str] = field(default_factory=list)
 
 
+@telemetry.traced(
+    "runarchive.compact",
+    lambda store, index, *_, **__: {"run_id": index.run_id, "segments_before": len(index.segments)},
+    lambda res: {"segments_after": len(res.plan.after if res.done else res.plan.before)},
+)
 def compact_run(
     store: Store,
     index: RunIndex,
@@ -281,6 +291,17 @@ def compact_run(
             "changed, run it again"
         ) from None
     fault_point("compact.after_index")
+    log_run(
+        log,
+        logging.DEBUG,
+        index.run_id,
+        index.last_seq,
+        "compacted %d segments into %d (%d records into %d)",
+        len(index.segments),
+        len(refs),
+        plan.records_before,
+        plan.records_after,
+    )
     return CompactionResult(plan, True, record.stored_bytes_after, written)
 
 
