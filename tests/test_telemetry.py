@@ -248,7 +248,7 @@ def test_s3_store_reports_retries_of_client_errors_too() -> None:
 def test_without_the_hooks_the_functions_run_undecorated_and_counters_are_shared() -> None:
     assert telemetry.hooks is telemetry.NOOP or telemetry.hooks.active
     noop = telemetry.NOOP
-    assert noop.appends is noop.requests is telemetry.NOOP_COUNTER
+    assert noop.flushed_bytes is noop.requests is telemetry.NOOP_COUNTER
     with noop.span("x", {"a": 1}) as span:
         span.set_attribute("b", 2)
     assert noop.span("y") is telemetry.NOOP_SPAN

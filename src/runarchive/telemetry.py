@@ -16,9 +16,10 @@ Instruments (tracer and meter name ``runarchive``):
 
 * spans ``runarchive.flush``, ``runarchive.restore``, ``runarchive.manifest.update``,
   ``runarchive.compact``;
-* counters ``runarchive.appends`` (``type``), ``runarchive.flushed_bytes``,
-  ``runarchive.requests`` (``kind``), ``runarchive.retries`` (``source``),
-  ``runarchive.conflicts`` (``object``);
+* counters ``runarchive.appends`` (``type``; an observable counter fed by in-memory
+  counts, so that an append pays a lock and an integer increment, not the SDK's
+  ``add``), ``runarchive.flushed_bytes``, ``runarchive.requests`` (``kind``),
+  ``runarchive.retries`` (``source``), ``runarchive.conflicts`` (``object``);
 * observable gauges ``runarchive.backlog.records``, ``runarchive.backlog.bytes``,
   ``runarchive.backlog.age``, read from memory only (no I/O in their callbacks).
 
@@ -98,7 +99,6 @@ class Hooks:
     """The instruments runarchive reports to. This base class is the no-op set."""
 
     active = False
-    appends: Counter = NOOP_COUNTER
     flushed_bytes: Counter = NOOP_COUNTER
     requests: Counter = NOOP_COUNTER
     retried: Counter = NOOP_COUNTER
@@ -176,9 +176,6 @@ class _Live(Hooks):
             if meter_provider is None
             else meter_provider.get_meter(NAME, version)
         )
-        self.appends = meter.create_counter(
-            "runarchive.appends", unit="{record}", description="checkpoints and events appended"
-        )
         self.flushed_bytes = meter.create_counter(
             "runarchive.flushed_bytes",
             unit="By",
@@ -212,13 +209,27 @@ class _Live(Hooks):
                 unit=unit,
                 description=description,
             )
-        by_type = {t: {"type": t} for t in ("checkpoint", "event")}
-        appends = self.appends
+        # Appends are counted in memory and observed at collection: the SDK's add()
+        # costs ≈ 4 µs a call, this ≈ 0.15 µs (bench/bench_telemetry.py).
+        appended: dict[str, int] = {}
+        appended_lock = threading.Lock()
 
         def count(rtype: str) -> None:
-            appends.add(1, by_type.get(rtype) or {"type": rtype})
+            with appended_lock:
+                appended[rtype] = appended.get(rtype, 0) + 1
+
+        def observe_appends(_options: Any) -> Iterable[Any]:
+            with appended_lock:
+                totals = list(appended.items())
+            return [observation(n, {"type": rtype}) for rtype, n in totals]
 
         self.count_append = count
+        meter.create_observable_counter(
+            "runarchive.appends",
+            callbacks=[observe_appends],
+            unit="{record}",
+            description="checkpoints and events appended (acknowledged)",
+        )
 
     # -- spans -------------------------------------------------------------------
 
