@@ -62,7 +62,7 @@ def main() -> None:
     say("STEP complete")
     run.complete({"records": records})
     archive.flush()
-    if mode in ("compact", "gc"):
+    if mode in ("compact", "gc", "sealed-compact"):
         say("STEP compact")
         archive.compact(run_id)
     if mode == "gc":

@@ -36,8 +36,20 @@ CASES = [
     pytest.param("compact.after_segments", "compact", "STEP compact"),
     pytest.param("compact.after_index", "compact", "STEP compact"),
     pytest.param("gc.after_delete", "gc", "STEP gc"),
+    # Encrypted: a retried sealed flush must re-create the same bytes (same key), and
+    # a re-encrypting compaction must be repeatable.
+    pytest.param("flush.after_segment_put:2", "sealed", "STEP flush", marks=S3),
+    pytest.param("compact.after_segments", "sealed-compact", "STEP compact"),
 ]
-BACKEND = {"write": "seaweedfs", "multipart": "seaweedfs", "compact": "file", "gc": "file"}
+BACKEND = {
+    "write": "seaweedfs",
+    "multipart": "seaweedfs",
+    "compact": "file",
+    "gc": "file",
+    "sealed": "seaweedfs",
+    "sealed-compact": "file",
+}
+KEYS = {"encryption_keys": "k1=" + "B" * 43 + "="}
 RECORDS = 30
 MiB = 1024 * 1024
 
@@ -53,7 +65,14 @@ def _settings(backend: Backend, mode: str, cache_dir: Path) -> dict[str, Any]:
         settings |= {"multipart_threshold": 5 * MiB, "multipart_part_size": 5 * MiB}
     if mode == "gc":
         settings["check_conditional_writes"] = False  # no probe objects: gc deletes segments
+    if mode.startswith("sealed"):
+        settings |= {"encryption": "local", **KEYS}
     return settings
+
+
+def _reader(backend: Backend, mode: str) -> Reader:
+    keys = KEYS if mode.startswith("sealed") else {}
+    return Reader.open(backend.url, **backend.settings, **keys)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("spec", "mode", "last_step"), CASES)
@@ -103,7 +122,7 @@ def _crash_and_recover(backend: Backend, spec: str, mode: str, last_step: str) -
 
     # What the crash left in the bucket is sound: warnings (orphans, a lagging
     # manifest) at most, never an error.
-    reader = Reader.open(backend.url, **backend.settings)  # type: ignore[arg-type]
+    reader = _reader(backend, mode)
     try:
         before = reader.verify()
     finally:
@@ -125,7 +144,7 @@ def _crash_and_recover(backend: Backend, spec: str, mode: str, last_step: str) -
         gc_objects = archive.gc(grace=0).plan.objects
         clean = archive.verify()
         assert clean.problems == [], [str(p) for p in clean.problems]
-        if mode in ("compact", "gc"):
+        if mode in ("compact", "gc", "sealed-compact"):
             # The interrupted compaction / gc can be run again to its end.
             archive.compact(run_id)
             gc_objects += archive.gc(grace=0).plan.objects
@@ -134,7 +153,7 @@ def _crash_and_recover(backend: Backend, spec: str, mode: str, last_step: str) -
     finally:
         archive.close()
 
-    reader = Reader.open(backend.url, **backend.settings)  # type: ignore[arg-type]
+    reader = _reader(backend, mode)
     try:
         restored = reader.restore(run_id)
         entry = reader.manifest.lookup([run_id]).get(run_id)
@@ -153,6 +172,9 @@ def _crash_and_recover(backend: Backend, spec: str, mode: str, last_step: str) -
         else:
             assert body["i"] == rec.seq
     assert restored.index.status == "completed"
+    if mode.startswith("sealed"):
+        assert restored.index.keys
+        assert all(s.dek for s in restored.index.segments)
     # gc forgot every retired segment it deleted, even those a killed gc deleted.
     assert restored.index.retired == ()
     # Each orphan the crash left was either adopted by the retried flush (same range,

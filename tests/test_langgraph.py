@@ -68,14 +68,23 @@ def ids(saver: ArchiveSaver, config: RunnableConfig | None, **kw: Any) -> list[s
 # -- the conformance suite ---------------------------------------------------------
 
 
+ENCRYPTED = {"encryption": "local", "encryption_keys": "k1=" + "A" * 43 + "="}
+
+
 @pytest.mark.real_server
-@pytest.mark.parametrize("backend", ["file", "seaweedfs"], indirect=True)
-def test_conformance_suite_all_capabilities(backend: Backend) -> None:
-    """langgraph-checkpoint-conformance 0.0.2: 8 capabilities, 81 tests, 0 failures."""
+@pytest.mark.parametrize(
+    ("backend", "settings"),
+    [("file", {}), ("seaweedfs", {}), ("file", ENCRYPTED)],
+    indirect=["backend"],
+    ids=["file", "seaweedfs", "file-encrypted"],
+)
+def test_conformance_suite_all_capabilities(backend: Backend, settings: dict[str, Any]) -> None:
+    """langgraph-checkpoint-conformance 0.0.2: 8 capabilities, 81 tests, 0 failures
+    (also with client-side encryption on)."""
 
     @checkpointer_test(name=f"ArchiveSaver[{backend.name}]")
     async def factory() -> AsyncGenerator[ArchiveSaver, None]:
-        archive = backend.open()  # a fresh cache directory per capability suite
+        archive = backend.open(**settings)  # a fresh cache directory per capability suite
         try:
             yield ArchiveSaver(archive)
         finally:

@@ -15,10 +15,13 @@ from runarchive.errors import (
     ConditionalWritesUnsupportedError,
     ConfigError,
     CorruptObjectError,
+    DecryptionError,
+    EncryptionError,
     FencedError,
     FormatVersionError,
     IndexConflictError,
     InvalidInputError,
+    KeyUnavailableError,
     ManifestConflictError,
     ObjectLockedError,
     ObjectLockUnsupportedError,
@@ -33,6 +36,7 @@ from runarchive.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from runarchive.keys import KeyProvider, KmsKeyProvider, LocalKeyProvider
 from runarchive.manifest import RunEntry
 from runarchive.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
 from runarchive.policy import Policy
@@ -54,11 +58,17 @@ __all__ = [
     "ConditionalWritesUnsupportedError",
     "ConfigError",
     "CorruptObjectError",
+    "DecryptionError",
+    "EncryptionError",
     "Event",
     "FencedError",
     "FormatVersionError",
     "IndexConflictError",
     "InvalidInputError",
+    "KeyProvider",
+    "KeyUnavailableError",
+    "KmsKeyProvider",
+    "LocalKeyProvider",
     "ManifestConflictError",
     "ObjectLockUnsupportedError",
     "ObjectLockedError",

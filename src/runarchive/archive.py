@@ -27,9 +27,11 @@ from runarchive.cache import Cache, RunRow
 from runarchive.codec import index_key, run_prefix
 from runarchive.compact import CompactionResult, compact_run
 from runarchive.config import ArchiveConfig, load_config
+from runarchive.crypto import open_index, sealed_metadata
 from runarchive.errors import (
     CacheError,
     ConfigError,
+    EncryptionError,
     FormatVersionError,
     InvalidInputError,
     ObjectNotFoundError,
@@ -41,6 +43,7 @@ from runarchive.errors import (
 from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
 from runarchive.jsonvalue import check_json_value, dumps
+from runarchive.keys import KeyProvider
 from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
@@ -53,6 +56,7 @@ from runarchive.model import (
 )
 from runarchive.policy import Policy
 from runarchive.reader import Reader, make_store
+from runarchive.rekey import RekeyResult, rekey_run
 from runarchive.restore import execute_restore, plan_restore
 from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
 from runarchive.run import Run
@@ -84,14 +88,16 @@ class Archive(Reader):
     interpreter exit.
     """
 
-    def __init__(self, config: ArchiveConfig, store: Store) -> None:
-        super().__init__(config, store)
+    def __init__(
+        self, config: ArchiveConfig, store: Store, key_provider: KeyProvider | None = None
+    ) -> None:
+        super().__init__(config, store, key_provider)
         try:
             self.cache = Cache(config.cache_dir, self.url)
         except Exception:
             self.store.close()
             raise
-        self.engine = FlushEngine(self.cache, self.store, config)
+        self.engine = FlushEngine(self.cache, self.store, config, self.keyring)
         self._manifest = self.engine.manifest
         self.flusher = Flusher(self.engine, config)
         self._runs: dict[str, Run] = {}
@@ -113,6 +119,7 @@ class Archive(Reader):
         cache_dir: str | Path | None = None,
         config: ArchiveConfig | None = None,
         store: Store | None = None,
+        key_provider: KeyProvider | None = None,
         **settings: Any,
     ) -> Self:
         """Open the archive at ``url`` (``s3://bucket/prefix`` or ``file:///dir``).
@@ -120,7 +127,9 @@ class Archive(Reader):
         With no ``url`` and no ``RUNARCHIVE_URL``, the embedded default
         ``./.runarchive/archive`` is used. Other settings (see :class:`ArchiveConfig`)
         come as keyword arguments or ``RUNARCHIVE_*`` variables. ``store`` replaces
-        the backend the URL names (tests, custom backends).
+        the backend the URL names (tests, custom backends). ``key_provider`` (a
+        :class:`~runarchive.keys.KeyProvider`) encrypts new data and reads encrypted
+        runs, beside the ``encryption*`` settings (``docs/encryption.md``).
 
         At open, the archive checks once that the bucket enforces conditional writes
         (5 requests) and refuses it otherwise; bad settings raise ``ConfigError``. With
@@ -138,7 +147,11 @@ class Archive(Reader):
         except Exception:
             backend.close()
             raise
-        return cls(cfg, backend)
+        try:
+            return cls(cfg, backend, key_provider)
+        except ConfigError:  # a bad key file or key spec: found before the cache opens
+            backend.close()
+            raise
 
     # -- runs ------------------------------------------------------------------
 
@@ -242,6 +255,13 @@ class Archive(Reader):
         index = parse_index(got.body, key)
         if index.status != "running":
             raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
+        # Before any write: without its key an encrypted run must not be taken over.
+        metadata = open_index(index, self.keyring, key).metadata
+        if index.keys and not self.keyring.writes:
+            raise EncryptionError(
+                f"run {run_id!r} is encrypted; this archive would write its next records "
+                "in plaintext: set encryption (RUNARCHIVE_ENCRYPTION) and its key to resume it"
+            )
         try:
             policy = None if index.policy is None else Policy.model_validate(index.policy)
         except ValidationError as exc:
@@ -271,13 +291,16 @@ class Archive(Reader):
                 "its owner is still flushing); check archive.interrupted() and try again"
             ) from None
         records = execute_restore(
-            plan_restore(index), self.store, workers=self.config.restore_workers
+            plan_restore(index),
+            self.store,
+            workers=self.config.restore_workers,
+            keyring=self.keyring,
         )
         checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
         row = RunRow(
             run_id=run_id,
             agent=index.agent,
-            metadata=dumps(index.metadata).decode(),
+            metadata=dumps(metadata).decode(),
             status="running",
             created_at=format_ts(index.created_at),
             updated_at=format_ts(utcnow()),
@@ -393,23 +416,53 @@ class Archive(Reader):
                 level=self.config.compression_level,
                 dry_run=dry_run,
                 workers=self.config.restore_workers,
+                keyring=self.keyring,
             )
             entry = listed.get(rid)
             # Also when nothing was compacted now: a compaction killed between its index
             # swap and this patch left the manifest on the old chain.
             stale = entry is not None and getattr(entry, "chain_head", None) != index.chain_head
             if result.done or (stale and not dry_run):
-                new = self.index(rid) if result.done else index
+                new = self.index(rid, decrypt=False) if result.done else index
+                sealed = sealed_metadata(new)
                 self.manifest.patch_done(
                     rid,
                     {
                         "chain_head": new.chain_head,
                         "stored_bytes": new.stored_bytes,
                         "records": sum(s.records for s in new.segments),
-                    },
+                    }
+                    | (
+                        {  # re-encrypted: the entry's copy follows the index's
+                            "sealed_metadata": sealed.value.model_dump(mode="json"),
+                            "metadata_key": sealed.key.model_dump(mode="json"),
+                        }
+                        if sealed is not None
+                        else {}
+                    ),
                 )
             results.append(result)
         return results
+
+    def rekey(self, run_id: str | None = None) -> list[RekeyResult]:
+        """Re-wrap the data keys of one run, or (``None``) of every run, with the current
+        key-encryption key (``docs/encryption.md``, Key rotation). Segment bodies are
+        not rewritten; :meth:`compact` re-encrypts an ended run's bodies. Plaintext
+        runs are left as they are. Cost per run: 1 GET + 1 PUT of the index when a key
+        moves (1 GET otherwise), 1 provider call per key moved, 1-2 manifest requests;
+        16 manifest GETs to list every run."""
+        self._check_open()
+        if not self.keyring.writes:
+            raise ConfigError(
+                "rekey needs a current key: set encryption (RUNARCHIVE_ENCRYPTION) and the "
+                "new key (first in encryption_keys, current in the key file, or "
+                "encryption_kms_key_id); keep the old keys configured for reading"
+            )
+        if run_id is None:
+            ids = [e.run_id for e in self.manifest.entries(limit=None)]
+        else:
+            ids = [validate_run_id(run_id)]
+        return [rekey_run(self.store, self.manifest, self.keyring, rid) for rid in ids]
 
     def gc(self, *, dry_run: bool = False, grace: timedelta | float | None = None) -> GcReport:
         """Delete what no index needs once the grace period has passed: segments a

@@ -5,35 +5,36 @@ index as stored (``index.json``), a summary (``run.json``) and the raw segment
 objects (``segments/``), plus ``export.json``, a ``README`` and ``MANIFEST.sha256``.
 This module has what both sides need: the pure checks of an index's hash chain and
 of one segment (used by :mod:`runarchive.export` before it writes anything), the
-documents a bundle holds, and :func:`verify_export`, which re-checks a bundle in a
-``.tar``, a directory or a bucket.
+documents a bundle holds. :func:`~runarchive.bundle_verify.verify_export` re-checks a
+bundle in a ``.tar``, a directory or a bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import zstandard
 from pydantic import TypeAdapter, ValidationError
 
-from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
+from runarchive.crypto import Keyring, check_stored, open_segment, split_sealed
+from runarchive.errors import (
+    CorruptObjectError,
+    FormatVersionError,
+)
 from runarchive.model import (
     CHAIN_FROM_VERSION,
     FORMAT_VERSION,
     Checkpoint,
+    DataKey,
     Event,
     Record,
     RunIndex,
     SegmentRef,
-    parse_index,
-    validate_run_id,
 )
 from runarchive.store import Store
 
@@ -117,10 +118,31 @@ def check_chain(index: RunIndex) -> None:
 
 
 def check_segment(
-    ref: SegmentRef, body: bytes, prev: str | None, run_id: str
-) -> tuple[bytes, list[Checkpoint | Event]]:
+    ref: SegmentRef,
+    body: bytes,
+    prev: str | None,
+    run_id: str,
+    keyring: Keyring | None = None,
+    keys: Sequence[DataKey] = (),
+) -> tuple[bytes, list[Checkpoint | Event]] | None:
     """Verify one segment object against its ref and the chain (``prev``: the previous
-    segment's sha256); return its record lines (header removed) and records."""
+    segment's sha256); return its record lines (header removed) and records. A sealed
+    segment without ``keyring`` is checked as far as it can be (stored SHA-256,
+    plaintext header) and gives ``None``."""
+    if ref.dek is not None:
+        try:
+            check_stored(body, ref)
+            header, _, _ = split_sealed(body, ref.key)
+            if keyring is None:
+                for name in ("run", "first_seq", "last_seq", "dek"):
+                    want = run_id if name == "run" else getattr(ref, name)
+                    if header.get(name) != want:
+                        raise CheckFailed(f"sealed header {name} is {header.get(name)!r}")
+                return None
+            raw = open_segment(body, ref, run_id, keyring, keys)
+        except CorruptObjectError as exc:
+            raise CheckFailed(exc.detail) from None
+        return _check_plain(ref, raw, prev, run_id)
     try:
         raw = zstandard.ZstdDecompressor().decompress(body)
     except zstandard.ZstdError as exc:
@@ -130,6 +152,12 @@ def check_segment(
         raise CheckFailed(
             f"SHA-256 of the body is {_short(actual)}, the index says {_short(ref.sha256)}"
         )
+    return _check_plain(ref, raw, prev, run_id)
+
+
+def _check_plain(
+    ref: SegmentRef, raw: bytes, prev: str | None, run_id: str
+) -> tuple[bytes, list[Checkpoint | Event]]:
     rest, first_line = raw, 1
     if ref.format >= CHAIN_FROM_VERSION:
         head, _, rest = raw.partition(b"\n")
@@ -193,11 +221,20 @@ def segment_file(ref: SegmentRef) -> str:
     return "segments/" + ref.key.rsplit("/", 1)[-1]
 
 
-def run_document(index: RunIndex) -> dict[str, Any]:
-    """``run.json``: the run's metadata, counts, seq range, chain head and segments."""
-    dumped = index.model_dump(mode="json")
+def run_document(index: RunIndex, opened: RunIndex | None = None) -> dict[str, Any]:
+    """``run.json``: the run's metadata, counts, seq range, chain head and segments;
+    for an encrypted run its key ids, and the metadata of ``opened`` (its decrypted
+    index) if the export decrypts."""
+    dumped = (opened or index).model_dump(mode="json")
     segs = index.segments
-    return {
+    extra: dict[str, Any] = {}
+    if index.keys:
+        extra["encryption"] = {
+            "alg": "AES-256-GCM",
+            "decrypted": opened is not None,
+            "keys": [{"id": k.id, "kek": k.kek} for k in index.keys],
+        }
+    return extra | {
         "bundle_format": BUNDLE_FORMAT,
         **{k: dumped[k] for k in ("run_id", "agent", "metadata", "status")},
         **{k: dumped[k] for k in ("created_at", "updated_at", "ended_at", "result", "error")},
@@ -226,6 +263,7 @@ def run_document(index: RunIndex) -> dict[str, Any]:
                 "sha256": s.sha256,
                 "prev_sha256": s.prev_sha256,
             }
+            | ({"dek": s.dek} if s.dek is not None else {})
             for s in segs
         ],
     }
@@ -304,265 +342,20 @@ RE-CHECK THE HASH CHAIN of a run, in runs/<run_id>/
     cmp - records.jsonl
   (Segments of format 1, written before runarchive had the chain, have no header and no
   link; run.json gives each segment's "format".)
+{_sealed_text(doc)}"""
+
+
+def _sealed_text(doc: dict[str, Any]) -> str:
+    sealed = [r["run_id"] for r in doc["runs"] if r.get("sealed")]
+    if not sealed:
+        return ""
+    return f"""
+ENCRYPTED RUNS ({len(sealed)}: {", ".join(sealed[:5])}{" ..." if len(sealed) > 5 else ""})
+  These runs were exported sealed: their segments (segments/*.sealed) are AES-256-GCM
+  ciphertext and there is no records.jsonl. Steps 1-2 above work on them as they are
+  (sha256 and prev_sha256 are of the stored objects); steps 3-4 need the key.
+  run.json "encryption.keys" names the key-encryption key of each data key ("kek":
+  local:<id> or kms:<key>); index.json holds the wrapped data keys. With the key:
+  runarchive export --decrypt from the archive, or decrypt by hand as runarchive's
+  docs/format.md section 11 describes (Python's cryptography package, zstd, jq).
 """
-
-
-# -- verify_export ----------------------------------------------------------------
-
-
-class _Source:
-    """A bundle's files, whatever holds them; ``bad`` lists unsafe entries."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.bad: list[ExportProblem] = []
-
-    def read(self, name: str) -> bytes:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the tar file or the store."""
-
-
-class _DirSource(_Source):
-    def __init__(self, root: Path) -> None:
-        super().__init__()
-        self.root = root
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in [*dirnames, *filenames]:
-                full = Path(dirpath) / name
-                rel = full.relative_to(root).as_posix()
-                if full.is_symlink():
-                    self.bad.append(ExportProblem(rel, "a symbolic link; bundles hold files only"))
-                elif name in filenames:
-                    self.names.add(rel)
-
-    def read(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
-
-
-class _TarSource(_Source):
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
-        self.members: dict[str, tarfile.TarInfo] = {}
-        tops: set[str] = set()
-        for m in self.tar.getmembers():
-            parts = PurePosixPath(m.name).parts
-            if m.name.startswith("/") or ".." in parts:
-                self.bad.append(ExportProblem(m.name, "an unsafe path in the tar"))
-                continue
-            if parts:
-                tops.add(parts[0])
-            if m.isdir():
-                continue
-            if not m.isfile() or len(parts) < 2:
-                self.bad.append(ExportProblem(m.name, "not a file inside the bundle directory"))
-                continue
-            self.members["/".join(parts[1:])] = m
-        if len(tops) > 1:
-            self.bad.append(
-                ExportProblem(path.name, f"has {len(tops)} top-level entries, a bundle has one")
-            )
-        self.names = set(self.members)
-
-    def read(self, name: str) -> bytes:
-        f = self.tar.extractfile(self.members[name])
-        assert f is not None
-        return f.read()
-
-    def close(self) -> None:
-        self.tar.close()
-
-
-class _StoreSource(_Source):
-    def __init__(self, store: Store, owned: bool) -> None:
-        super().__init__()
-        self.store, self.owned = store, owned
-        self.names = {m.key for m in store.list("")}
-
-    def read(self, name: str) -> bytes:
-        return self.store.get(name).body
-
-    def close(self) -> None:
-        if self.owned:
-            self.store.close()
-
-
-def _open_source(bundle: str | os.PathLike[str] | Store, config: ArchiveConfig | None) -> _Source:
-    if isinstance(bundle, Store):
-        return _StoreSource(bundle, owned=False)
-    if isinstance(bundle, str) and bundle.startswith(("s3://", "file://")):
-        return _StoreSource(store_for_url(bundle, config), owned=True)
-    path = Path(os.fspath(bundle))
-    if path.is_dir():
-        return _DirSource(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path} does not exist; give a bundle .tar, directory or URL")
-    try:
-        return _TarSource(path)
-    except tarfile.TarError as exc:
-        raise InvalidInputError(f"{path} is not a tar file ({exc})") from None
-
-
-def verify_export(
-    bundle: str | os.PathLike[str] | Store, *, config: ArchiveConfig | None = None
-) -> list[ExportProblem]:
-    """Check a bundle (a ``.tar``, a directory, an ``s3://``/``file://`` URL or a Store);
-    return its problems, each naming a file. ``[]`` means the bundle is sound.
-
-    Checks: every file against ``MANIFEST.sha256`` and no file missing or extra; that
-    ``export.json``, ``run.json`` and ``index.json`` agree (chain heads, segments,
-    counts); ``records.jsonl`` parses, its seqs increase and fit the index's segments;
-    each segment decompresses to its sha256, its header and links hold up to
-    ``chain_head``, and its records are exactly those of ``records.jsonl``. Reads every
-    file twice (on a store: 1 LIST and 2 GETs per file); ``config`` gives the settings
-    for a URL (default: the ``RUNARCHIVE_*`` environment).
-    """
-    src = _open_source(bundle, config)
-    try:
-        return _verify(src)
-    finally:
-        src.close()
-
-
-def _verify(src: _Source) -> list[ExportProblem]:
-    out = list(src.bad)
-    listed: dict[str, str] = {}
-    if MANIFEST not in src.names:
-        out.append(ExportProblem(MANIFEST, "missing: the bundle cannot be checked without it"))
-    else:
-        for n, line in enumerate(src.read(MANIFEST).decode(errors="replace").splitlines(), 1):
-            m = _MANIFEST_LINE.fullmatch(line)
-            if m is None or m[2] in listed or m[2] == MANIFEST:
-                out.append(ExportProblem(MANIFEST, f"line {n} is malformed or repeated: {line!r}"))
-            else:
-                listed[m[2]] = m[1]
-    for path, want in sorted(listed.items()):
-        if path not in src.names:
-            out.append(ExportProblem(path, "missing: MANIFEST.sha256 lists it"))
-        elif (got := hashlib.sha256(src.read(path)).hexdigest()) != want:
-            out.append(
-                ExportProblem(
-                    path, f"SHA-256 is {_short(got)}, MANIFEST.sha256 says {_short(want)}"
-                )
-            )
-    for name in sorted(src.names - set(listed) - {MANIFEST}):
-        out.append(ExportProblem(name, "extra file: not listed in MANIFEST.sha256"))
-    doc = _json(src, EXPORT_JSON, out)
-    if not isinstance(doc, dict):
-        return out
-    fmt = doc.get("bundle_format")
-    if fmt != BUNDLE_FORMAT:
-        out.append(
-            ExportProblem(
-                EXPORT_JSON,
-                f"bundle_format is {fmt!r}; this runarchive reads {BUNDLE_FORMAT}"
-                + (": upgrade runarchive" if isinstance(fmt, int) and fmt > BUNDLE_FORMAT else ""),
-            )
-        )
-        return out
-    entries = doc.get("runs") if isinstance(doc.get("runs"), list) else None
-    if entries is None or not all(isinstance(e, dict) for e in entries):
-        out.append(ExportProblem(EXPORT_JSON, "runs is not a list of objects"))
-        return out
-    exported = [e.get("run_id") for e in entries]
-    present = {n.split("/")[1] for n in src.names if n.startswith("runs/") and n.count("/") >= 2}
-    for rid in sorted(present - {r for r in exported if isinstance(r, str)}):
-        out.append(ExportProblem(f"runs/{rid}/", "a run directory export.json does not list"))
-    for entry in entries:
-        out.extend(_verify_run(src, entry))
-    return out
-
-
-def _json(src: _Source, path: str, out: list[ExportProblem]) -> Any:
-    if path not in src.names:
-        out.append(ExportProblem(path, "missing"))
-        return None
-    try:
-        return orjson.loads(src.read(path))
-    except orjson.JSONDecodeError as exc:
-        out.append(ExportProblem(path, f"not JSON ({exc})"))
-        return None
-
-
-def _verify_run(src: _Source, entry: dict[str, Any]) -> list[ExportProblem]:
-    out: list[ExportProblem] = []
-    rid = entry.get("run_id")
-    try:
-        validate_run_id(rid)
-    except InvalidInputError as exc:
-        return [ExportProblem(EXPORT_JSON, f"a run has an invalid run_id: {exc}")]
-    assert isinstance(rid, str)
-    base = f"runs/{rid}/"
-    doc = _json(src, base + "run.json", out)
-    if base + "index.json" not in src.names:
-        return [*out, ExportProblem(base + "index.json", "missing")]
-    try:
-        index = parse_index(src.read(base + "index.json"), base + "index.json")
-        if index.run_id != rid:
-            raise CheckFailed(f"is the index of run {index.run_id!r}, not {rid!r}")
-        check_chain(index)
-    except (CheckFailed, CorruptObjectError, FormatVersionError) as exc:
-        where = f"{exc.key}: " if isinstance(exc, CheckFailed) and exc.key else ""
-        problem = exc.problem if isinstance(exc, CheckFailed) else str(exc)
-        return [*out, ExportProblem(base + "index.json", where + problem)]
-    summary = run_document(index)
-    if isinstance(doc, dict):
-        for k, want in summary.items():
-            if doc.get(k) != want:
-                out.append(ExportProblem(base + "run.json", f"{k} disagrees with index.json"))
-    for k in ("status", "last_seq", "records", "chain_head"):
-        if entry.get(k) != summary[k]:
-            out.append(ExportProblem(EXPORT_JSON, f"run {rid}: {k} disagrees with index.json"))
-    records = src.read(base + "records.jsonl") if base + "records.jsonl" in src.names else None
-    if records is None:
-        out.append(ExportProblem(base + "records.jsonl", "missing"))
-    else:
-        try:
-            _check_records(records, index)
-        except CheckFailed as bad:
-            out.append(ExportProblem(base + "records.jsonl", bad.problem))
-    parts: list[bytes] = []
-    prev: str | None = None
-    for ref in index.segments:
-        path = base + segment_file(ref)
-        if path not in src.names:
-            out.append(ExportProblem(path, "missing: run.json lists this segment"))
-            return out
-        try:
-            rest, _ = check_segment(ref, src.read(path), prev, rid)
-        except CheckFailed as bad:
-            out.append(ExportProblem(path, bad.problem))
-            return out
-        parts.append(rest)
-        prev = ref.sha256
-    if records is not None and b"".join(parts) != records:
-        out.append(
-            ExportProblem(base + "records.jsonl", "differs from the records of the segments")
-        )
-    return out
-
-
-def _check_records(raw: bytes, index: RunIndex) -> None:
-    """Records parse, seqs increase, and each segment's range holds its ref's counts."""
-    recs = parse_lines(raw, index.run_id)
-    refs, i, last = index.segments, 0, 0
-    counts = [[0, 0] for _ in refs]
-    for n, rec in enumerate(recs, 1):
-        if rec.seq <= last:
-            raise CheckFailed(f"line {n}: seq {rec.seq} does not increase")
-        last = rec.seq
-        while i < len(refs) and rec.seq > refs[i].last_seq:
-            i += 1
-        if i == len(refs):
-            raise CheckFailed(
-                f"line {n}: seq {rec.seq} is beyond the index's last_seq {index.last_seq}"
-            )
-        counts[i][0 if isinstance(rec, Checkpoint) else 1] += 1
-    for ref, (cps, evs) in zip(refs, counts, strict=True):
-        if (cps, evs) != (ref.checkpoints, ref.events):
-            raise CheckFailed(
-                f"seq {ref.first_seq}-{ref.last_seq}: {cps} checkpoints and {evs} events, "
-                f"index.json says {ref.checkpoints} and {ref.events}"
-            )

@@ -20,8 +20,10 @@ from typing import Any
 
 from runarchive.archive import Archive
 from runarchive.config import load_config
+from runarchive.crypto import keyring_for
 from runarchive.errors import RunArchiveError
 from runarchive.export import verify_export
+from runarchive.keys import add_key_to_file, new_local_key
 from runarchive.manifest import RunEntry
 from runarchive.model import Checkpoint, RunIndex
 from runarchive.reader import Reader
@@ -57,6 +59,9 @@ def _print_index(index: RunIndex) -> None:
         print(f"ended     {index.ended_at.isoformat()}")
     if index.metadata:
         print(f"metadata  {json.dumps(index.metadata)}")
+    if index.keys:
+        keks = sorted({k.kek for k in index.keys})
+        print(f"encrypted AES-256-GCM, {len(index.keys)} data key(s) under {', '.join(keks)}")
     print(
         f"records   seq 1..{index.last_seq}: "
         f"{sum(s.checkpoints for s in index.segments)} checkpoints, "
@@ -76,7 +81,8 @@ def _print_index(index: RunIndex) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with Reader.open(args.url) as reader:
-        index = reader.index(args.run)
+        # --json prints the index as stored; the text form decrypts what it can.
+        index = reader.index(args.run, decrypt=not args.json)
     if args.json:
         print(index.model_dump_json(indent=2))
     else:
@@ -230,6 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             until=args.until,
             status=args.status,
             dest=args.out,
+            decrypt=args.decrypt,
         )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -249,7 +256,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_export(args: argparse.Namespace) -> int:
-    problems = verify_export(args.bundle)
+    config = load_config(url=args.url)
+    # With keys configured, encrypted runs are decrypted and checked in full.
+    problems = verify_export(args.bundle, config=config, keyring=keyring_for(config))
     if args.json:
         doc = {
             "bundle": args.bundle,
@@ -319,6 +328,30 @@ def cmd_compact(args: argparse.Namespace) -> int:
             f"{_human(row['raw_bytes_after'])}, read {_human(row['bytes_read'])}"
         )
     print(f"{len(rows)} runs; replaced segments are deleted by `runarchive gc` after the grace")
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace) -> int:
+    with _maintenance(args) as archive:
+        results = archive.rekey(None if args.all else args.run)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        return 0
+    for r in results:
+        what = f"{r.rewrapped} of {r.keys} data keys re-wrapped" if r.keys else "plaintext"
+        froms = f" (from {', '.join(r.from_keks)})" if r.from_keks else ""
+        print(f"{r.run_id:36} {what}{froms}")
+    moved = sum(r.rewrapped for r in results)
+    print(f"{len(results)} runs, {moved} data keys now under {archive.keyring.current}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.file is None:  # print a key for RUNARCHIVE_ENCRYPTION_KEYS
+        print(f"{args.id or 'k1'}={new_local_key()}")
+        return 0
+    kid = add_key_to_file(args.file, args.id)
+    print(f"{kid} added to {args.file} and made current (older keys stay for reading)")
     return 0
 
 
@@ -466,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", required=True, help="a new FILE.tar, a new directory, or an s3:// / file:// URL"
     )
+    export.add_argument(
+        "--decrypt", action="store_true", help="decrypt encrypted runs into the bundle (needs keys)"
+    )
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.set_defaults(func=cmd_export)
 
@@ -508,6 +544,20 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=cmd_status)
 
+    rekey = sub.add_parser(
+        "rekey", help="re-wrap runs' data keys with the current key (bodies stay as they are)"
+    )
+    rekey.add_argument("run", nargs="?", metavar="RUN")
+    rekey.add_argument("--all", action="store_true", help="every run of the archive")
+    rekey.add_argument("--json", action="store_true")
+    rekey.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
+    rekey.set_defaults(func=cmd_rekey)
+
+    keygen = sub.add_parser("keygen", help="make a local encryption key (docs/encryption.md)")
+    keygen.add_argument("--file", help="add it to this key file and make it current")
+    keygen.add_argument("--id", help="key id (default: k1 printed, or k<n>-<random> in a file)")
+    keygen.set_defaults(func=cmd_keygen)
+
     stats = sub.add_parser("stats", help="a run's or the archive's storage, requests and cost")
     stats.add_argument("run", nargs="?", metavar="RUN", help="one run (default: the archive)")
     stats.add_argument("--objects", action="store_true", help="count objects (1 LIST/1,000)")
@@ -533,8 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs and --steps must be at least 1")
     if args.command == "verify" and bool(args.runs) == bool(args.all):
         parser.error("verify: give run ids or --all (not both)")
-    if args.command == "compact" and bool(args.run) == bool(args.all):
-        parser.error("compact: give a run id or --all (not both)")
+    if args.command in ("compact", "rekey") and bool(args.run) == bool(args.all):
+        parser.error(f"{args.command}: give a run id or --all (not both)")
     try:
         return int(args.func(args))
     except RunArchiveError as exc:

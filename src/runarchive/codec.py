@@ -4,6 +4,7 @@ Layout (relative to the archive root: the bucket prefix or the directory)::
 
     runs/<run_id>/index.json                              run index (CAS-updated)
     runs/<run_id>/seg/<first>-<last>-<sha16>.jsonl.zst    segments (create-only)
+    runs/<run_id>/seg/<first>-<last>-<sha16>.sealed       encrypted segments (format 3)
 
 ``<first>``/``<last>`` are the segment's seq range, zero-padded to 12 digits so
 keys sort in seq order; ``<sha16>`` is the first 16 hex digits of the SHA-256 of
@@ -47,11 +48,14 @@ def index_key(run_id: str) -> str:
     return f"runs/{run_id}/index.json"
 
 
-def segment_key(run_id: str, first_seq: int, last_seq: int, sha256: str) -> str:
-    """Deterministic key of a segment: seq range plus a prefix of the body hash."""
+def segment_key(
+    run_id: str, first_seq: int, last_seq: int, sha256: str, *, sealed: bool = False
+) -> str:
+    """Deterministic key of a segment: seq range plus a prefix of the body hash
+    (``.sealed`` for an encrypted one, whose hash is of the stored object)."""
     return (
         f"runs/{run_id}/seg/{first_seq:0{SEQ_DIGITS}d}-{last_seq:0{SEQ_DIGITS}d}"
-        f"-{sha256[:16]}.jsonl.zst"
+        f"-{sha256[:16]}" + (".sealed" if sealed else ".jsonl.zst")
     )
 
 
@@ -76,13 +80,18 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 
 
 def segment_header(
-    run_id: str, first_seq: int, last_seq: int, records: int, prev_sha256: str | None
+    run_id: str,
+    first_seq: int,
+    last_seq: int,
+    records: int,
+    prev_sha256: str | None,
+    fmt: int = CHAIN_FROM_VERSION,
 ) -> bytes:
-    """The header line of a format-2 segment (without its newline)."""
+    """The header line of a format-2 (3 when sealed) segment (without its newline)."""
     return orjson.dumps(
         {
             "type": HEADER_TYPE,
-            "format": CHAIN_FROM_VERSION,
+            "format": fmt,
             "run": run_id,
             "first_seq": first_seq,
             "last_seq": last_seq,
@@ -92,16 +101,26 @@ def segment_header(
     )
 
 
+def join_lines(lines: list[bytes], header: bytes | None = None) -> bytes:
+    """Record lines (each without its newline), after ``header`` if given, as JSON Lines."""
+    if header is not None:
+        lines = [header, *lines]
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def compress(raw: bytes, level: int = 3) -> bytes:
+    """One zstd frame with content size and checksum."""
+    return _compressor(level).compress(raw)
+
+
 def encode_segment(
     lines: list[bytes], level: int = 3, header: bytes | None = None
 ) -> EncodedSegment:
     """Join record lines (each without its newline), after ``header`` if given, into
     one compressed zstd frame."""
-    if header is not None:
-        lines = [header, *lines]
-    raw = b"\n".join(lines) + b"\n" if lines else b""
+    raw = join_lines(lines, header)
     return EncodedSegment(
-        body=_compressor(level).compress(raw),
+        body=compress(raw, level),
         raw_bytes=len(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
     )

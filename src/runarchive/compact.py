@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,17 +28,30 @@ import orjson
 
 from runarchive import telemetry
 from runarchive.codec import (
-    decompress_segment,
     encode_segment,
     index_key,
+    join_lines,
     segment_header,
     segment_key,
     split_header,
 )
-from runarchive.errors import IndexConflictError, PreconditionFailedError, RunStateError
+from runarchive.crypto import Keyring, open_index, seal_index, seal_segment, segment_raw
+from runarchive.errors import (
+    EncryptionError,
+    IndexConflictError,
+    PreconditionFailedError,
+    RunStateError,
+)
 from runarchive.faults import fault_point
 from runarchive.logs import log_run
-from runarchive.model import CompactionRecord, RetiredObject, RunIndex, SegmentRef, utcnow
+from runarchive.model import (
+    SEALED_FORMAT,
+    CompactionRecord,
+    RetiredObject,
+    RunIndex,
+    SegmentRef,
+    utcnow,
+)
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
 
@@ -79,6 +92,7 @@ class CompactionPlan:
     after: tuple[PlannedSegment, ...]
     records_before: int
     dropped: tuple[int, ...]  # seqs of checkpoints the policy no longer keeps
+    reencrypt: bool = False  # segments or fields not under the current key (or plaintext)
 
     @property
     def records_after(self) -> int:
@@ -87,8 +101,9 @@ class CompactionPlan:
 
     @property
     def worthwhile(self) -> bool:
-        """Whether it would drop a checkpoint or reduce the number of segments."""
-        return bool(self.dropped) or len(self.after) < len(self.before)
+        """Whether it would drop a checkpoint, reduce the number of segments or move the
+        run under the current encryption key."""
+        return bool(self.dropped) or len(self.after) < len(self.before) or self.reencrypt
 
     def summary(self) -> dict[str, Any]:
         """Objects read, written and retired; record and byte counts (``--dry-run``)."""
@@ -146,8 +161,10 @@ def plan_compaction(
     return CompactionPlan(index.run_id, index.segments, tuple(after), len(lines), dropped)
 
 
-def _read_lines(store: Store, ref: SegmentRef) -> list[Line]:
-    raw = decompress_segment(store.get(ref.key).body, ref.key, ref.sha256)
+def _read_lines(
+    store: Store, ref: SegmentRef, index: RunIndex, keyring: Keyring | None
+) -> list[Line]:
+    raw = segment_raw(store.get(ref.key).body, ref, index.run_id, keyring, index.keys)
     _, rest = split_header(raw, ref.key, ref.format)
     out = []
     for line in rest.splitlines():
@@ -158,15 +175,18 @@ def _read_lines(store: Store, ref: SegmentRef) -> list[Line]:
     return out
 
 
-def read_lines(store: Store, index: RunIndex, workers: int = 8) -> list[Line]:
-    """Every archived record line of a run, checked against the index's SHA-256s.
+def read_lines(
+    store: Store, index: RunIndex, workers: int = 8, keyring: Keyring | None = None
+) -> list[Line]:
+    """Every archived record line of a run, checked against the index's SHA-256s
+    (sealed segments decrypted with ``keyring``).
 
     Cost: 1 GET per segment, in parallel.
     """
     if not index.segments:
         return []
     with ThreadPoolExecutor(max_workers=min(workers, len(index.segments))) as pool:
-        parts = list(pool.map(lambda ref: _read_lines(store, ref), index.segments))
+        parts = list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), index.segments))
     return [ln for part in parts for ln in part]
 
 
@@ -196,9 +216,13 @@ def compact_run(
     workers: int = 8,
     max_records: int = 16_384,
     max_bytes: int = 32 * 1024 * 1024,
+    keyring: Keyring | None = None,
 ) -> CompactionResult:
     """Compact one ended run whose index (with ETag ``etag``) was just read.
 
+    With a ``keyring`` that encrypts, the new segments and the index's sealed fields
+    are (re-)encrypted under the current key, and a run with anything not under it
+    is worth compacting for that alone; an encrypted run without one is refused.
     Raises ``RunStateError`` for a running run and ``IndexConflictError`` if the index
     changed meanwhile (the new segments are then deleted again). Cost: 1 GET per old
     segment, 1 PUT per new one, 1 PUT for the index; nothing is deleted here.
@@ -208,22 +232,55 @@ def compact_run(
             f"run {index.run_id!r} is still running; compact it once it has completed or "
             "failed (its writer owns the index until then)"
         )
+    sealer = keyring if keyring is not None and keyring.writes else None
+    if sealer is None and index.keys:
+        raise EncryptionError(
+            f"run {index.run_id!r} is encrypted and this archive has no key to encrypt with: "
+            "compacting it would rewrite it in plaintext. Set encryption and its key."
+        )
     plan = plan_compaction(
         index,
-        read_lines(store, index, workers),
+        read_lines(store, index, workers, keyring),
         policy,
         max_records=max_records,
         max_bytes=max_bytes,
     )
+    if sealer is not None and _needs_reencryption(index, sealer):
+        plan = replace(plan, reencrypt=True)
     if dry_run or not plan.worthwhile:
         return CompactionResult(plan, done=False)
     refs: list[SegmentRef] = []
     written: list[str] = []
     prev: str | None = None
+    data_key = None
+    if sealer is not None:
+        # Fields first: the data key under the current KEK is then in `opened.keys`.
+        opened = seal_index(
+            open_index(index, keyring, index_key(index.run_id)).model_copy(update={"sealed": {}}),
+            sealer,
+        )
+        data_key = sealer.write_key(index.run_id, opened.keys)
     for seg in plan.after:
-        header = segment_header(index.run_id, seg.first_seq, seg.last_seq, len(seg.lines), prev)
-        enc = encode_segment([ln.raw for ln in seg.lines], level, header)
-        key = segment_key(index.run_id, seg.first_seq, seg.last_seq, enc.sha256)
+        lines = [ln.raw for ln in seg.lines]
+        if data_key is None:
+            header = segment_header(index.run_id, seg.first_seq, seg.last_seq, len(seg.lines), prev)
+            enc = encode_segment(lines, level, header)
+        else:
+            header = segment_header(
+                index.run_id, seg.first_seq, seg.last_seq, len(seg.lines), prev, SEALED_FORMAT
+            )
+            enc = seal_segment(
+                index.run_id,
+                seg.first_seq,
+                seg.last_seq,
+                join_lines(lines, header),
+                data_key[0],
+                data_key[1],
+                level,
+            )
+        key = segment_key(
+            index.run_id, seg.first_seq, seg.last_seq, enc.sha256, sealed=data_key is not None
+        )
         cps = sum(ln.type == "checkpoint" for ln in seg.lines)
         span = seg.last_seq - seg.first_seq + 1
         known = any(old.key == key for old in index.segments)
@@ -248,6 +305,7 @@ def compact_run(
                 first_ts=_first_ts(seg, index),
                 last_ts=_last_ts(seg, index),
                 prev_sha256=prev,
+                **({} if data_key is None else {"format": SEALED_FORMAT, "dek": data_key[0].id}),
             )
         )
         prev = enc.sha256
@@ -281,6 +339,20 @@ def compact_run(
             "updated_at": now,
         }
     )
+    if sealer is not None:
+        used = {r.dek for r in refs} | {v.dek for v in opened.sealed.values()}
+        new = new.model_copy(
+            update={
+                "format": SEALED_FORMAT,
+                "sealed": opened.sealed,
+                "metadata": opened.metadata,  # emptied by seal_index
+                "result": opened.result,
+                "error": opened.error,
+                # Keys of the retired segments are dropped: readers of the previous
+                # index have them, and rekey then only needs to touch live ones.
+                "keys": tuple(k for k in opened.keys if k.id in used),
+            }
+        )
     try:
         store.put(index_key(index.run_id), new.model_dump_json().encode(), mode=IfMatch(etag))
     except PreconditionFailedError:
@@ -291,6 +363,8 @@ def compact_run(
             "changed, run it again"
         ) from None
     fault_point("compact.after_index")
+    if sealer is not None:
+        sealer.persisted(index.run_id, new.keys)
     log_run(
         log,
         logging.DEBUG,
@@ -303,6 +377,14 @@ def compact_run(
         plan.records_after,
     )
     return CompactionResult(plan, True, record.stored_bytes_after, written)
+
+
+def _needs_reencryption(index: RunIndex, keyring: Keyring) -> bool:
+    """Whether a segment or sealed field of ``index`` is not under the current key."""
+    current = {k.id for k in index.keys if k.kek == keyring.current}
+    return any(r.dek not in current for r in index.segments) or any(
+        v.dek not in current for v in index.sealed.values()
+    )
 
 
 def _first_ts(seg: PlannedSegment, index: RunIndex) -> datetime:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runarchive.errors import ConfigError
@@ -141,6 +141,29 @@ class ArchiveConfig(BaseSettings):
         min_length=1,
         description='KMS key id/ARN/alias, only with sse="aws:kms"; unset: the bucket\'s key',
     )
+    # Client-side encryption (docs/encryption.md)
+    encryption: Literal["local", "kms"] | None = Field(
+        default=None,
+        description="encrypt new data client-side (AES-256-GCM) with data keys wrapped by "
+        "the local keys or by AWS KMS; unset: write plaintext (encrypted runs stay "
+        "readable with their keys configured)",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="local keys as id=BASE64[,id=BASE64...] (32 bytes each); the first "
+        "wraps new data keys, the others are kept for reading",
+    )
+    encryption_key_file: Path | None = Field(
+        default=None,
+        description='local key file {"current": id, "keys": {id: BASE64}} '
+        "(`runarchive keygen --file`)",
+    )
+    encryption_kms_key_id: str | None = Field(
+        default=None, min_length=1, description="KMS key (id, ARN or alias) for encryption=kms"
+    )
+    kms_endpoint_url: str | None = Field(
+        default=None, description="AWS KMS endpoint (LocalStack, moto); unset: AWS's"
+    )
     tag_segments: bool = Field(
         default=True,
         description="tag segment objects runarchive-object=segment (for lifecycle rules)",
@@ -184,6 +207,26 @@ class ArchiveConfig(BaseSettings):
                 "irreversible: no one, the account root included, can delete or shorten the "
                 "retention of a segment before it ends. Use GOVERNANCE, or set "
                 "'allow_compliance_lock' (RUNARCHIVE_ALLOW_COMPLIANCE_LOCK) = true to opt in"
+            )
+        if self.encryption_keys is not None and self.encryption_key_file is not None:
+            raise ValueError(
+                "settings 'encryption_keys' (RUNARCHIVE_ENCRYPTION_KEYS) and "
+                "'encryption_key_file' (RUNARCHIVE_ENCRYPTION_KEY_FILE) are both set: "
+                "give the local keys one way"
+            )
+        if self.encryption == "local" and (
+            self.encryption_keys is None and self.encryption_key_file is None
+        ):
+            raise ValueError(
+                "setting 'encryption' (RUNARCHIVE_ENCRYPTION) = local needs "
+                "'encryption_keys' (RUNARCHIVE_ENCRYPTION_KEYS) or 'encryption_key_file' "
+                "(RUNARCHIVE_ENCRYPTION_KEY_FILE); `runarchive keygen --file keys.json` makes one"
+            )
+        if self.encryption == "kms" and self.encryption_kms_key_id is None:
+            raise ValueError(
+                "setting 'encryption' (RUNARCHIVE_ENCRYPTION) = kms needs "
+                "'encryption_kms_key_id' (RUNARCHIVE_ENCRYPTION_KMS_KEY_ID): the KMS key id, "
+                "ARN or alias that wraps new data keys"
             )
         if self.sse_kms_key_id is not None and self.sse != "aws:kms":
             raise ValueError(

@@ -19,6 +19,9 @@ happened and what to do; they never contain credentials or object bodies.
     ├── IndexConflictError                  bucket index and cache disagree irreconcilably
     ├── ManifestConflictError               a manifest shard kept changing under retries
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
+    │   └── DecryptionError (EncryptionError too)  ciphertext fails authentication
+    ├── EncryptionError                     client-side encryption (docs/encryption.md)
+    │   └── KeyUnavailableError             a key is missing, wrong or its provider failed
     ├── FormatVersionError                  object written by a newer format version
     └── StoreError                          anything from the object store
         ├── ObjectNotFoundError (KeyError)
@@ -130,6 +133,30 @@ class CorruptObjectError(RunArchiveError):
             f"object {key!r} is corrupt: {problem}. Do not delete it; run `runarchive show` "
             "on the run and restore from a replica or an export if you have one."
         )
+
+
+class EncryptionError(RunArchiveError):
+    """Client-side encryption failed (``docs/encryption.md``). Messages name key ids,
+    never key material."""
+
+
+class KeyUnavailableError(EncryptionError):
+    """A key needed to encrypt or decrypt is not configured, is the wrong key for its
+    id, or its provider (AWS KMS) refused; ``key_id`` names it (``local:<id>``,
+    ``kms:<key>``)."""
+
+    def __init__(self, key_id: str, message: str) -> None:
+        self.key_id = key_id
+        super().__init__(message)
+
+
+class DecryptionError(EncryptionError, CorruptObjectError):
+    """An encrypted object's ciphertext failed AES-GCM authentication: it was altered
+    after it was written (or its data key was swapped). Names the object and key."""
+
+    def __init__(self, key: str, problem: str, key_id: str) -> None:
+        self.key_id = key_id
+        CorruptObjectError.__init__(self, key, problem)
 
 
 class FormatVersionError(RunArchiveError):

@@ -12,7 +12,8 @@ previous segment, the last one to ``chain_head``). A corrupt run is refused with
 ``CorruptObjectError`` naming the key. The bundle is staged in a temporary
 directory and published at the end (rename, create-only link, or uploads with the
 manifest last), so a failed export leaves nothing at ``dest``.
-The format and :func:`verify_export` are in :mod:`runarchive.bundle`.
+The format is in :mod:`runarchive.bundle`, :func:`verify_export` in
+:mod:`runarchive.bundle_verify`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ from runarchive.bundle import (
     run_document,
     segment_file,
     store_for_url,
-    verify_export,
 )
+from runarchive.bundle_verify import verify_export
 from runarchive.codec import index_key
+from runarchive.crypto import Keyring, open_index
 from runarchive.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -280,27 +282,41 @@ def _fetch(store: Store, refs: Sequence[SegmentRef], workers: int) -> Generator[
 
 
 def _stage_run(
-    store: Store, raw_index: bytes, index: RunIndex, staged: _Staged, workers: int, bar: Progress
+    store: Store,
+    raw_index: bytes,
+    index: RunIndex,
+    staged: _Staged,
+    workers: int,
+    bar: Progress,
+    keyring: Keyring | None,
 ) -> dict[str, Any]:
-    """Fetch, verify and stage one run; return its ``run.json`` document."""
+    """Fetch, verify and stage one run; return its ``run.json`` document. With a
+    ``keyring`` an encrypted run is decrypted into ``records.jsonl`` and ``run.json``;
+    without one it is staged sealed, with no ``records.jsonl``."""
     base = f"runs/{index.run_id}/"
     staged.write(base + "index.json", [raw_index])
+    opened = open_index(index, keyring, base + "index.json") if keyring and index.keys else None
+    sealed_only = bool(index.keys) and keyring is None
 
     def records() -> Iterator[bytes]:
         prev: str | None = None
         with contextlib.closing(_fetch(store, index.segments, workers)) as bodies:
             for ref, body in zip(index.segments, bodies, strict=True):
                 try:
-                    rest, _ = check_segment(ref, body, prev, index.run_id)
+                    got = check_segment(ref, body, prev, index.run_id, keyring, index.keys)
                 except CheckFailed as bad:
                     raise CorruptObjectError(ref.key, bad.problem) from None
                 staged.write(base + segment_file(ref), [body])
                 prev = ref.sha256
                 bar.step()
-                yield rest
+                yield got[0] if got is not None else b""
 
-    staged.write(base + "records.jsonl", records())
-    return run_document(index)
+    if sealed_only:
+        for _ in records():  # segments checked (without the key) and staged
+            pass
+    else:
+        staged.write(base + "records.jsonl", records())
+    return run_document(index, opened)
 
 
 def _public(url: str) -> str:
@@ -327,8 +343,10 @@ def export_runs(
     status: RunStatus | None = None,
     dest: str | os.PathLike[str] | Store,
     progress: bool | None = None,
+    decrypt: bool = False,
 ) -> ExportResult:
     """Write a bundle of the chosen runs at ``dest``; see :meth:`Reader.export`."""
+    keyring = reader.keyring if decrypt else None
     ids = select_runs(reader, run_ids, agent=agent, since=since, until=until, status=status)
     target = _target(dest, reader.config)
     workers = reader.config.restore_workers
@@ -343,7 +361,7 @@ def export_runs(
             staged = _Staged(staging)
             docs = []
             for raw, index in indexes:
-                doc = _stage_run(reader.store, raw, index, staged, workers, bar)
+                doc = _stage_run(reader.store, raw, index, staged, workers, bar, keyring)
                 staged.write(f"runs/{index.run_id}/run.json", [orjson.dumps(doc, option=_JSON)])
                 docs.append(doc)
             created = utcnow()
@@ -362,6 +380,7 @@ def export_runs(
                 "runs": [
                     {k: d[k] for k in ("run_id", "agent", "status", "last_seq", "records")}
                     | {"segments": len(d["segments"]), "chain_head": d["chain_head"]}
+                    | ({"sealed": not d["encryption"]["decrypted"]} if "encryption" in d else {})
                     for d in docs
                 ],
             }

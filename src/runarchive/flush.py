@@ -30,9 +30,11 @@ from datetime import datetime, timedelta
 
 from runarchive import telemetry
 from runarchive.cache import Cache, RecordInfo, RunRow
-from runarchive.codec import encode_segment, index_key, segment_header, segment_key
+from runarchive.codec import encode_segment, index_key, join_lines, segment_header, segment_key
 from runarchive.config import ArchiveConfig
+from runarchive.crypto import Keyring, seal_index, seal_segment, sealed_metadata
 from runarchive.errors import (
+    EncryptionError,
     FencedError,
     IndexConflictError,
     ObjectNotFoundError,
@@ -42,7 +44,7 @@ from runarchive.faults import fault_point
 from runarchive.jsonvalue import loads
 from runarchive.logs import log_run
 from runarchive.manifest import Manifest, RunEntry
-from runarchive.model import RunIndex, SegmentRef, format_ts, parse_index, utcnow
+from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, format_ts, parse_index, utcnow
 from runarchive.policy import KeptBytes, PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
 
@@ -91,9 +93,12 @@ def _with_status(index: RunIndex, row: RunRow) -> RunIndex:
 class FlushEngine:
     """Runs the flush protocol for one run at a time (per-run lock); thread-safe."""
 
-    def __init__(self, cache: Cache, store: Store, config: ArchiveConfig) -> None:
+    def __init__(
+        self, cache: Cache, store: Store, config: ArchiveConfig, keyring: Keyring | None = None
+    ) -> None:
         self.cache, self.store, self.config = cache, store, config
-        self.manifest = Manifest(store)
+        self.keyring = keyring
+        self.manifest = Manifest(store, keyring)
         self.pid = os.getpid()
         self.fenced: set[str] = set()  # runs another host took over (appends refuse)
         # Runs this process writes (started, resumed or reattached here). Only their
@@ -231,10 +236,17 @@ class FlushEngine:
         base = (
             RunIndex.model_validate_json(row.index_json) if row.index_json else _index_from_row(row)
         )
+        keyring = self.keyring if self.keyring is not None and self.keyring.writes else None
+        if keyring is None and base.keys:
+            raise EncryptionError(
+                f"run {row.run_id!r} is encrypted, and this archive has no key to encrypt "
+                "with: set encryption (RUNARCHIVE_ENCRYPTION) and its key, or its records "
+                f"would be archived in plaintext. They stay in {self.cache.path} meanwhile."
+            )
         ref: SegmentRef | None = None
         if batch:
             prev = base.segments[-1].sha256 if base.segments else None
-            ref, body = self._encode(row, batch, prev)
+            ref, body = self._encode(row, batch, prev, base, keyring)
             log_run(
                 log,
                 logging.DEBUG,
@@ -288,6 +300,8 @@ class FlushEngine:
         covered = batch[-1].seq if batch else now_row.archived_seq
         if now_row.status != "running" and covered >= now_row.last_seq:
             new = _with_status(new, now_row)
+        if keyring is not None:
+            new = seal_index(new, keyring)
         body_json = new.model_dump_json()
         mode: PutMode = IfMatch(row.index_etag) if row.index_etag else "create"
         try:
@@ -304,6 +318,8 @@ class FlushEngine:
             self._adopt(row, self._remote_index(row.run_id))
             return False
         fault_point("flush.after_index_put")
+        if keyring is not None:
+            keyring.persisted(row.run_id, new.keys)
         self.stats.index_writes += 1
         if ref is not None:
             self.stats.records += ref.records
@@ -338,6 +354,7 @@ class FlushEngine:
         """The manifest entry of a cached run, with a fresh lease if it is running."""
         index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
         running = row.status == "running"
+        sealed = sealed_metadata(index) if index is not None and index.keys else None
         return RunEntry(
             run_id=row.run_id,
             agent=row.agent,
@@ -354,7 +371,10 @@ class FlushEngine:
             last_seq=row.archived_seq,
             records=sum(s.records for s in index.segments) if index else 0,
             stored_bytes=index.stored_bytes if index else 0,
-            metadata=loads(row.metadata),
+            # An encrypted run's metadata is listed sealed, as its index holds it.
+            metadata={} if index is not None and index.keys else loads(row.metadata),
+            sealed_metadata=sealed.value if sealed else None,
+            metadata_key=sealed.key if sealed else None,
             chain_head=index.chain_head if index else None,
         )
 
@@ -407,7 +427,12 @@ class FlushEngine:
         return len(entries) - len(lost)
 
     def _encode(
-        self, row: RunRow, batch: list[RecordInfo], prev_sha256: str | None
+        self,
+        row: RunRow,
+        batch: list[RecordInfo],
+        prev_sha256: str | None,
+        base: RunIndex | None = None,
+        keyring: Keyring | None = None,
     ) -> tuple[SegmentRef, bytes]:
         pending = [PendingCheckpoint(r.seq, r.name) for r in batch if r.type == "checkpoint"]
         kept = select_checkpoints(pending, self.policy(row.run_id), row.first_checkpoint_seq)
@@ -415,10 +440,21 @@ class FlushEngine:
         # Only the kept lines are read: most snapshots of a busy run are dropped.
         lines = self.cache.lines(row.run_id, [r.seq for r in chosen])
         first, last = batch[0].seq, batch[-1].seq
-        header = segment_header(row.run_id, first, last, len(chosen), prev_sha256)
-        enc = encode_segment(lines, self.config.compression_level, header)
+        level = self.config.compression_level
+        dek: str | None = None
+        if keyring is None:
+            header = segment_header(row.run_id, first, last, len(chosen), prev_sha256)
+            enc = encode_segment(lines, level, header)
+        else:
+            key, plain = keyring.write_key(row.run_id, base.keys if base is not None else ())
+            header = segment_header(
+                row.run_id, first, last, len(chosen), prev_sha256, SEALED_FORMAT
+            )
+            raw = join_lines(lines, header)
+            enc = seal_segment(row.run_id, first, last, raw, key, plain, level)
+            dek = key.id
         ref = SegmentRef(
-            key=segment_key(row.run_id, first, last, enc.sha256),
+            key=segment_key(row.run_id, first, last, enc.sha256, sealed=dek is not None),
             first_seq=first,
             last_seq=last,
             records=len(chosen),
@@ -431,6 +467,7 @@ class FlushEngine:
             first_ts=datetime.fromisoformat(batch[0].ts),
             last_ts=datetime.fromisoformat(batch[-1].ts),
             prev_sha256=prev_sha256,
+            **({"format": SEALED_FORMAT, "dek": dek} if dek is not None else {}),
         )
         return ref, enc.body
 

@@ -36,8 +36,10 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer
 
 from runarchive import telemetry
+from runarchive.crypto import Keyring, open_value
 from runarchive.errors import (
     CorruptObjectError,
+    EncryptionError,
     FormatVersionError,
     InvalidInputError,
     ManifestConflictError,
@@ -45,7 +47,7 @@ from runarchive.errors import (
     PreconditionFailedError,
 )
 from runarchive.faults import fault_point
-from runarchive.model import RunStatus, format_ts, utcnow
+from runarchive.model import DataKey, RunStatus, SealedValue, format_ts, utcnow
 from runarchive.store import IfMatch, PutMode, Store
 
 SHARDS = 8
@@ -77,11 +79,24 @@ class RunEntry(BaseModel):
     stored_bytes: int = 0
     metadata: dict[str, Any] = Field(default_factory=dict)
     chain_head: str | None = None  # the run index's chain head when this entry was written
+    # An encrypted run's metadata, sealed as in its index, and the data key that opens
+    # it; readers with the key fill ``metadata`` in when they list.
+    sealed_metadata: SealedValue | None = None
+    metadata_key: DataKey | None = None
 
     @field_serializer("created_at", "updated_at", "ended_at", "lease_expires_at")
     def _fixed_width_utc(self, value: datetime | None) -> str | None:
         # Always UTC with 6 fraction digits, so that the text sorts as the time does.
         return None if value is None else format_ts(value)
+
+
+def _dump(entry: RunEntry) -> dict[str, Any]:
+    data = entry.model_dump(mode="json")
+    # Plaintext runs' entries keep the shape they had before encryption existed.
+    for name in ("sealed_metadata", "metadata_key"):
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
 
 
 def shard_of(run_id: str) -> int:
@@ -142,12 +157,43 @@ class Manifest:
     per attempt.
     """
 
-    def __init__(self, store: Store, *, seed: int | None = None) -> None:
+    def __init__(
+        self, store: Store, keyring: Keyring | None = None, *, seed: int | None = None
+    ) -> None:
         self.store = store
+        self.keyring = keyring  # opens encrypted runs' metadata when listing
+        # Whether listing may ask a remote key provider (KMS: one Decrypt per run not
+        # seen yet by this process) to open metadata; local keys are always used.
+        self.decrypt_remote = False
         self._known: dict[str, tuple[bytes, str]] = {}  # key -> (compressed body, ETag)
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
+
+    def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
+        entry = RunEntry.model_validate(data)
+        if entry.sealed_metadata is None or entry.metadata_key is None or self.keyring is None:
+            return entry
+        try:
+            meta = open_value(
+                entry.run_id,
+                "metadata",
+                entry.sealed_metadata,
+                self.keyring,
+                [entry.metadata_key],
+                f"manifest entry of run {entry.run_id}",
+                remote=self.decrypt_remote if remote is None else remote,
+            )
+        except EncryptionError as exc:
+            # One run's missing key must not fail a whole listing: it stays sealed.
+            log.debug(
+                "metadata of run %s stays sealed: %s",
+                entry.run_id,
+                exc,
+                extra={"run_id": entry.run_id},
+            )
+            return entry
+        return entry.model_copy(update={"metadata": meta})
 
     def _read(self, kind: Kind, shard: int) -> tuple[dict[str, dict[str, Any]], str | None]:
         key = shard_key(kind, shard)
@@ -209,7 +255,7 @@ class Manifest:
 
     def upsert_active(self, entry: RunEntry) -> None:
         """Add or replace a running run's entry."""
-        data = entry.model_dump(mode="json")
+        data = _dump(entry)
 
         def change(runs: dict[str, dict[str, Any]]) -> bool:
             current = runs.get(entry.run_id)
@@ -241,7 +287,7 @@ class Manifest:
                     if current is None or current.get("epoch", 0) > e.epoch:
                         lost.add(e.run_id)
                         continue
-                    runs[e.run_id] = e.model_dump(mode="json")
+                    runs[e.run_id] = _dump(e)
                     changed = True
                 return changed
 
@@ -251,7 +297,7 @@ class Manifest:
     def finish(self, entry: RunEntry) -> None:
         """Move a completed or failed run from ``active`` to ``done`` (2 CAS writes)."""
         shard = shard_of(entry.run_id)
-        data = entry.model_dump(mode="json")
+        data = _dump(entry)
 
         def add(runs: dict[str, dict[str, Any]]) -> bool:
             runs[entry.run_id] = data
@@ -263,8 +309,9 @@ class Manifest:
         self.update("done", shard, add)
         self.update("active", shard, remove)
 
-    def patch_done(self, run_id: str, fields: dict[str, Any]) -> None:
-        """Update fields of an ended run's entry (e.g. after a compaction); 1-2 requests."""
+    def patch_done(self, run_id: str, fields: dict[str, Any], kind: Kind = "done") -> None:
+        """Update fields of an ended run's entry (e.g. after a compaction), or of a
+        running one's with ``kind="active"``; 1-2 requests."""
 
         def change(runs: dict[str, dict[str, Any]]) -> bool:
             current = runs.get(run_id)
@@ -273,7 +320,7 @@ class Manifest:
             runs[run_id] = {**current, **fields}
             return True
 
-        self.update("done", shard_of(run_id), change)
+        self.update(kind, shard_of(run_id), change)
 
     def forget(self, run_id: str) -> None:
         """Remove a run from the manifest (after its objects were deleted)."""
@@ -308,8 +355,10 @@ class Manifest:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        decrypt_remote: bool | None = None,
     ) -> list[RunEntry]:
-        """Runs matching the filters (on ``created_at``, inclusive), newest first."""
+        """Runs matching the filters (on ``created_at``, inclusive), newest first.
+        ``decrypt_remote`` overrides :attr:`decrypt_remote` for this call."""
         for bound in (since, until):
             if bound is not None and bound.tzinfo is None:
                 raise InvalidInputError("since/until must be timezone-aware datetimes")
@@ -335,7 +384,8 @@ class Manifest:
             rows.sort(key=lambda d: (d["created_at"], d["run_id"]), reverse=True)
             if limit is not None:
                 rows = rows[:limit]
-            return [RunEntry.model_validate(d) for d in rows]
+            remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
+            return [self._entry(d, remote) for d in rows]
 
     def lookup(self, run_ids: Iterable[str]) -> dict[str, RunEntry]:
         """The entries of these runs (absent ids are left out), ``done`` winning.
@@ -347,9 +397,7 @@ class Manifest:
         for kind in KINDS:  # "done" last: it wins over a stale "active" copy
             for shard in sorted({shard_of(r) for r in wanted}):
                 runs, _ = self._read(kind, shard)
-                found.update(
-                    (rid, RunEntry.model_validate(d)) for rid, d in runs.items() if rid in wanted
-                )
+                found.update((rid, self._entry(d)) for rid, d in runs.items() if rid in wanted)
         return found
 
     def interrupted(self, stale_after: timedelta = timedelta(0)) -> list[RunEntry]:
@@ -361,7 +409,7 @@ class Manifest:
         cutoff = format_ts(utcnow() - stale_after)
         with _gc_paused():
             out = [
-                RunEntry.model_validate(data)
+                self._entry(data, True)  # few runs: opening their metadata is cheap
                 for data in self._read_all(("active",)).values()
                 if data.get("status") == "running"
                 and (data.get("lease_expires_at") or "") < cutoff  # fixed-width UTC text

@@ -18,10 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Version 2: segment bodies start with a header line that links each segment to the
 # previous one (the hash chain); version-1 segments (no header) stay readable.
 CHAIN_FROM_VERSION = 2
+# Version 3: client-side encryption (sealed segments, data keys and sealed fields in
+# the index). Plaintext runs are still written as version 2, so that runarchive
+# versions that read up to 2 keep reading every run that does not need 3.
+PLAIN_FORMAT = 2
+SEALED_FORMAT = 3
 
 RunStatus = Literal["running", "completed", "failed"]
 
@@ -119,10 +124,34 @@ class SegmentRef(_Persisted):
     sha256: str  # of the uncompressed body
     first_ts: datetime
     last_ts: datetime
-    format: StrictInt = FORMAT_VERSION
+    format: StrictInt = PLAIN_FORMAT
     # SHA-256 of the previous segment's body (None for the run's first): the hash
     # chain, also written in the segment's own header line (format >= 2).
     prev_sha256: str | None = None
+    # Sealed segments (format 3): the id of the run's data key (RunIndex.keys) that
+    # encrypts it; sha256 is then of the stored object, so the chain can be checked
+    # without the key.
+    dek: str | None = None
+
+
+class DataKey(_Persisted):
+    """A run's data key, wrapped by a key-encryption key (``kek``: ``local:<id>`` or
+    ``kms:<key>``). ``rekey`` replaces ``kek``/``wrapped``; ``id`` never changes."""
+
+    id: str
+    kek: str
+    wrapped: str  # base64
+    alg: Literal["AES-256-GCM"] = "AES-256-GCM"
+    created_at: datetime
+
+
+class SealedValue(_Persisted):
+    """A JSON value encrypted with a run's data key ``dek`` (AES-256-GCM, associated
+    data ``runarchive:<run_id>:<field>``): base64 ``nonce`` and ``ct`` (with tag)."""
+
+    dek: str
+    nonce: str
+    ct: str
 
 
 class RetiredObject(_Persisted):
@@ -149,7 +178,7 @@ class CompactionRecord(_Persisted):
 class RunIndex(_Persisted):
     """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
 
-    format: StrictInt = FORMAT_VERSION
+    format: StrictInt = PLAIN_FORMAT
     run_id: str
     agent: str
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -173,6 +202,11 @@ class RunIndex(_Persisted):
     # None means the writing archive's configured policy. Kept as plain JSON so a
     # reader never fails on a policy field a later version adds; writers validate it.
     policy: dict[str, Any] | None = None
+    # Client-side encryption (format 3): the run's wrapped data keys, and the fields
+    # that carry agent data (metadata, result, error) sealed; those fields are then
+    # empty in plaintext. Reader.index() opens them when the key is configured.
+    keys: tuple[DataKey, ...] = ()
+    sealed: dict[str, SealedValue] = Field(default_factory=dict)
 
     @property
     def stored_bytes(self) -> int:

@@ -15,8 +15,10 @@ from typing import Any, Self
 from runarchive import telemetry
 from runarchive.codec import index_key
 from runarchive.config import ArchiveConfig, load_config, parse_url
+from runarchive.crypto import keyring_for, open_index
 from runarchive.errors import ObjectNotFoundError, RunNotFoundError
 from runarchive.export import ExportResult, export_runs
+from runarchive.keys import KeyProvider
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import RunIndex, RunStatus, parse_index, validate_run_id
 from runarchive.restore import RestoredRun, execute_restore, plan_restore
@@ -62,11 +64,14 @@ class Reader:
     writer and on a fresh host.
     """
 
-    def __init__(self, config: ArchiveConfig, store: Store) -> None:
+    def __init__(
+        self, config: ArchiveConfig, store: Store, key_provider: KeyProvider | None = None
+    ) -> None:
         self.config = config
         self.url = config.resolved_url
         self.store = store if isinstance(store, CountingStore) else CountingStore(store)
         telemetry.attach(config.telemetry, self.store)  # no-op unless runarchive[otel]
+        self.keyring = keyring_for(config, key_provider)
         self._manifest: Manifest | None = None
 
     @classmethod
@@ -76,17 +81,21 @@ class Reader:
         *,
         config: ArchiveConfig | None = None,
         store: Store | None = None,
+        key_provider: KeyProvider | None = None,
         **settings: Any,
     ) -> Self:
         """Open ``url`` (or the configured / embedded default archive) for reading.
 
+        ``key_provider`` adds a key source for encrypted runs (``docs/encryption.md``).
         No request is made until the first read.
         """
         cfg = config or load_config(url=url, **settings)
-        return cls(cfg, store or make_store(cfg))
+        return cls(cfg, store or make_store(cfg), key_provider)
 
-    def index(self, run_id: str) -> RunIndex:
-        """A run's index as the bucket has it (one GET)."""
+    def index(self, run_id: str, *, decrypt: bool = True) -> RunIndex:
+        """A run's index (one GET). An encrypted run's sealed metadata, result and
+        error are decrypted into place (``KeyUnavailableError`` naming the key if it
+        is not configured); ``decrypt=False`` returns the index as stored."""
         validate_run_id(run_id)
         key = index_key(run_id)
         try:
@@ -96,7 +105,8 @@ class Reader:
                 f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
                 "started moments ago, its first flush may not have happened yet."
             ) from None
-        return parse_index(got.body, key)
+        index = parse_index(got.body, key)
+        return open_index(index, self.keyring, key) if decrypt else index
 
     def restore(
         self,
@@ -116,7 +126,11 @@ class Reader:
         index = self.index(run_id)
         plan = plan_restore(index, seq=seq, at=at)
         records = execute_restore(
-            plan, self.store, workers=self.config.restore_workers, progress=progress
+            plan,
+            self.store,
+            workers=self.config.restore_workers,
+            progress=progress,
+            keyring=self.keyring,
         )
         return RestoredRun(index, tuple(records))
 
@@ -124,7 +138,7 @@ class Reader:
     def manifest(self) -> Manifest:
         """The run manifest of this archive (read and CAS-updated lazily)."""
         if self._manifest is None:
-            self._manifest = Manifest(self.store)
+            self._manifest = Manifest(self.store, self.keyring)
         return self._manifest
 
     def list_runs(
@@ -135,12 +149,23 @@ class Reader:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = 1000,
+        decrypt_metadata: bool = False,
     ) -> list[RunEntry]:
         """Runs from the manifest, newest first, filtered on status, agent and creation
         time. Never lists the bucket. Cost: 8 GETs for ``status="running"`` (or a
-        finished status), 16 otherwise, in parallel."""
+        finished status), 16 otherwise, in parallel.
+
+        Encrypted runs' metadata is opened with local keys; under a KMS key it stays
+        sealed (``metadata == {}``, ``sealed_metadata`` set) unless
+        ``decrypt_metadata=True``: one KMS ``Decrypt`` per run not yet seen by this
+        process. A run whose key is missing is listed sealed, never an error."""
         return self.manifest.entries(
-            status=status, agent=agent, since=since, until=until, limit=limit
+            status=status,
+            agent=agent,
+            since=since,
+            until=until,
+            limit=limit,
+            decrypt_remote=decrypt_metadata,
         )
 
     def interrupted(self, stale_after: timedelta | float = 0.0) -> list[RunEntry]:
@@ -172,7 +197,12 @@ class Reader:
                 validate_run_id(rid)
             entries = self.manifest.lookup(ids)
         return verify_runs(
-            self.store, ids, entries, workers=self.config.restore_workers, progress=progress
+            self.store,
+            ids,
+            entries,
+            workers=self.config.restore_workers,
+            progress=progress,
+            keyring=self.keyring,
         )
 
     def close(self) -> None:
@@ -195,6 +225,7 @@ class Reader:
         status: RunStatus | None = None,
         dest: str | Path | Store,
         progress: bool | None = None,
+        decrypt: bool = False,
     ) -> ExportResult:
         """Write a self-contained, checkable bundle of runs (``docs/export.md``).
 
@@ -208,7 +239,9 @@ class Reader:
         up to ``chain_head``); a corrupt run raises ``CorruptObjectError`` naming the key
         and nothing is left at ``dest``. ``progress=None`` shows a bar on a terminal.
         Only the bucket is read: on a writer, ``flush()`` first to include records
-        still in this host's cache.
+        still in this host's cache. Encrypted runs are exported sealed (ciphertext
+        segments, the index with its wrapped data keys, no ``records.jsonl``) unless
+        ``decrypt=True``, which needs their keys and writes plaintext records.
 
         Cost: 16 GETs for a filter (8 with ``status``), 1 GET per run index and per
         segment (``restore_workers`` in parallel), 1 LIST + 1 PUT per bundle file to a
@@ -224,6 +257,7 @@ class Reader:
             status=status,
             dest=dest,
             progress=progress,
+            decrypt=decrypt,
         )
 
     def stats(self, run_id: str | None = None, *, objects: bool = False) -> Stats:
@@ -235,7 +269,7 @@ class Reader:
         if run_id is None:
             result = archive_stats(self, objects=objects)
         else:
-            index = self.index(run_id)
+            index = self.index(run_id, decrypt=False)  # figures need no key
             result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)
         result.stats_requests = {
             k: v - before.get(k, 0) for k, v in self.store.counts.items() if v > before.get(k, 0)

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from runarchive import telemetry
-from runarchive.codec import decode_segment
+from runarchive.crypto import Keyring, decode_any
 from runarchive.errors import CorruptObjectError, InvalidInputError, ObjectNotFoundError
 from runarchive.logs import log_run
-from runarchive.model import Checkpoint, Event, RunIndex, SegmentRef
+from runarchive.model import Checkpoint, DataKey, Event, RunIndex, SegmentRef
 from runarchive.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class RestorePlan:
     max_seq: int | None = None
     at: datetime | None = None
     min_seq: int | None = None
+    keys: tuple[DataKey, ...] = ()  # the run's data keys, for sealed segments
 
     @property
     def stored_bytes(self) -> int:
@@ -61,7 +62,7 @@ def plan_restore(
         and (at is None or s.first_ts <= at)
         and (min_seq is None or s.last_seq >= min_seq)
     )
-    return RestorePlan(index.run_id, chosen, max_seq=seq, at=at, min_seq=min_seq)
+    return RestorePlan(index.run_id, chosen, max_seq=seq, at=at, min_seq=min_seq, keys=index.keys)
 
 
 class Progress:
@@ -106,11 +107,13 @@ def execute_restore(
     workers: int = 8,
     progress: bool | None = None,
     on_segment: Callable[[SegmentRef], Any] | None = None,
+    keyring: Keyring | None = None,
 ) -> list[Checkpoint | Event]:
     """Fetch and decode the planned segments; records in seq order, cut-offs applied.
 
     Raises ``CorruptObjectError`` naming the object if a segment is missing or
-    does not match its checksum. Cost: one GET per planned segment.
+    does not match its checksum. Sealed segments need ``keyring`` (else
+    ``KeyUnavailableError`` naming the key). Cost: one GET per planned segment.
     """
     bar = progress_for(len(plan.segments), f"restoring {plan.run_id}", progress)
 
@@ -121,7 +124,7 @@ def execute_restore(
             raise CorruptObjectError(
                 ref.key, "missing: the run index lists it but the bucket does not have it"
             ) from None
-        records = decode_segment(body, ref.key, ref.sha256, ref.format)
+        records = decode_any(body, ref, plan.run_id, keyring, plan.keys)
         bar.step()
         if on_segment is not None:
             on_segment(ref)

@@ -241,7 +241,8 @@ class ArchiveCheckpointer:
         host's cache; never lists the bucket.
         """
         found: dict[str, str] = {}
-        for entry in self.archive.list_runs(agent=self.agent, limit=None):
+        # The adapter's own metadata says which runs are its: open it, KMS included.
+        for entry in self.archive.list_runs(agent=self.agent, limit=None, decrypt_metadata=True):
             if entry.metadata.get("adapter") == ADAPTER:
                 found[str(entry.metadata.get("run_id"))] = format_ts(entry.updated_at)
         for row in self.archive.cache.runs():
