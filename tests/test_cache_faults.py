@@ -75,7 +75,7 @@ def test_corrupt_cache_is_moved_aside_and_runs_come_back_from_the_bucket(
     damaged = DAMAGE[damage](db.read_bytes())
     db.write_bytes(damaged)
 
-    with caplog.at_level(logging.WARNING, logger="runarchive.cache"):
+    with caplog.at_level(logging.WARNING, logger="runarchive.cache_health"):
         archive = Archive.open(url, cache_dir=cache_dir, policy=Policy(keep_all=True))
     try:
         aside = archive.cache.recovered_from

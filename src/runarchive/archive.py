@@ -44,6 +44,7 @@ from runarchive.flush import FlushEngine, Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
 from runarchive.jsonvalue import check_json_value, dumps
 from runarchive.keys import KeyProvider
+from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
     format_ts,
@@ -115,6 +116,7 @@ class Archive(Reader):
             {r: row.last_seq for r in self.cache.runs_needing_flush() if (row := self.cache.run(r))}
         )
         _open_archives.add(self)
+        log.info("opened %s with the cache %s", self.store.description, self.cache.directory)
 
     @classmethod
     def open(
@@ -202,6 +204,7 @@ class Archive(Reader):
         # The index is first written by the first flush (at most flush_age later),
         # not here: that saves one request per run.
         self.engine.mark_synced(run_id)
+        log_run(log, logging.INFO, run_id, 0, "started")
         return self._handle(run_id)
 
     def run(self, run_id: str) -> Run:
@@ -338,6 +341,15 @@ class Archive(Reader):
             ],
         )
         self.engine.mark_synced(run_id)
+        log_run(
+            log,
+            logging.INFO,
+            run_id,
+            index.last_seq,
+            "resumed here at epoch %d, from seq %d",
+            taken.epoch,
+            index.last_seq,
+        )
         handle = self._handle(run_id)
         # Nothing is pending: this flush only lists this host as the owner.
         self.flusher.flushed(run_id, self.engine.flush_run(run_id))
@@ -372,6 +384,7 @@ class Archive(Reader):
         with self._lock:
             self._runs.pop(run_id, None)
         self.cache.delete_run(run_id)
+        log_run(log, logging.INFO, run_id, None, "deleted (%d objects)", len(keys))
         return len(keys)
 
     def compact(
@@ -549,6 +562,7 @@ class Archive(Reader):
         finally:
             self.cache.close()
             self.store.close()
+        log.info("closed %s (%d runs failed to flush)", self.store.description, len(errors))
         if errors:
             first = errors[0]
             for other in errors[1:]:

@@ -598,6 +598,12 @@ class Cache:
         with self._write_lock:
             return self._count_unflushed(self._conn())
 
+    @property
+    def unflushed_bytes_known(self) -> int | None:
+        """The running count of :meth:`unflushed_bytes` as it stands, ``None`` when it
+        must be recounted (no I/O, no lock: for the telemetry gauges)."""
+        return self._unflushed
+
     def _count_unflushed(self, db: sqlite3.Connection) -> int:
         if self._unflushed is None:
             row = db.execute(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from runarchive.errors import CacheError
 
-log = logging.getLogger("runarchive.cache")
+log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # PRAGMA quick_check reads every page: ≈ 0.3 ms per MB with the file in the page

@@ -18,6 +18,7 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from runarchive import telemetry
 from runarchive.codec import (
     encode_segment,
     index_key,
@@ -41,6 +43,7 @@ from runarchive.errors import (
     RunStateError,
 )
 from runarchive.faults import fault_point
+from runarchive.logs import log_run
 from runarchive.model import (
     SEALED_FORMAT,
     CompactionRecord,
@@ -51,6 +54,8 @@ from runarchive.model import (
 )
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,11 @@ class CompactionResult:
         return cls(CompactionPlan(index.run_id, index.segments, (), 0, ()), False, skipped=why)
 
 
+@telemetry.traced(
+    "runarchive.compact",
+    lambda store, index, *_, **__: {"run_id": index.run_id, "segments_before": len(index.segments)},
+    lambda res: {"segments_after": len(res.plan.after if res.done else res.plan.before)},
+)
 def compact_run(
     store: Store,
     index: RunIndex,
@@ -369,6 +379,17 @@ def compact_run(
     fault_point("compact.after_index")
     if sealer is not None:
         sealer.persisted(index.run_id, new.keys)
+    log_run(
+        log,
+        logging.DEBUG,
+        index.run_id,
+        index.last_seq,
+        "compacted %d segments into %d (%d records into %d)",
+        len(index.segments),
+        len(refs),
+        plan.records_before,
+        plan.records_after,
+    )
     return CompactionResult(plan, True, record.stored_bytes_after, written)
 
 

@@ -91,6 +91,11 @@ class ArchiveConfig(BaseSettings):
         ge=1,
         description="gc deletes runs that ended more than this many days ago (unless locked)",
     )
+    telemetry: bool = Field(
+        default=True,
+        description="report OpenTelemetry spans and metrics if opentelemetry-api is "
+        "installed (runarchive[otel]); false: never import it",
+    )
     # Cost estimates (``runarchive stats``): AWS S3 Standard us-east-1 list prices by default
     price_storage_gb_month: float = Field(
         default=0.023, ge=0, description="storage price, $ per GB (2^30 bytes) per month"

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from runarchive import telemetry
 from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import encode_segment, index_key, join_lines, segment_header, segment_key
 from runarchive.config import ArchiveConfig
@@ -41,6 +42,7 @@ from runarchive.errors import (
 )
 from runarchive.faults import fault_point
 from runarchive.jsonvalue import loads
+from runarchive.logs import log_run
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, format_ts, parse_index, utcnow
 from runarchive.policy import KeptBytes, PendingCheckpoint, Policy, select_checkpoints
@@ -225,6 +227,10 @@ class FlushEngine:
                         "is another process writing this run?"
                     )
 
+    @telemetry.traced(
+        "runarchive.flush",
+        lambda self, row, batch: {"run_id": row.run_id, "records": 0, "stored_bytes": 0},
+    )
     def _flush_once(self, row: RunRow, batch: list[RecordInfo]) -> bool:
         """One segment (or a status-only index update). False if the index moved under us."""
         base = (
@@ -241,12 +247,33 @@ class FlushEngine:
         if batch:
             prev = base.segments[-1].sha256 if base.segments else None
             ref, body = self._encode(row, batch, prev, base, keyring)
+            log_run(
+                log,
+                logging.DEBUG,
+                row.run_id,
+                ref.last_seq,
+                "flushing seqs %d-%d: %d of %d records kept, %d bytes",
+                ref.first_seq,
+                ref.last_seq,
+                ref.records,
+                len(batch),
+                ref.stored_bytes,
+                key=ref.key,
+            )
             try:
                 self.store.put(ref.key, body, mode="create", immutable=True)
             except PreconditionFailedError:
                 # The key carries the body's hash: an earlier attempt already stored the
                 # same records, possibly at another compression level; record its size.
-                log.info("segment %s already present (retried flush)", ref.key)
+                log_run(
+                    log,
+                    logging.INFO,
+                    row.run_id,
+                    ref.last_seq,
+                    "segment %s already present (retried flush)",
+                    ref.key,
+                    key=ref.key,
+                )
                 meta = self.store.head(ref.key)
                 if meta is not None:
                     ref = ref.model_copy(update={"stored_bytes": meta.size})
@@ -280,7 +307,14 @@ class FlushEngine:
         try:
             etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
         except PreconditionFailedError:
-            log.warning("index of run %s changed in the bucket; re-reading it", row.run_id)
+            log_run(
+                log,
+                logging.WARNING,
+                row.run_id,
+                row.archived_seq,
+                "its index changed in the bucket; re-reading it",
+            )
+            telemetry.hooks.retried.add(1, {"source": "index"})
             self._adopt(row, self._remote_index(row.run_id))
             return False
         fault_point("flush.after_index_put")
@@ -290,6 +324,25 @@ class FlushEngine:
         if ref is not None:
             self.stats.records += ref.records
             self.stats.dropped += ref.dropped
+            telemetry.hooks.flushed_bytes.add(ref.stored_bytes)
+            telemetry.hooks.annotate(
+                first_seq=ref.first_seq, records=ref.records, stored_bytes=ref.stored_bytes
+            )
+        telemetry.hooks.annotate(last_seq=new.last_seq)
+        records, stored = (ref.records, ref.stored_bytes) if ref else (0, 0)
+        log_run(
+            log,
+            logging.DEBUG,
+            row.run_id,
+            new.last_seq,
+            "archived through seq %d (%d records, %d bytes, status %s)",
+            new.last_seq,
+            records,
+            stored,
+            new.status,
+            records=records,
+            stored_bytes=stored,
+        )
         self.cache.mark_archived(row.run_id, new.last_seq, etag, body_json, new.status)
         fault_point("flush.after_cache_mark")
         self.cache.evict(
@@ -355,6 +408,7 @@ class FlushEngine:
         if not entries:
             return 0
         lost = self.manifest.renew(entries)
+        log.debug("renewed the leases of %d runs (%d lost)", len(entries) - len(lost), len(lost))
         for run_id in lost:
             row = self.cache.run(run_id)
             if row is None or row.status != "running" or row.manifest_state != 1:
@@ -363,7 +417,13 @@ class FlushEngine:
             # rather than at the next flush.
             self.fenced.add(run_id)
             self.cache.set_run_fields(run_id, fenced=1)
-            log.warning("run %s is no longer ours in the manifest; this writer is fenced", run_id)
+            log_run(
+                log,
+                logging.WARNING,
+                run_id,
+                row.archived_seq,
+                "no longer ours in the manifest; this writer is fenced",
+            )
         return len(entries) - len(lost)
 
     def _encode(
@@ -458,6 +518,7 @@ class Flusher:
                 state = self._fresh(run_id)
                 state.requested = True
                 state.last_seq = last_seq
+        telemetry.watch(self, self.config.telemetry)
         self._thread.start()
 
     def _fresh(self, run_id: str) -> _Pending:
@@ -565,8 +626,10 @@ class Flusher:
                     run_id, f"{type(exc).__name__}: {exc}", format_ts(utcnow())
                 )
             except Exception as note_exc:  # the cache may be full or closing: only a note
-                log.debug("keeping the flush error of run %s failed: %s", run_id, note_exc)
-            log.warning("flush of run %s failed (%s); will retry", run_id, exc)
+                log_run(
+                    log, logging.DEBUG, run_id, None, "keeping the flush error failed: %s", note_exc
+                )
+            log_run(log, logging.WARNING, run_id, None, "flush failed (%s); will retry", exc)
             if self.on_error is not None:
                 self.on_error(err)
             return
@@ -588,6 +651,18 @@ class Flusher:
             st.since = time.monotonic()
             if st.count == 0 and not st.requested:
                 del self._pending[run_id]
+
+    def backlog(self) -> tuple[int, int | None, float | None] | None:
+        """Pending records, unflushed bytes (the cache's running count, ``None`` until
+        known) and the age in seconds of the oldest pending record (``None``: nothing
+        pending), from memory only: the telemetry gauges read it. ``None`` once stopped."""
+        with self._cond:
+            if self._stop:
+                return None
+            now, live = time.monotonic(), [s for s in self._pending.values() if s.count]
+            records = sum(s.count for s in live)
+            age = max((now - s.since for s in live), default=None)
+        return records, self.engine.cache.unflushed_bytes_known, age
 
     def stop(self) -> None:
         """Stop the thread (after its current flush)."""

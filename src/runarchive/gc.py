@@ -20,6 +20,7 @@ index PUT, a restore or export that read an index just before a compaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,10 +34,12 @@ from runarchive.errors import (
     PreconditionFailedError,
 )
 from runarchive.faults import fault_point
+from runarchive.logs import log_run
 from runarchive.model import RunIndex, parse_index, utcnow
 from runarchive.store import IfMatch, ObjectMeta, Store
 
 PROBE_PREFIX = "_runarchive/probe/"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,26 @@ def run_gc(
     indexes = read_indexes(store, run_ids)
     plan = plan_gc(listing, indexes, now=utcnow(), grace=grace, retention_days=retention_days)
     report = GcReport(plan, dry_run)
+    log.info(
+        "gc%s: %d objects (%d bytes) to delete, %d runs expired, %d skipped",
+        " (dry run)" if dry_run else "",
+        len(plan.objects),
+        plan.bytes,
+        len(plan.expired_runs),
+        len(plan.skipped),
+    )
     if dry_run:
         return report
     for doomed in plan.objects:
         store.delete(doomed.key)
         report.deleted.append(doomed.key)
+        parts = doomed.key.split("/")
+        if parts[0] == "runs" and len(parts) > 2:
+            log_run(
+                log, logging.DEBUG, parts[1], None, "gc deleted %s (%s)", doomed.key, doomed.why
+            )
+        else:
+            log.debug("gc deleted %s (%s)", doomed.key, doomed.why)
         fault_point("gc.after_delete")
     gone = {d.key for d in plan.objects if d.why == "retired"} | set(plan.forget)
     for run_id, index in indexes.items():
@@ -181,6 +199,7 @@ def run_gc(
             delete_run(run_id)
         except ObjectLockedError as exc:
             report.kept_locked.append(f"{run_id}: {exc}")
+            log_run(log, logging.INFO, run_id, None, "expired but locked: kept (%s)", exc)
             continue
         report.expired.append(run_id)
     return report

@@ -35,6 +35,7 @@ import orjson
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer
 
+from runarchive import telemetry
 from runarchive.crypto import Keyring, open_value
 from runarchive.errors import (
     CorruptObjectError,
@@ -207,6 +208,10 @@ class Manifest:
             self._known[key] = (got.body, got.etag)
         return runs, got.etag
 
+    @telemetry.traced(
+        "runarchive.manifest.update",
+        lambda self, kind, shard, change: {"kind": kind, "shard": shard, "attempts": 0},
+    )
     def update(self, kind: Kind, shard: int, change: Change) -> None:
         """Apply ``change`` to one shard by compare-and-swap, retrying until it lands."""
         key = shard_key(kind, shard)
@@ -224,11 +229,16 @@ class Manifest:
             mode: PutMode = IfMatch(etag) if etag else "create"
             body = _encode(kind, shard, runs)
             fault_point("manifest.before_put")
+            telemetry.hooks.annotate(attempts=attempt + 1)
             try:
                 new_etag = self.store.put(key, body, mode=mode)
             except PreconditionFailedError:
                 with self._lock:
                     self.conflicts += 1
+                log.debug(
+                    "manifest shard %s changed meanwhile (attempt %d); re-reading", key, attempt + 1
+                )
+                telemetry.hooks.retried.add(1, {"source": "manifest"})
                 # Jitter spreads writers that collided; the cap keeps retries snappy.
                 time.sleep(self._rng.uniform(0, min(0.2, 0.005 * 2**attempt)))
                 runs, etag = self._read(kind, shard)

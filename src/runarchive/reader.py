@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
+from runarchive import telemetry
 from runarchive.codec import index_key
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.crypto import keyring_for, open_index
@@ -69,6 +70,7 @@ class Reader:
         self.config = config
         self.url = config.resolved_url
         self.store = store if isinstance(store, CountingStore) else CountingStore(store)
+        telemetry.attach(config.telemetry, self.store)  # no-op unless runarchive[otel]
         self.keyring = keyring_for(config, key_provider)
         self._manifest: Manifest | None = None
 

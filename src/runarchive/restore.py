@@ -7,6 +7,7 @@ returns the records in seq order. Nothing is written anywhere.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -15,10 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
+from runarchive import telemetry
 from runarchive.crypto import Keyring, decode_any
 from runarchive.errors import CorruptObjectError, InvalidInputError, ObjectNotFoundError
+from runarchive.logs import log_run
 from runarchive.model import Checkpoint, DataKey, Event, RunIndex, SegmentRef
 from runarchive.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,11 @@ def progress_for(total: int, label: str, enabled: bool | None) -> Progress:
     return Progress(total, label, sys.stderr if show else None)
 
 
+@telemetry.traced(
+    "runarchive.restore",
+    lambda plan, *_, **__: {"run_id": plan.run_id, "segments": len(plan.segments)},
+    lambda records: {"records": len(records)},
+)
 def execute_restore(
     plan: RestorePlan,
     store: Store,
@@ -141,6 +151,16 @@ def execute_restore(
             seen.add(rec.seq)
             out.append(rec)
     out.sort(key=lambda r: r.seq)
+    last = out[-1].seq if out else None
+    log_run(
+        log,
+        logging.DEBUG,
+        plan.run_id,
+        last,
+        "restored %d records from %d segments",
+        len(out),
+        len(plan.segments),
+    )
     return out
 
 

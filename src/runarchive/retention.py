@@ -30,6 +30,7 @@ from runarchive.errors import (
     ObjectLockUnsupportedError,
     RunNotFoundError,
 )
+from runarchive.logs import log_run
 from runarchive.model import validate_run_id
 from runarchive.store import Retention, Store
 
@@ -112,7 +113,15 @@ def _set_hold(store: Store, run_id: str, on: bool, workers: int) -> int:
         # list() re-raises the first failure; the call is idempotent, so re-running
         # it after an error finishes the job.
         list(pool.map(lambda key: store.set_legal_hold(key, on), keys))
-    log.info("legal hold %s on %d segments of run %s", "ON" if on else "OFF", len(keys), run_id)
+    log_run(
+        log,
+        logging.INFO,
+        run_id,
+        None,
+        "legal hold %s on %d segments",
+        "ON" if on else "OFF",
+        len(keys),
+    )
     return len(keys)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from runarchive import telemetry
 from runarchive.cache import CachedRecord
 from runarchive.codec import parse_records
 from runarchive.errors import (
@@ -18,11 +20,14 @@ from runarchive.errors import (
     RunStateError,
 )
 from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.logs import log_run
 from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
 from runarchive.restore import execute_restore, plan_restore
 
 if TYPE_CHECKING:
     from runarchive.archive import Archive
+
+log = logging.getLogger(__name__)
 
 
 def _parse(rec: CachedRecord) -> Checkpoint | Event:
@@ -98,6 +103,7 @@ class Run:
             self.archive.appended_records += 1
             self.archive.appended_bytes += len(line)
         self.archive.flusher.note_append(self.run_id, seq, rtype, name, len(line))
+        telemetry.count_append(rtype)
         if self.archive.config.durability == "remote":
             self.flush()
         return seq, ts
@@ -137,6 +143,9 @@ class Run:
             result_text = None if result is None else dumps(result).decode()
             self.archive.cache.end_run(self.run_id, status, format_ts(utcnow()), result_text, error)
             self._status = status
+        log_run(
+            log, logging.INFO, self.run_id, self._last_seq, "%s at seq %d", status, self._last_seq
+        )
         self.flush()
 
     def complete(self, result: Any = None) -> None:

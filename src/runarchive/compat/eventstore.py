@@ -44,6 +44,7 @@ from runarchive.compat._common import (
 )
 from runarchive.errors import InvalidInputError, RunNotFoundError
 from runarchive.jsonvalue import check_json_value, loads
+from runarchive.logs import log_run
 from runarchive.model import Checkpoint, Event, format_ts
 from runarchive.run import Run
 
@@ -186,11 +187,15 @@ class ArchiveCheckpointer:
         try:
             return self.state_type.from_dict(cp.state)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning(
-                "snapshot seq %d of run %s does not load (%r); trying an older one",
-                cp.seq,
+            # The exception's type only: its message may quote the state.
+            log_run(
+                log,
+                logging.WARNING,
                 run_id,
-                exc,
+                cp.seq,
+                "snapshot seq %d does not load (%s); trying an older one",
+                cp.seq,
+                type(exc).__name__,
             )
             return None
 

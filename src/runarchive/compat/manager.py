@@ -41,6 +41,7 @@ from runarchive.compat._common import (
 )
 from runarchive.errors import InvalidInputError, RunStateError
 from runarchive.jsonvalue import check_json_value
+from runarchive.logs import log_run
 from runarchive.model import Checkpoint as Record
 from runarchive.model import Event, validate_name
 from runarchive.policy import Policy
@@ -231,7 +232,11 @@ class CheckpointManager:
             before = len(self._checkpoints)
             self._checkpoints = compress(self._checkpoints, self.compress_after)
             if len(self._checkpoints) != before:
-                log.debug(
+                log_run(
+                    log,
+                    logging.DEBUG,
+                    self.run_id,
+                    rec.seq,
                     "session %s: compressed checkpoints from %d to %d",
                     self.session_id,
                     before,
@@ -239,7 +244,15 @@ class CheckpointManager:
                 )
         if self._on_checkpoint is not None:
             self._on_checkpoint(checkpoint)
-        log.debug("session %s: created checkpoint %r (#%s)", self.session_id, name, cp_id)
+        log_run(
+            log,
+            logging.DEBUG,
+            self.run_id,
+            rec.seq,
+            "session %s: checkpoint %s",
+            self.session_id,
+            cp_id,
+        )
         return checkpoint
 
     def get(self, checkpoint_id: str) -> Checkpoint | None:
@@ -285,10 +298,13 @@ class CheckpointManager:
         checkpoint = self.get(checkpoint_id)
         if checkpoint is None:
             return None
-        log.info(
-            "session %s: rollback to checkpoint %r (%s)",
+        log_run(
+            log,
+            logging.INFO,
+            self.run_id,
+            None,
+            "session %s: rollback to checkpoint %s",
             self.session_id,
-            checkpoint.name,
             checkpoint_id,
         )
         return checkpoint.data
@@ -304,7 +320,15 @@ class CheckpointManager:
             count = len(self._checkpoints)
             run.event(CLEAR_EVENT, {"cleared": count})
             self._checkpoints.clear()
-        log.info("session %s: cleared %d checkpoints", self.session_id, count)
+        log_run(
+            log,
+            logging.INFO,
+            self.run_id,
+            None,
+            "session %s: cleared %d checkpoints",
+            self.session_id,
+            count,
+        )
         return count
 
     def get_summary(self) -> dict[str, Any]:

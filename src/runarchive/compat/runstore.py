@@ -44,6 +44,7 @@ from runarchive.compat._common import (
 )
 from runarchive.errors import InvalidInputError, RunNotFoundError, RunStateError
 from runarchive.jsonvalue import check_json_value, loads
+from runarchive.logs import log_run
 from runarchive.model import Checkpoint, utcnow
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,14 @@ class RunHandle:
             try:
                 self._write(cp)
             except Exception as exc:  # kept for the caller's next call: never silent
-                log.exception("writing the held checkpoint of run %s failed", self.meta.run_id)
+                log_run(
+                    log,
+                    logging.ERROR,
+                    self.meta.run_id,
+                    None,
+                    "writing the held checkpoint failed",
+                    exc_info=True,
+                )
                 self._error = exc
 
     def _raise_error(self) -> None:

@@ -18,6 +18,7 @@ from runarchive.store.base import (
     PutMode,
     Retention,
     Store,
+    StoreObserver,
     check_key,
     probe_conditional_writes,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "S3Settings",
     "S3Store",
     "Store",
+    "StoreObserver",
     "check_key",
     "probe_conditional_writes",
 ]

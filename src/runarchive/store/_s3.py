@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import boto3
 import botocore.config
@@ -58,6 +58,7 @@ from runarchive.store.base import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+_R = TypeVar("_R")
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's floor for every part but the last
 log = logging.getLogger(__name__)
 
@@ -178,10 +179,23 @@ class S3Store(Store):
     def _full(self, key: str) -> str:
         return self._prefix + check_key(key)
 
+    def _note_retries(self, meta: Any) -> None:
+        """Tell the observer how often botocore retried the request ``meta`` answers."""
+        count = meta.get("RetryAttempts") if isinstance(meta, dict) else None
+        if count and self.observer is not None:
+            self.observer.retries(int(count), "botocore")
+
+    def _ok(self, resp: _R) -> _R:
+        """A botocore response, after noting its retries (if an observer listens)."""
+        if self.observer is not None:
+            self._note_retries(resp.get("ResponseMetadata") if isinstance(resp, dict) else None)
+        return resp
+
     def _raise(self, exc: Exception, op: str, key: str | None) -> NoReturn:
         if isinstance(exc, botocore.exceptions.ClientError):
             err: Any = exc.response.get("Error", {})
             meta: Any = exc.response.get("ResponseMetadata", {})
+            self._note_retries(meta)
             raise store_error_for(
                 str(err.get("Code", "")), meta.get("HTTPStatusCode"), op=op, key=key
             ) from exc
@@ -207,7 +221,9 @@ class S3Store(Store):
         attempts = max(1, self.settings.max_attempts)
         for attempt in range(1, attempts + 1):
             try:
-                resp = self._client.get_object(Bucket=self.settings.bucket, Key=self._full(key))
+                resp = self._ok(
+                    self._client.get_object(Bucket=self.settings.bucket, Key=self._full(key))
+                )
             except Exception as exc:  # mapped, never swallowed
                 self._raise(exc, "GET", key)
             try:
@@ -215,6 +231,8 @@ class S3Store(Store):
             except _CUT_BODY as exc:
                 if attempt < attempts:
                     log.info("GET %s: body cut short (%s); reading again", key, type(exc).__name__)
+                    if self.observer is not None:
+                        self.observer.retries(1, "body")
                     continue
                 self._raise(exc, "GET", key)
             except Exception as exc:
@@ -225,7 +243,9 @@ class S3Store(Store):
     def _head(self, key: str) -> Any:
         """The HEAD response, or ``None`` if the object does not exist."""
         try:
-            return self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
+            return self._ok(
+                self._client.head_object(Bucket=self.settings.bucket, Key=self._full(key))
+            )
         except Exception as exc:
             try:
                 self._raise(exc, "HEAD", key)
@@ -257,10 +277,12 @@ class S3Store(Store):
         ``s3:PutObjectLegalHold``; a bucket without Object Lock refuses it."""
         try:
             try:
-                self._client.put_object_legal_hold(
-                    Bucket=self.settings.bucket,
-                    Key=self._full(key),
-                    LegalHold={"Status": "ON" if on else "OFF"},
+                self._ok(
+                    self._client.put_object_legal_hold(
+                        Bucket=self.settings.bucket,
+                        Key=self._full(key),
+                        LegalHold={"Status": "ON" if on else "OFF"},
+                    )
                 )
             except Exception as exc:
                 self._raise(exc, "PutObjectLegalHold", key)
@@ -279,7 +301,7 @@ class S3Store(Store):
         """GetObjectLockConfiguration: one request. Logs a warning if the bucket has a
         default retention rule (it would lock the index and manifest objects too)."""
         try:
-            resp = self._client.get_object_lock_configuration(Bucket=self.settings.bucket)
+            resp = self._ok(self._client.get_object_lock_configuration(Bucket=self.settings.bucket))
         except Exception as exc:
             try:
                 self._raise(exc, "GetObjectLockConfiguration", None)
@@ -332,12 +354,14 @@ class S3Store(Store):
             return self._put_multipart(key, body, cond, immutable)
         try:
             try:
-                resp = self._client.put_object(
-                    Bucket=self.settings.bucket,
-                    Key=self._full(key),
-                    Body=body,
-                    **cond,
-                    **self._write_args(body, immutable),
+                resp = self._ok(
+                    self._client.put_object(
+                        Bucket=self.settings.bucket,
+                        Key=self._full(key),
+                        Body=body,
+                        **cond,
+                        **self._write_args(body, immutable),
+                    )
                 )
             except Exception as exc:
                 self._raise(exc, "PUT", key)
@@ -356,8 +380,10 @@ class S3Store(Store):
         part_size = max(self.settings.multipart_part_size, MIN_PART_SIZE)
         locked = immutable and self._retention is not None
         try:
-            upload_id = self._client.create_multipart_upload(
-                Bucket=bucket, Key=full, **self._write_args(None, immutable)
+            upload_id = self._ok(
+                self._client.create_multipart_upload(
+                    Bucket=bucket, Key=full, **self._write_args(None, immutable)
+                )
             )["UploadId"]
         except Exception as exc:
             self._raise(exc, "CreateMultipartUpload", key)
@@ -366,22 +392,26 @@ class S3Store(Store):
             for number, start in enumerate(range(0, len(body), part_size), start=1):
                 chunk = body[start : start + part_size]
                 integrity: dict[str, Any] = {"ContentMD5": _md5_b64(chunk)} if locked else {}
-                resp = self._client.upload_part(
-                    Bucket=bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=chunk,
-                    **integrity,
+                resp = self._ok(
+                    self._client.upload_part(
+                        Bucket=bucket,
+                        Key=full,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        **integrity,
+                    )
                 )
                 parts.append({"ETag": resp["ETag"], "PartNumber": number})
                 fault_point("multipart.after_part")
-            done = self._client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                **cond,
+            done = self._ok(
+                self._client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **cond,
+                )
             )
         except Exception as exc:
             try:
@@ -398,7 +428,7 @@ class S3Store(Store):
             for page in paginator.paginate(
                 Bucket=self.settings.bucket, Prefix=self._prefix + prefix
             ):
-                for obj in page.get("Contents", []):
+                for obj in self._ok(page).get("Contents", []):
                     yield ObjectMeta(
                         obj["Key"][cut:], obj["Size"], obj["ETag"], obj.get("LastModified")
                     )
@@ -421,7 +451,9 @@ class S3Store(Store):
         """
         if not bypass_governance:
             try:
-                self._client.delete_object(Bucket=self.settings.bucket, Key=self._full(key))
+                self._ok(
+                    self._client.delete_object(Bucket=self.settings.bucket, Key=self._full(key))
+                )
             except Exception as exc:
                 self._raise(exc, "DELETE", key)
             return
@@ -429,6 +461,7 @@ class S3Store(Store):
         paginator = self._client.get_paginator("list_object_versions")
         try:
             for page in paginator.paginate(Bucket=bucket, Prefix=full):
+                self._ok(page)
                 versions = [
                     {"Key": full, "VersionId": v["VersionId"]}
                     for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
@@ -443,10 +476,12 @@ class S3Store(Store):
 
     def _delete_versions(self, key: str, versions: _Versions) -> None:
         """One DeleteObjects of at most 1,000 versions, bypassing governance."""
-        resp = self._client.delete_objects(
-            Bucket=self.settings.bucket,
-            Delete={"Objects": versions, "Quiet": True},
-            BypassGovernanceRetention=True,
+        resp = self._ok(
+            self._client.delete_objects(
+                Bucket=self.settings.bucket,
+                Delete={"Objects": versions, "Quiet": True},
+                BypassGovernanceRetention=True,
+            )
         )
         errors: Any = resp.get("Errors", [])
         if not errors:

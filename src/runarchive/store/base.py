@@ -43,7 +43,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from runarchive.errors import (
     ConditionalWritesUnsupportedError,
@@ -135,6 +135,23 @@ class Capabilities:
     encryption: bool = False  # can encrypt at rest on request (S3 SSE)
 
 
+class StoreObserver(Protocol):
+    """Told about requests as a store makes them (``runarchive.telemetry`` implements it).
+
+    Calls come from any thread, after the fact, and must be cheap and never raise.
+    """
+
+    def request(self, op: str) -> None:
+        """One request of kind ``op`` (``get``, ``put``, ``head``, ``list``, ``delete``...)."""
+
+    def retries(self, count: int, source: str) -> None:
+        """``count`` more attempts of one request: ``source`` is ``botocore`` (its
+        retries of a request) or ``body`` (a GET whose body was cut short, read again)."""
+
+    def conflict(self, key: str) -> None:
+        """A conditional write of ``key`` failed (412/409, ``PreconditionFailedError``)."""
+
+
 _KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 
 
@@ -149,6 +166,16 @@ class Store(ABC):
     """Base class of object stores. Implementations are thread-safe."""
 
     capabilities: Capabilities = Capabilities()
+    observer: StoreObserver | None = None  # see set_observer
+
+    def set_observer(self, observer: StoreObserver | None) -> None:
+        """Report requests, retries and conflicts to ``observer`` (``None``: stop).
+
+        Which calls a store reports is its own: :class:`CountingStore` reports requests
+        and conflicts and passes the observer on to the store it wraps; :class:`S3Store`
+        reports botocore's retries and its own re-reads.
+        """
+        self.observer = observer
 
     @property
     @abstractmethod

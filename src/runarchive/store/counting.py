@@ -6,7 +6,16 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 
-from runarchive.store.base import GetResult, LockState, ObjectMeta, PutMode, Retention, Store
+from runarchive.errors import PreconditionFailedError
+from runarchive.store.base import (
+    GetResult,
+    LockState,
+    ObjectMeta,
+    PutMode,
+    Retention,
+    Store,
+    StoreObserver,
+)
 
 
 class CountingStore(Store):
@@ -16,7 +25,8 @@ class CountingStore(Store):
     (a multipart upload counts as one ``put``, ``lock_state``/``lock_reason`` as a
     ``head``, a ``delete`` with ``bypass_governance`` as one ``delete`` although S3
     makes one LIST plus one DELETE per version); ``bytes_in`` / ``bytes_out`` are
-    object bytes read and written.
+    object bytes read and written. An observer (:meth:`set_observer`) is told of each
+    request as counted here and of each failed conditional write.
     """
 
     def __init__(self, inner: Store) -> None:
@@ -44,12 +54,18 @@ class CountingStore(Store):
             self.recent.clear()
             self.bytes_in = self.bytes_out = 0
 
+    def set_observer(self, observer: StoreObserver | None) -> None:
+        self.observer = observer
+        self.inner.set_observer(observer)
+
     def _count(self, op: str, key: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
         with self._lock:
             self.counts[op] += 1
             self.recent.append((op, key))
             self.bytes_in += bytes_in
             self.bytes_out += bytes_out
+        if self.observer is not None:
+            self.observer.request(op)
 
     def get(self, key: str) -> GetResult:
         self._count("get", key)  # before the call: a failed request is still a request
@@ -66,7 +82,12 @@ class CountingStore(Store):
         self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
     ) -> str:
         self._count("put", key, bytes_out=len(body))
-        return self.inner.put(key, body, mode=mode, immutable=immutable)
+        try:
+            return self.inner.put(key, body, mode=mode, immutable=immutable)
+        except PreconditionFailedError:
+            if self.observer is not None:
+                self.observer.conflict(key)
+            raise
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         self._count("list", prefix)
