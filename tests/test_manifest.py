@@ -60,6 +60,16 @@ def test_concurrent_upserts_into_one_shard_lose_nothing(make_race_store: StoreFa
             managers[i].upsert_active(entry(run_id, owner_host=f"h{i}"))
 
     threads = [threading.Thread(target=host, args=(i,)) for i in range(6)]
+    # On the in-memory store a thread could finish its upserts within one GIL slice
+    # and never collide: a pause between each host's read and its write makes them
+    # overlap on every store.
+    put = store.put
+
+    def slow_put(*args: Any, **kwargs: Any) -> str:
+        time.sleep(0.002)
+        return put(*args, **kwargs)
+
+    store.put = slow_put  # type: ignore[method-assign]
     for t in threads:
         t.start()
     for t in threads:

@@ -36,7 +36,7 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer
 
 from runarchive import telemetry
-from runarchive.crypto import Keyring, open_value
+from runarchive.crypto import Keyring, open_entry_metadata
 from runarchive.errors import (
     CorruptObjectError,
     EncryptionError,
@@ -171,29 +171,25 @@ class Manifest:
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
 
     def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
-        entry = RunEntry.model_validate(data)
-        if entry.sealed_metadata is None or entry.metadata_key is None or self.keyring is None:
-            return entry
+        sealed, key = data.get("sealed_metadata"), data.get("metadata_key")
+        if self.keyring is None or not isinstance(sealed, dict) or not isinstance(key, dict):
+            return RunEntry.model_validate(data)
+        run_id = str(data.get("run_id"))
         try:
-            meta = open_value(
-                entry.run_id,
-                "metadata",
-                entry.sealed_metadata,
+            meta = open_entry_metadata(
+                run_id,
+                sealed,
+                key,
                 self.keyring,
-                [entry.metadata_key],
-                f"manifest entry of run {entry.run_id}",
+                f"manifest entry of run {run_id}",
                 remote=self.decrypt_remote if remote is None else remote,
             )
-        except EncryptionError as exc:
-            # One run's missing key must not fail a whole listing: it stays sealed.
-            log.debug(
-                "metadata of run %s stays sealed: %s",
-                entry.run_id,
-                exc,
-                extra={"run_id": entry.run_id},
-            )
-            return entry
-        return entry.model_copy(update={"metadata": meta})
+        except (EncryptionError, CorruptObjectError, KeyError) as exc:
+            # One run's missing key (or a damaged entry) must not fail a whole listing:
+            # it is listed sealed.
+            log.debug("metadata of run %s stays sealed: %s", run_id, exc, extra={"run_id": run_id})
+            return RunEntry.model_validate(data)
+        return RunEntry.model_validate({**data, "metadata": meta})
 
     def _read(self, kind: Kind, shard: int) -> tuple[dict[str, dict[str, Any]], str | None]:
         key = shard_key(kind, shard)
