@@ -197,12 +197,21 @@ def test_open_survives_a_lost_probe_response(
     assert proxy.counts == {"lost": 1}
 
 
-@pytest.mark.parametrize("target", ["segment", "index", "manifest"])
+SEALED = {"encryption": "local", "encryption_keys": "k1=" + "C" * 43 + "="}
+
+
+@pytest.mark.parametrize(
+    ("target", "sealed"),
+    [("segment", False), ("index", False), ("manifest", False), ("segment", True)],
+)
 def test_a_lost_put_response_is_reconciled_within_the_flush(
-    proxy: FaultProxy, seaweed_env: S3Server, tmp_path: Path, target: str
+    proxy: FaultProxy, seaweed_env: S3Server, tmp_path: Path, target: str, sealed: bool
 ) -> None:
+    # Sealed: the retried flush must re-create the same ciphertext (same data key,
+    # nonce from the frame), so its create-only PUT finds the landed one: no orphan.
     url = seaweed_env.url(seaweed_env.make_bucket(), "agents")
-    settings = faulty_settings(proxy, seaweed_env, tmp_path / "h")
+    keys = SEALED if sealed else {}
+    settings = faulty_settings(proxy, seaweed_env, tmp_path / "h") | keys
     with Archive.open(url, **settings) as archive:
         run = archive.start_run(agent="a")
         for i in range(5):
@@ -211,8 +220,9 @@ def test_a_lost_put_response_is_reconciled_within_the_flush(
         run.complete()  # raises if the lost answer was not reconciled
         assert archive.flush_errors == {}
     assert proxy.counts == {"lost": 1}
-    with Reader.open(url, **s3_settings(seaweed_env)) as reader:
+    with Reader.open(url, **s3_settings(seaweed_env), **keys) as reader:
         restored = reader.restore(run.run_id)
+        assert bool(restored.index.keys) is sealed
         assert [r.seq for r in restored.records] == [1, 2, 3, 4, 5]
         assert restored.index.status == "completed"
         assert [e.status for e in reader.list_runs()] == ["completed"]
