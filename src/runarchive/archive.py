@@ -426,11 +426,12 @@ class Archive(Reader):
                 raise RunNotFoundError(f"no run {rid!r} in {self.store.description}") from None
             index = parse_index(got.body, key)
             if run_id is None and index.keys and not self.keyring.writes:
-                log.warning(
-                    "run %s is encrypted and this archive has no key to encrypt with: "
-                    "not compacted",
+                log_run(
+                    log,
+                    logging.WARNING,
                     rid,
-                    extra={"run_id": rid},
+                    index.last_seq,
+                    "encrypted and this archive has no key to encrypt with: not compacted",
                 )
                 results.append(CompactionResult.skip(index, "encrypted; no key to encrypt"))
                 continue

@@ -47,6 +47,7 @@ from runarchive.errors import (
     PreconditionFailedError,
 )
 from runarchive.faults import fault_point
+from runarchive.logs import log_run
 from runarchive.model import DataKey, RunStatus, SealedValue, format_ts, utcnow
 from runarchive.store import IfMatch, PutMode, Store
 
@@ -187,7 +188,7 @@ class Manifest:
         except (EncryptionError, CorruptObjectError, KeyError) as exc:
             # One run's missing key (or a damaged entry) must not fail a whole listing:
             # it is listed sealed.
-            log.debug("metadata of run %s stays sealed: %s", run_id, exc, extra={"run_id": run_id})
+            log_run(log, logging.DEBUG, run_id, None, "metadata listed sealed: %s", exc)
             return RunEntry.model_validate(data)
         return RunEntry.model_validate({**data, "metadata": meta})
 

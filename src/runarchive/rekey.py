@@ -20,6 +20,7 @@ from runarchive.errors import (
     PreconditionFailedError,
     RunNotFoundError,
 )
+from runarchive.logs import log_run
 from runarchive.manifest import Manifest
 from runarchive.model import RunIndex, parse_index, utcnow
 from runarchive.store import IfMatch, Store
@@ -65,19 +66,19 @@ def rekey_run(store: Store, manifest: Manifest, keyring: Keyring, run_id: str) -
         try:
             store.put(key, new_index.model_dump_json().encode(), mode=IfMatch(got.etag))
         except PreconditionFailedError:
-            log.info(
-                "index of run %s changed during rekey; again", run_id, extra={"run_id": run_id}
-            )
+            log_run(log, logging.INFO, run_id, None, "index changed during rekey, re-reading")
             continue
         _patch_manifest(manifest, new_index)
         froms = tuple(sorted({k.kek for k in index.keys if k.id in moved}))
-        log.info(
-            "run %s: %d data key(s) re-wrapped from %s to %s",
+        log_run(
+            log,
+            logging.INFO,
             run_id,
+            index.last_seq,
+            "%d data key(s) re-wrapped from %s to %s",
             len(moved),
             ", ".join(froms),
             keyring.current,
-            extra={"run_id": run_id},
         )
         return RekeyResult(run_id, len(index.keys), len(moved), froms)
     raise IndexConflictError(
