@@ -16,6 +16,7 @@ beyond 4): this one is a test, opt-in because it is long.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import multiprocessing as mp
 import os
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="records per run")
     parser.add_argument("--rss-growth-mb", type=float, default=30.0)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--encrypted", action="store_true", help="client-side encryption on (a random local key)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rasoak-") as tmp_name:
         tmp = Path(tmp_name)
@@ -107,6 +111,9 @@ def soak(server: S3Server, tmp: Path, args: argparse.Namespace) -> dict[str, Any
     bucket = server.make_bucket("soak")
     url = server.url(bucket, "a")
     settings = {"endpoint_url": server.endpoint_url, "addressing_style": "path"}
+    if args.encrypted:
+        key = base64.b64encode(os.urandom(32)).decode()
+        settings |= {"encryption": "local", "encryption_keys": f"soak={key}"}
     queue: Any = mp.get_context("spawn").Queue()
     procs = []
     began = time.monotonic()
@@ -130,11 +137,13 @@ def soak(server: S3Server, tmp: Path, args: argparse.Namespace) -> dict[str, Any
     acked: dict[str, int] = {}
     for r in results:
         acked.update(r["acked"])
-    lost = dup = 0
+    lost = dup = sealed = 0
     with Reader.open(url, **settings) as reader:  # type: ignore[arg-type]
         for run_id, last in acked.items():
-            seqs = [rec.seq for rec in reader.restore(run_id).records]
-            index = reader.index(run_id)
+            restored = reader.restore(run_id)
+            seqs = [rec.seq for rec in restored.records]
+            index = restored.index
+            sealed += bool(index.keys) and all(s.dek for s in index.segments)
             dup += len(seqs) - len(set(seqs))
             if index.last_seq != last or index.status != "completed":
                 lost += 1
@@ -163,6 +172,7 @@ def soak(server: S3Server, tmp: Path, args: argparse.Namespace) -> dict[str, Any
         "lost_runs": lost,
         "duplicates": dup,
         "manifest_runs": listed,
+        "sealed_runs": sealed,
         "growth": growth,
     }
 
@@ -181,6 +191,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool]:
         f"duplicate records   {r['duplicates']}",
     ]
     ok = r["lost_runs"] == 0 and r["duplicates"] == 0 and r["manifest_runs"] == r["runs"]
+    if args.encrypted:
+        lines.append(f"sealed runs         {r['sealed_runs']} of {r['runs']}")
+        ok = ok and r["sealed_runs"] == r["runs"]
     for g in r["growth"]:
         grew = g["rss_mb"] > args.rss_growth_mb or g["fds"] > 4
         ok = ok and not grew

@@ -133,6 +133,23 @@ _REC_COLS = "seq, ts, type, name, line"
 _INFO_COLS = "seq, ts, type, name, size"
 
 
+class _ThreadConnection:
+    """One thread's connection, closed when the thread ends (CPython frees a thread's
+    ``threading.local`` values then): agents whose threads come and go must not keep
+    one SQLite connection (2 file descriptors, ~130 KB) per thread that ever appended."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, conns: set[sqlite3.Connection], lock: threading.RLock
+    ) -> None:
+        self.conn, self._conns, self._lock = conn, conns, lock
+
+    def __del__(self) -> None:
+        with self._lock:
+            self._conns.discard(self.conn)
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+
 class Cache:
     """SQLite-backed durable log of every run this host writes.
 
@@ -153,8 +170,8 @@ class Cache:
             raise CacheError(f"cannot create cache directory {self.directory}: {exc}") from exc
         self._lock_file = self._take_lock()
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self._conns: set[sqlite3.Connection] = set()
+        self._conns_lock = threading.RLock()  # also taken by _ThreadConnection.__del__
         self._write_lock = threading.Lock()
         self._closed = False
         try:
@@ -256,7 +273,8 @@ class Cache:
             )
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        held: _ThreadConnection | None = getattr(self._local, "conn", None)
+        conn = held.conn if held is not None else None
         if conn is None:
             if self._closed:
                 raise CacheError(f"cache {self.directory} is closed")
@@ -271,9 +289,9 @@ class Cache:
             except sqlite3.Error:
                 conn.close()
                 raise
-            self._local.conn = conn
             with self._conns_lock:
-                self._conns.append(conn)
+                self._conns.add(conn)
+            self._local.conn = _ThreadConnection(conn, self._conns, self._conns_lock)
         return conn
 
     @contextlib.contextmanager
