@@ -107,7 +107,8 @@ class Archive(Reader):
         self.engine = FlushEngine(self.cache, self.store, config, self.keyring)
         self._manifest = self.engine.manifest
         self.flusher = Flusher(self.engine, config)
-        self._runs: dict[str, Run] = {}
+        # Weak: a process that writes many runs keeps only the handles its code holds.
+        self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._closed = False
         self.appended_records = 0  # this process's appends, for reports

@@ -122,10 +122,13 @@ class FlushEngine:
         return got
 
     def forget(self, run_id: str) -> None:
-        """Drop what this engine remembers of a deleted run."""
+        """Drop what this engine remembers of a run (deleted, or ended and archived):
+        a later flush of it re-reads its index first."""
         self._policies.pop(run_id, None)
         self._synced.discard(run_id)
         self.live.discard(run_id)
+        with self._locks_guard:
+            self._locks.pop(run_id, None)
 
     def mark_synced(self, run_id: str) -> None:
         """The run was created by this process: its cache is the truth, no index read needed."""
@@ -208,7 +211,10 @@ class FlushEngine:
                 # the bucket or records past `upto` remain: the status must not reach
                 # the bucket before them, and the next flush will carry both.
                 if not batch and (row.status_archived or row.last_seq > row.archived_seq):
-                    self._sync_manifest(row)
+                    if self._sync_manifest(row) == 2 and row.last_seq == row.archived_seq:
+                        # Ended, all in the bucket, listed as done: nothing of this run
+                        # is needed in memory any more (a process may write millions).
+                        self.forget(run_id)
                     return upto
                 try:
                     done = self._flush_once(row, batch)
@@ -378,19 +384,21 @@ class FlushEngine:
             chain_head=index.chain_head if index else None,
         )
 
-    def _sync_manifest(self, row: RunRow) -> None:
+    def _sync_manifest(self, row: RunRow) -> int:
         """List the run in the manifest once its index exists; move it to ``done`` once
-        the index carries its end. Costs 1-2 requests per change, none otherwise."""
+        the index carries its end. Costs 1-2 requests per change, none otherwise.
+        Returns the run's manifest state now (0 unlisted, 1 active, 2 done)."""
         want = 1 if row.status == "running" else 2
         if row.manifest_state >= want or row.index_etag is None:
-            return
+            return row.manifest_state
         if want == 2 and not row.status_archived:
-            return
+            return row.manifest_state
         if want == 1:
             self.manifest.upsert_active(self.entry(row))
         else:
             self.manifest.finish(self.entry(row))
         self.cache.set_run_fields(row.run_id, manifest_state=want)
+        return want
 
     def renew_leases(self) -> int:
         """Renew the leases of every running run this host owns: one CAS per shard.
