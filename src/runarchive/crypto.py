@@ -380,15 +380,17 @@ def open_value(
 ) -> Any:
     """Decrypt one sealed JSON value."""
     plain = keyring.key_by_id(run_id, keys, sealed.dek, where, remote=remote)
+    kek = next((k.kek for k in keys if k.id == sealed.dek), "?")
+    return _open_json(plain, sealed.nonce, sealed.ct, run_id, name, where, kek)
+
+
+def _open_json(
+    plain: bytes, nonce: str, ct: str, run_id: str, name: str, where: str, kek: str
+) -> Any:
     try:
-        data = AESGCM(plain).decrypt(
-            unb64(sealed.nonce, where), unb64(sealed.ct, where), field_aad(run_id, name)
-        )
+        data = AESGCM(plain).decrypt(unb64(nonce, where), unb64(ct, where), field_aad(run_id, name))
     except InvalidTag:
-        kek = next((k.kek for k in keys if k.id == sealed.dek), "?")
-        raise DecryptionError(
-            where, f"sealed {name} fails AES-GCM authentication (data key {sealed.dek})", kek
-        ) from None
+        raise DecryptionError(where, f"sealed {name} fails AES-GCM authentication", kek) from None
     return orjson.loads(data)
 
 
@@ -467,17 +469,9 @@ def open_entry_metadata(
     remote: bool = True,
 ) -> Any:
     """Decrypt a manifest entry's ``sealed_metadata`` with its ``metadata_key``, both as
-    the stored JSON: a listing opens thousands, and building their models first cost
-    5x the decryption (measured)."""
-    plain = keyring.unwrapped(run_id, str(key["kek"]), str(key["wrapped"]), remote=remote)
-    try:
-        data = AESGCM(plain).decrypt(
-            unb64(str(sealed["nonce"]), where),
-            unb64(str(sealed["ct"]), where),
-            field_aad(run_id, "metadata"),
-        )
-    except InvalidTag:
-        raise DecryptionError(
-            where, "sealed metadata fails AES-GCM authentication", str(key["kek"])
-        ) from None
-    return orjson.loads(data)
+    the stored JSON (the listing builds each entry's model once, afterwards)."""
+    kek = str(key["kek"])
+    plain = keyring.unwrapped(run_id, kek, str(key["wrapped"]), remote=remote)
+    return _open_json(
+        plain, str(sealed["nonce"]), str(sealed["ct"]), run_id, "metadata", where, kek
+    )
