@@ -74,6 +74,16 @@ def _index_from_row(row: RunRow) -> RunIndex:
     )
 
 
+def _finished(row: RunRow) -> bool:
+    """Ended, every record and the end in the bucket, listed as done: nothing to flush."""
+    return (
+        row.status != "running"
+        and bool(row.status_archived)
+        and row.manifest_state == 2
+        and row.archived_seq == row.last_seq
+    )
+
+
 def _ts(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
@@ -197,6 +207,8 @@ class FlushEngine:
                     f"run {run_id!r} was taken over by another host; this writer is fenced. "
                     f"Its unflushed records stay in {self.cache.path}."
                 )
+            if _finished(start):
+                return start.last_seq  # ended, all archived, listed as done: no I/O
             if run_id not in self._synced:
                 self._adopt(start, self._remote_index(run_id))
                 self._synced.add(run_id)
