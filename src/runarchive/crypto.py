@@ -153,12 +153,24 @@ class Keyring:
                     return plain
         raise CorruptObjectError(where, f"names data key {dek!r}, which the run index lacks")
 
+    def _writing(self) -> tuple[str, KeyProvider]:
+        current, writer = self.current, self.writer
+        if current is None or writer is None:
+            raise KeyUnavailableError("", "this archive has no key to encrypt with")
+        return current, writer
+
+    def _generate(self, run_id: str) -> tuple[DataKey, bytes]:
+        current, writer = self._writing()
+        plain, wrapped = writer.generate(current, context(run_id))
+        made = DataKey(
+            id=secrets.token_hex(4), kek=current, wrapped=b64(wrapped), created_at=utcnow()
+        )
+        return made, plain
+
     def write_key(self, run_id: str, keys: Sequence[DataKey]) -> tuple[DataKey, bytes]:
         """The data key new data of ``run_id`` is sealed with: the run's key under the
         current KEK, or a new one (the caller adds it to the index it writes)."""
-        current = self.current
-        if current is None:
-            raise KeyUnavailableError("", "this archive has no key to encrypt with")
+        current, _ = self._writing()
         for key in keys:
             if key.kek == current:
                 return key, self.plaintext(run_id, key)
@@ -166,28 +178,17 @@ class Keyring:
             got = self._fresh.get((run_id, current))
         if got is not None:
             return got
-        assert self.writer is not None
-        plain, wrapped = self.writer.generate(current, context(run_id))
-        made = DataKey(
-            id=secrets.token_hex(4), kek=current, wrapped=b64(wrapped), created_at=utcnow()
-        )
+        made = self._generate(run_id)
         with self._lock:
-            got = self._fresh.setdefault((run_id, current), (made, plain))
-        return got
+            return self._fresh.setdefault((run_id, current), made)
 
     def new_key(self, run_id: str) -> tuple[DataKey, bytes]:
         """A new data key for ``run_id`` under the current KEK, whatever the run has
         (compaction with ``fresh_key``); :meth:`persisted` caches it once written."""
-        current = self.current
-        if current is None or self.writer is None:
-            raise KeyUnavailableError("", "this archive has no key to encrypt with")
-        plain, wrapped = self.writer.generate(current, context(run_id))
-        made = DataKey(
-            id=secrets.token_hex(4), kek=current, wrapped=b64(wrapped), created_at=utcnow()
-        )
+        made = self._generate(run_id)
         with self._lock:
-            self._fresh[(run_id, "new:" + made.id)] = (made, plain)
-        return made, plain
+            self._fresh[(run_id, "new:" + made[0].id)] = made
+        return made
 
     def persisted(self, run_id: str, keys: Sequence[DataKey]) -> None:
         """Move the fresh keys of ``run_id`` that ``keys`` (a written index) now holds
@@ -298,11 +299,9 @@ def check_stored(body: bytes, ref: SegmentRef) -> None:
         )
 
 
-def open_segment(
-    body: bytes, ref: SegmentRef, run_id: str, keyring: Keyring | None, keys: Sequence[DataKey]
-) -> bytes:
-    """The JSON Lines of a sealed segment, after checking its SHA-256, its header
-    against ``ref`` and the ciphertext's authentication tag."""
+def check_sealed(body: bytes, ref: SegmentRef, run_id: str) -> tuple[dict[str, Any], bytes, bytes]:
+    """What can be checked of a sealed segment without its key: the stored SHA-256 and
+    the plaintext header against ``ref``. Returns :func:`split_sealed`'s parts."""
     check_stored(body, ref)
     header, line, ct = split_sealed(body, ref.key)
     want = {"run": run_id, "first_seq": ref.first_seq, "last_seq": ref.last_seq, "dek": ref.dek}
@@ -311,6 +310,15 @@ def open_segment(
             raise CorruptObjectError(
                 ref.key, f"sealed header {name} is {header.get(name)!r}, expected {value!r}"
             )
+    return header, line, ct
+
+
+def open_segment(
+    body: bytes, ref: SegmentRef, run_id: str, keyring: Keyring | None, keys: Sequence[DataKey]
+) -> bytes:
+    """The JSON Lines of a sealed segment, after checking its SHA-256, its header
+    against ``ref`` and the ciphertext's authentication tag."""
+    header, line, ct = check_sealed(body, ref, run_id)
     kek = str(header.get("kek"))
     if keyring is None:
         raise KeyUnavailableError(

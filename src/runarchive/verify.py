@@ -27,7 +27,7 @@ from runarchive.codec import (
     run_prefix,
     split_header,
 )
-from runarchive.crypto import Keyring, check_stored, open_index, segment_raw, split_sealed
+from runarchive.crypto import Keyring, check_sealed, open_index, segment_raw, split_sealed
 from runarchive.errors import (
     CorruptObjectError,
     DecryptionError,
@@ -192,17 +192,10 @@ class _Verifier:
         (the chain is of stored objects) and the plaintext header."""
         ref, run = index.segments[pos], index.run_id
         try:
-            check_stored(body, ref)
-            header, _, _ = split_sealed(body, ref.key)
+            check_sealed(body, ref, run)
         except CorruptObjectError as bad:
             res.problems.append(_p("corrupt", "error", run, ref.key, bad.detail))
             return res
-        want = {"run": run, "first_seq": ref.first_seq, "last_seq": ref.last_seq, "dek": ref.dek}
-        got = {k: header.get(k) for k in want}
-        if got != want:
-            res.problems.append(
-                _p("corrupt", "error", run, ref.key, f"header {got} does not match {want}")
-            )
         res.problems.append(
             _p(
                 "not-decrypted",
