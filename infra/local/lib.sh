@@ -156,10 +156,11 @@ launch() {
     </dev/null >>"$logdir/weed.out" 2>&1 &
   local pid=$!
   echo "$pid" >"$dir/pids/$name.pid"
-  # env and setsid exec weed under the same PID: wait for that, so that pid_of (which
-  # checks the process name) does not mistake the launch for a dead process.
+  # The background subshell (bash), then env and setsid exec weed under the same PID:
+  # wait for that, so that pid_of (which checks the process name) does not mistake the
+  # launch for a dead process. (Seen in CI under load: the subshell was still "bash".)
   local tries=0
-  while [[ "$(cat "/proc/$pid/comm" 2>/dev/null || echo gone)" =~ ^(env|setsid)$ ]] &&
+  while [[ "$(cat "/proc/$pid/comm" 2>/dev/null || echo gone)" =~ ^(bash|env|setsid)$ ]] &&
     ((tries++ < 100)); do
     sleep 0.02
   done
