@@ -17,6 +17,11 @@ faults have fired, and a run with the same seed and request order repeats itself
                 body), then the connection is closed
 * ``lost``      forwarded and answered upstream (the write happened); the answer is
                 dropped and the connection closed: the client sees an error
+* ``412``       a ``PreconditionFailed`` XML answer, request not forwarded (a proxy or
+                a buggy gateway that claims a conditional write lost)
+* ``unstored``  a PUT is answered ``200`` with the ETag its body would have (MD5),
+                and not forwarded: the write is acknowledged and never stored (a lying
+                network); other methods are forwarded as usual
 
 :attr:`counts` counts injections per kind; :meth:`set_rate` changes the rate (0 to
 stop) at any time. Object bodies are never logged.
@@ -25,6 +30,7 @@ stop) at any time. Object bodies are never logged.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import random
 import socket
@@ -37,7 +43,9 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlparse
 
-KINDS = ("500", "503", "reset", "timeout", "truncated", "lost")
+KINDS = ("500", "503", "reset", "timeout", "truncated", "lost", "412", "unstored")
+# The kinds injected when a test names none: the transient ones a retry fixes.
+TRANSIENT = ("500", "503", "reset", "timeout", "truncated", "lost")
 
 _ERROR_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -55,7 +63,7 @@ class FaultProxy:
         upstream: str,
         *,
         rate: float = 0.0,
-        kinds: tuple[str, ...] = KINDS,
+        kinds: tuple[str, ...] = TRANSIENT,
         seed: int = 0,
         hold_seconds: float = 2.5,
     ) -> None:
@@ -193,12 +201,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         body = self._body()
         fault = self.owner.choose(self.command, self.path)
-        if fault in ("500", "503"):
-            code, message = (
-                ("InternalError", "injected internal error")
-                if fault == "500"
-                else ("SlowDown", "injected slow down")
-            )
+        if fault == "unstored" and self.command != "PUT":
+            fault = None
+        if fault == "unstored":
+            etag = '"' + hashlib.md5(body).hexdigest() + '"'  # noqa: S324 - S3's ETag
+            self.send_response(200)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if fault in ("500", "503", "412"):
+            code, message = {
+                "500": ("InternalError", "injected internal error"),
+                "503": ("SlowDown", "injected slow down"),
+                "412": ("PreconditionFailed", "injected precondition failure"),
+            }[fault]
             xml = _ERROR_XML.format(code=code, message=message).encode()
             self.send_response(int(fault))
             self.send_header("Content-Type", "application/xml")

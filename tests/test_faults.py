@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import s3_settings
-from faultproxy import KINDS, FaultProxy, what
+from faultproxy import TRANSIENT as KINDS, FaultProxy, what
 from servers import S3Server
 
 from runarchive import Archive, Reader
