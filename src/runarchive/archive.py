@@ -40,7 +40,8 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.flush import FlushEngine, Flusher, FlushError
+from runarchive.flush import FlushEngine
+from runarchive.flusher import Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
 from runarchive.jsonvalue import check_json_value, dumps
 from runarchive.keys import KeyProvider

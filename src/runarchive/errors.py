@@ -9,7 +9,8 @@ happened and what to do; they never contain credentials or object bodies.
     ├── ConfigError (ValueError)            bad setting; names the setting
     ├── InvalidInputError (ValueError)      bad run id, name, kind, seq...
     │   ├── StateNotSerializableError (TypeError too)  names the offending path
-    │   └── RecordTooLargeError             a record over max_record_bytes
+    │   ├── RecordTooLargeError             a record over max_record_bytes
+    │   └── RunExistsError                  the run id (or thread) is taken, here or by another host
     ├── RunStateError                       append to a completed/failed/closed run
     │   ├── FencedError                     another host resumed this run
     │   └── ResumeConflictError             another host won the race to resume it
@@ -17,6 +18,7 @@ happened and what to do; they never contain credentials or object bodies.
     ├── CacheError                          local cache unusable (locked, corrupt, disk full)
     ├── BackpressureError                   too much unflushed data: the bucket is behind
     ├── IndexConflictError                  bucket index and cache disagree irreconcilably
+    ├── MissingRecordsError                 the bucket lacks acked records no cache holds any more
     ├── ManifestConflictError               a manifest shard kept changing under retries
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
     │   └── DecryptionError (EncryptionError too)  ciphertext fails authentication
@@ -69,6 +71,12 @@ class StateNotSerializableError(InvalidInputError, TypeError):
         )
 
 
+class RunExistsError(InvalidInputError):
+    """The run id is taken: by a run of this host's cache, by a run in the bucket, or by
+    another host that claimed it first (a LangGraph thread new to this host included).
+    Nothing was recorded; read the run (or thread) again and decide, or pick another id."""
+
+
 class RunStateError(RunArchiveError):
     """The run cannot take this operation in its current state (completed, failed, closed)."""
 
@@ -87,6 +95,21 @@ class ResumeConflictError(RunStateError):
 class IndexConflictError(RunArchiveError):
     """The bucket's run index disagrees with this host's cache in a way that cannot be
     merged (the bucket is ahead without a higher epoch, or went backwards)."""
+
+
+class MissingRecordsError(RunArchiveError):
+    """Records this host acknowledged are not in the bucket (an index or a segment PUT
+    was answered but not stored), and no cache here holds them any more to re-upload.
+    ``seqs`` lists the missing ranges as ``(first, last)`` pairs."""
+
+    def __init__(self, run_id: str, seqs: list[tuple[int, int]], where: str) -> None:
+        self.run_id, self.seqs = run_id, seqs
+        ranges = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in seqs)
+        super().__init__(
+            f"run {run_id!r}: the bucket lacks seqs {ranges}, and {where} no longer holds "
+            "them. They were acknowledged: look for them in another host's cache "
+            "(`runarchive repair` there) or in an export; `runarchive verify` lists the gap."
+        )
 
 
 class ManifestConflictError(RunArchiveError):

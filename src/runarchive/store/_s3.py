@@ -240,6 +240,27 @@ class S3Store(Store):
             return GetResult(body, resp["ETag"])
         raise AssertionError("unreachable")
 
+    def get_if_changed(self, key: str, etag: str) -> GetResult | None:
+        """GetObject with ``If-None-Match: etag``: a 304 (no body) means unchanged."""
+        try:
+            resp = self._ok(
+                self._client.get_object(
+                    Bucket=self.settings.bucket, Key=self._full(key), IfNoneMatch=etag
+                )
+            )
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 304 or exc.response.get("Error", {}).get("Code") == "304":
+                return None
+            self._raise(exc, "GET", key)
+        except Exception as exc:  # mapped, never swallowed
+            self._raise(exc, "GET", key)
+        try:
+            body = resp["Body"].read()
+        except Exception:  # a body cut short: read it again the plain way
+            return self.get(key)
+        return GetResult(body, resp["ETag"])
+
     def _head(self, key: str) -> Any:
         """The HEAD response, or ``None`` if the object does not exist."""
         try:

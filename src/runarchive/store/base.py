@@ -186,6 +186,16 @@ class Store(ABC):
     def get(self, key: str) -> GetResult:
         """Read a whole object. Raises ``ObjectNotFoundError`` if it is missing."""
 
+    def get_if_changed(self, key: str, etag: str) -> GetResult | None:
+        """Read ``key`` unless its ETag is still ``etag`` (``None``: unchanged).
+
+        One request: S3 sends ``If-None-Match`` and answers 304 without a body when
+        nothing changed. This default reads the whole object (local stores, where a
+        read costs no request). Raises ``ObjectNotFoundError`` if the object is missing.
+        """
+        got = self.get(key)
+        return None if got.etag == etag else got
+
     @abstractmethod
     def head(self, key: str) -> ObjectMeta | None:
         """Size and ETag of an object, or ``None`` if it does not exist."""

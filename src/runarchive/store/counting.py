@@ -74,6 +74,14 @@ class CountingStore(Store):
             self.bytes_in += len(result.body)
         return result
 
+    def get_if_changed(self, key: str, etag: str) -> GetResult | None:
+        self._count("get", key)
+        result = self.inner.get_if_changed(key, etag)
+        if result is not None:
+            with self._lock:
+                self.bytes_in += len(result.body)
+        return result
+
     def head(self, key: str) -> ObjectMeta | None:
         self._count("head", key)
         return self.inner.head(key)
