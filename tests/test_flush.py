@@ -10,7 +10,7 @@ from conftest import abandon
 
 from runarchive import Archive, Policy
 from runarchive.codec import index_key
-from runarchive.errors import StoreUnavailableError
+from runarchive.errors import IndexConflictError, StoreUnavailableError
 from runarchive.store import FileStore, PutMode
 
 
@@ -131,6 +131,6 @@ def test_foreign_index_ahead_of_the_cache_is_refused(tmp_path: Path) -> None:
     body = store.get(key).body.replace(b'"last_seq":1', b'"last_seq":99')
     store.put(key, body)
     run.checkpoint("c", 2)
-    with pytest.raises(Exception, match="another host writes this run"):
+    with pytest.raises(IndexConflictError, match="beyond this host.s last seq"):
         run.flush()
     abandon(archive)

@@ -510,8 +510,9 @@ def test_graph_failure_resumed_on_a_fresh_host(archive_factory: ArchiveFactory) 
 
 
 def test_request_budget_per_super_step(archive_factory: ArchiveFactory) -> None:
-    """At defaults a fast graph costs its thread lookup (GET + HEAD) and then nothing
-    until a flush: 2 requests per flush (+ the manifest at the run's first flush)."""
+    """At defaults a fast graph costs its thread lookup (GET) and its claim (one
+    create-only PUT of the index) and then nothing until a flush: 2 requests per flush
+    (+ the manifest at the run's first flush)."""
     archive = archive_factory()
     saver = ArchiveSaver(archive)
 
@@ -527,7 +528,8 @@ def test_request_budget_per_super_step(archive_factory: ArchiveFactory) -> None:
     store.reset()
     graph.invoke({"n": 0, "log": []}, {"configurable": {"thread_id": "budget"}})
     during = dict(store.counts)
-    assert during == {"get": 1, "head": 1}
+    assert during == {"get": 1, "put": 1}
+    assert store.recent[-1] == ("put", "runs/lg-budget/index.json")  # claimed before acks
     archive.flush()
     flush = store.total - 2
     assert store.counts["put"] >= 2

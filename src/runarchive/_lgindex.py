@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.serde.base import SerializerProtocol
 
     from runarchive.run import Run
+    from runarchive.view import RunView
 
 STATE_FORMAT = 1  # version of the record shapes below (docs/langgraph.md)
 WRITES_KIND = "lg.writes"
@@ -88,7 +89,7 @@ class ThreadIndex:
     """One thread's in-memory index: where each live checkpoint and write is."""
 
     thread_id: str
-    run: Run
+    run: Run | RunView  # a view: read from the bucket, not owned here
     lock: threading.RLock
     checkpoints: dict[str, dict[str, Entry]] = field(default_factory=dict)
     writes: dict[Loc, dict[tuple[str, int], WriteRef]] = field(default_factory=dict)

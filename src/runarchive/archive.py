@@ -29,27 +29,30 @@ from runarchive.compact import CompactionResult, compact_run
 from runarchive.config import ArchiveConfig, load_config
 from runarchive.crypto import open_index, sealed_metadata
 from runarchive.errors import (
-    CacheError,
     ConfigError,
     EncryptionError,
+    FencedError,
     FormatVersionError,
     InvalidInputError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ResumeConflictError,
+    RunExistsError,
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.flush import FlushEngine
+from runarchive.flush import FlushEngine, HealReport
 from runarchive.flusher import Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
-from runarchive.jsonvalue import check_json_value, dumps
+from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.keys import KeyProvider
 from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
+    RunIndex,
     format_ts,
     new_run_id,
+    new_writer_id,
     parse_index,
     utcnow,
     validate_name,
@@ -57,6 +60,7 @@ from runarchive.model import (
 )
 from runarchive.policy import Policy
 from runarchive.reader import Reader, make_store
+from runarchive.recovery import fork_run
 from runarchive.rekey import RekeyResult, rekey_run
 from runarchive.restore import execute_restore, plan_restore
 from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
@@ -174,8 +178,10 @@ class Archive(Reader):
     ) -> Run:
         """Start a new run and return its writer. ``run_id`` defaults to a time-sortable id.
 
-        A given ``run_id`` that already exists in the cache or bucket is refused
-        (one HEAD request); generated ids need no request. ``policy`` gives this run
+        A given ``run_id`` is claimed in the bucket before this returns (1 create-only
+        PUT of its index): if it exists there or in the cache, or another host claims it
+        first, ``RunExistsError`` is raised and nothing is recorded. Generated ids are
+        unique and need no request. ``policy`` gives this run
         its own compression policy (e.g. ``Policy(keep_all=True)``), recorded in its
         index so a host that resumes the run applies it too; the default is the
         archive's configured policy.
@@ -187,21 +193,45 @@ class Archive(Reader):
             raise InvalidInputError("metadata must be a dict")
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, not {type(policy).__name__}")
+        writer = new_writer_id()
+        now = utcnow()
+        policy_json = policy.model_dump_json() if policy is not None else None
+        claim: tuple[str, str] | None = None
         if run_id is None:
             run_id = new_run_id()
         else:
             validate_run_id(run_id)
-            if self.cache.run(run_id) is not None or self.store.head(index_key(run_id)):
-                raise InvalidInputError(
-                    f"run {run_id!r} already exists; choose another run_id or use "
-                    "archive.run(run_id) to continue a run of this host"
+            if self.cache.run(run_id) is not None:
+                raise RunExistsError(
+                    f"run {run_id!r} already exists in this host's cache "
+                    f"{self.cache.directory}; choose another run_id or use "
+                    "archive.run(run_id) to continue it"
                 )
+            # A chosen id may be chosen by another host too: claim it in the bucket
+            # before acknowledging anything, so that exactly one of them writes it.
+            claim = self.engine.claim(
+                run_id,
+                RunIndex(
+                    run_id=run_id,
+                    agent=agent,
+                    metadata=meta,
+                    created_at=now,
+                    updated_at=now,
+                    policy=loads(policy_json) if policy_json else None,
+                    epoch=1,
+                    writer=writer,
+                    owner_host=self.config.host_id,
+                    owner_pid=self.engine.pid,
+                ),
+            )
         self.cache.create_run(
             run_id,
             agent,
             dumps(meta).decode(),
-            format_ts(utcnow()),
-            policy.model_dump_json() if policy is not None else None,
+            format_ts(now),
+            policy_json,
+            writer=writer,
+            claim=claim,
         )
         # The index is first written by the first flush (at most flush_age later),
         # not here: that saves one request per run.
@@ -210,15 +240,83 @@ class Archive(Reader):
         return self._handle(run_id)
 
     def run(self, run_id: str) -> Run:
-        """The writer of a run this host's cache holds (e.g. after a restart)."""
+        """The writer of a run this host's cache holds (e.g. after a restart).
+
+        The first call in a process checks with the bucket that this host still owns
+        the run (1 conditional GET; none for runs this process started or resumed).
+        If another host took it over, raises ``FencedError``: read the run with
+        :meth:`restore`, take it back with :meth:`resume`; records this host had not
+        archived stay listed by :meth:`status` (:meth:`fork` archives them).
+        """
         self._check_open()
         validate_run_id(run_id)
-        if self.cache.run(run_id) is None:
+        row = self.cache.run(run_id)
+        if row is None:
             raise RunNotFoundError(
                 f"run {run_id!r} is not in this host's cache {self.cache.directory}; "
                 "use archive.restore(run_id) to read it from the bucket"
             )
+        if run_id not in self.engine.live and not self.engine.revalidate(run_id):
+            row = self.cache.run(run_id) or row
+            stranded = row.last_seq - row.archived_seq
+            raise FencedError(
+                f"run {run_id!r} is owned by another host now (this host's copy is at epoch "
+                f"{row.epoch}): read it with archive.restore(), take it back with "
+                "archive.resume()"
+                + (
+                    f"; this host's {stranded} records the bucket lacks are kept: "
+                    f"archive.fork({run_id!r}) archives them as a new run"
+                    if stranded
+                    else ""
+                )
+            )
         return self._handle(run_id)
+
+    def fork(self, run_id: str, *, to: str | None = None) -> Run:
+        """Archive what this host holds of a run another host took over: the records
+        its copy has and the bucket lacks (acknowledged here after the takeover, listed
+        by :meth:`status` as the fenced run's unflushed records) become a new run ``to``
+        (default: a generated id) whose ``metadata["forked_from"]`` names the original
+        run and the seq range, under ``Policy(keep_all=True)``. The local copy of the
+        original is then forgotten. Returns the new run, completed and flushed (if the
+        flush fails it raises, and the records wait in the cache under the new run).
+        Cost: the new run's claim (if ``to`` is given), its flush and manifest entry."""
+        self._check_open()
+        return fork_run(self, run_id, to)
+
+    def repair(self, run_id: str) -> HealReport:
+        """Make the bucket hold every record of ``run_id`` this host archived: write the
+        run's index again if the bucket lost it or holds an older one (an index PUT
+        answered 200 and never stored), and re-upload from this host's cache every
+        segment the index names that the bucket lacks. Raises ``MissingRecordsError``
+        naming the seqs when the cache no longer holds them, ``RunNotFoundError`` when
+        the cache does not hold the run. Flushes normally heal on their own; this is the
+        on-demand form (``runarchive repair``). Cost: 1 GET, 1 LIST per 1,000 segments,
+        the PUTs of what is missing."""
+        self._check_open()
+        validate_run_id(run_id)
+        report = self.engine.repair(run_id)
+        if run_id in self.cache.runs_needing_flush():
+            self.flusher.request(run_id)
+        return report
+
+    def discard_local(self, run_id: str) -> None:
+        """Forget this host's cached copy of a run another host owns now (never its
+        objects in the bucket). Refused while the copy holds records the bucket lacks:
+        :meth:`fork` them first."""
+        self._check_open()
+        row = self.cache.run(run_id)
+        if row is None:
+            return
+        if row.last_seq > row.archived_seq:
+            raise RunStateError(
+                f"this host's copy of run {run_id!r} holds {row.last_seq - row.archived_seq} "
+                f"records the bucket lacks; archive.fork({run_id!r}) first"
+            )
+        self.engine.forget(run_id)
+        with self._lock:
+            self._runs.pop(run_id, None)
+        self.cache.delete_run(run_id)
 
     def _handle(self, run_id: str) -> Run:
         self.engine.live.add(run_id)
@@ -247,15 +345,18 @@ class Archive(Reader):
         self._check_open()
         validate_run_id(run_id)
         mine = self.cache.run(run_id)
-        if mine is not None and not mine.fenced:
+        if mine is not None and (run_id in self.engine.live or self.engine.revalidate(run_id)):
             return self._handle(run_id)
-        if mine is not None:
-            raise CacheError(
-                f"this host's cache holds a fenced copy of run {run_id!r} (records written "
-                f"after another host took it over); export them from {self.cache.path} "
-                "(docs/design.md, Fencing), then delete_run() it locally or use another "
-                "cache_dir"
+        mine = self.cache.run(run_id)
+        if mine is not None and mine.last_seq > mine.archived_seq:
+            raise FencedError(
+                f"this host's copy of run {run_id!r} holds {mine.last_seq - mine.archived_seq} "
+                "records written after another host took it over, which the bucket lacks: "
+                f"archive.fork({run_id!r}) (`runarchive fork {run_id} --to NEW_ID`) archives "
+                "them as a new run; then resume again"
             )
+        if mine is not None:  # a stale copy with nothing of its own: the bucket's wins
+            self.discard_local(run_id)
         key = index_key(run_id)
         try:
             got = self.store.get(key)
@@ -284,9 +385,11 @@ class Archive(Reader):
                 f"run {run_id!r} is at epoch {index.epoch}, not {expected_epoch}: "
                 f"{index.owner_host or 'another host'} took it over already"
             )
+        writer = new_writer_id()
         taken = index.model_copy(
             update={
                 "epoch": index.epoch + 1,
+                "writer": writer,
                 "owner_host": self.config.host_id,
                 "owner_pid": self.engine.pid,
                 "updated_at": utcnow(),
@@ -328,6 +431,7 @@ class Archive(Reader):
             fenced=0,
             manifest_state=0,
             policy=None if policy is None else policy.model_dump_json(),
+            writer=writer,
         )
         self.cache.import_run(
             row,

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS runs (
     epoch INTEGER NOT NULL DEFAULT 0,
     fenced INTEGER NOT NULL DEFAULT 0,
     manifest_state INTEGER NOT NULL DEFAULT 0,
-    policy TEXT
+    policy TEXT,
+    writer TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -104,6 +105,7 @@ class RunRow:
     fenced: int  # 1 once another host took the run over
     manifest_state: int  # 0 not listed, 1 listed as running, 2 listed as finished
     policy: str | None = None  # the run's own Policy as JSON; None = the archive's
+    writer: str = ""  # this host's writer id of the run (RunIndex.writer); "" = legacy
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,8 @@ class Cache:
                 )
         if "policy" not in have:
             self._conn().execute("ALTER TABLE runs ADD COLUMN policy TEXT")
+        if "writer" not in have:
+            self._conn().execute("ALTER TABLE runs ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
         for name in ("flush_error", "flush_error_at"):  # the last background flush failure
             if name not in have:
                 self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
@@ -332,15 +336,26 @@ class Cache:
     # -- runs -------------------------------------------------------------------
 
     def create_run(
-        self, run_id: str, agent: str, metadata: str, now: str, policy: str | None = None
+        self,
+        run_id: str,
+        agent: str,
+        metadata: str,
+        now: str,
+        policy: str | None = None,
+        *,
+        writer: str = "",
+        claim: tuple[str, str] | None = None,
     ) -> None:
-        """Record a new run; ``CacheError`` if the id already exists here."""
+        """Record a new run; ``CacheError`` if the id already exists here. ``claim`` is
+        the ``(etag, json)`` of the index that claimed the id in the bucket, if any."""
+        etag, index_json = claim if claim is not None else (None, None)
         try:
             with self.transaction() as db:
                 db.execute(
                     "INSERT INTO runs (run_id, agent, metadata, status, created_at, updated_at,"
-                    " epoch, policy) VALUES (?, ?, ?, 'running', ?, ?, 1, ?)",
-                    (run_id, agent, metadata, now, now, policy),
+                    " epoch, policy, writer, index_etag, index_json)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, 1, ?, ?, ?, ?)",
+                    (run_id, agent, metadata, now, now, policy, writer, etag, index_json),
                 )
         except sqlite3.IntegrityError:
             raise CacheError(f"run {run_id!r} already exists in the cache") from None
@@ -478,6 +493,16 @@ class Cache:
             "(SELECT archived_seq FROM runs WHERE run_id = ?1) AND seq <= ?2 "
             "ORDER BY seq LIMIT ?3",
             (run_id, max_seq, limit),
+        )
+        return [RecordInfo(*r) for r in rows]
+
+    def infos(self, run_id: str, first: int, last: int) -> list[RecordInfo]:
+        """The records of ``first <= seq <= last`` this cache still holds, archived or
+        not, in seq order (a repair re-encodes a segment the bucket lost from them)."""
+        rows = self._conn().execute(
+            f"SELECT {_INFO_COLS} FROM records WHERE run_id = ? AND seq BETWEEN ? AND ? "
+            "ORDER BY seq",
+            (run_id, first, last),
         )
         return [RecordInfo(*r) for r in rows]
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from runarchive import cli_recovery
 from runarchive.archive import Archive
 from runarchive.cli_demo import cmd_demo
 from runarchive.cli_demo import human as _human
@@ -508,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("run", metavar="RUN")
         cmd.add_argument("--cache-dir", help="cache directory (default: a temporary one)")
         cmd.set_defaults(func=cmd_hold)
+    cli_recovery.register(sub)
     return parser
 
 

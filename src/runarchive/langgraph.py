@@ -65,11 +65,18 @@ from runarchive._lgindex import (
     enc,
     json_safe,
 )
-from runarchive.codec import index_key
-from runarchive.errors import CorruptObjectError, InvalidInputError, RunNotFoundError, RunStateError
+from runarchive.errors import (
+    CorruptObjectError,
+    FencedError,
+    InvalidInputError,
+    RunExistsError,
+    RunNotFoundError,
+    RunStateError,
+)
 from runarchive.jsonvalue import loads
 from runarchive.model import Checkpoint, Event, validate_name, validate_run_id
 from runarchive.policy import Policy
+from runarchive.view import RunView
 
 if TYPE_CHECKING:
     from runarchive.archive import Archive
@@ -96,11 +103,15 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
     requests per 5 s of activity per thread). Reads come from an in-memory index
     and the local cache; a checkpoint the cache evicted costs 1 GET of its segment.
 
-    A thread this host's cache does not hold is looked up in the bucket on first
-    touch and **taken over** with ``archive.resume`` (its previous owner, if still
-    alive, is fenced); to inspect a thread without taking it, use
-    ``Reader.restore(saver.run_id_for(thread_id))``. Unknown threads cost 1 GET
-    each time they are asked for (``get_tuple`` then returns ``None``).
+    Reads never take a thread over. A thread this host does not own (another host
+    started it, or took it over since) is read from the bucket and revalidated at
+    each read by a conditional GET of its index (1 request, no body when nothing
+    changed). The first write (``put``/``put_writes``) to such a thread takes it over
+    with ``archive.resume`` (its previous owner, if still alive, is fenced). A thread
+    new to the bucket is claimed there (1 create-only PUT) before its first record is
+    acknowledged: of two hosts creating it at once, the loser gets ``RunExistsError``
+    and has recorded nothing. Unknown threads cost 1 GET each time they are asked
+    for (``get_tuple`` then returns ``None``).
 
     ``policy`` is the compression policy of the runs this saver starts
     (default: keep every checkpoint, as LangGraph's history and time travel need);
@@ -154,53 +165,96 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
                 lock = self._locks[tid] = threading.RLock()
             return lock
 
-    def _thread(self, thread_id: Any, *, create: bool, remote: bool = True) -> ThreadIndex | None:
-        """The thread's index, loaded on first touch from the cache, else (``remote``)
-        taken over from the bucket, else (``create``) started as a new run."""
+    def _thread(
+        self,
+        thread_id: Any,
+        *,
+        create: bool,
+        remote: bool = True,
+        write: bool = False,
+        fresh: bool = False,
+    ) -> ThreadIndex | None:
+        """The thread's index. Reads (``create=False``) never take a thread over: a
+        thread this host owns is served from memory and the cache (0 requests); one it
+        does not own is read from the bucket through a :class:`RunView`, revalidated
+        by a conditional GET at each look. Writes (``create=True``) take the thread
+        over (``archive.resume``) or claim a new one in the bucket first; ``write``
+        takes an existing thread over without creating one. ``fresh`` (a checkpoint
+        without a parent: the caller believes the thread is new) never takes over a
+        thread this host does not own: it claims it, and ``RunExistsError`` says that
+        another host has it."""
+        write = write or create
         tid = str(thread_id)
         lock = self._thread_lock(tid)
         with lock:
-            if (known := self._threads.get(tid)) is not None:
-                return known
+            known = self._threads.get(tid)
+            seen: int | None = None  # the epoch this host last read, if through a view
+            if known is not None:
+                if isinstance(view := known.run, RunView):
+                    if not write:
+                        return self._index(tid, view, lock) if view.refresh() else known
+                    seen = view.epoch
+                elif known.run.run_id not in self.archive.engine.fenced:
+                    return known  # owned and written here: no request
+                del self._threads[tid]  # fenced since, or a write to a read-only view
             run_id = self.run_id_for(tid)
             archive = self.archive
-            handle: Run | None = None
+            handle: Run | RunView | None = None
             if archive.cache.run(run_id) is not None:
-                handle = archive.run(run_id)
-            elif remote and not (create and tid in self._absent):
                 try:
-                    handle = archive.resume(run_id)  # 1 GET if unknown
+                    handle = archive.run(run_id)  # 1 conditional GET, once per process
+                except FencedError:
+                    # Another host owns it now. A copy with nothing of its own is stale;
+                    # one holding records the bucket lacks stays for `status` / `fork`.
+                    with contextlib.suppress(RunStateError):
+                        archive.discard_local(run_id)
+                    if write:
+                        raise
+            if handle is None and remote and not fresh and not (create and tid in self._absent):
+                try:
+                    # A write takes the thread over; a read only looks.
+                    # (expected_epoch: not from a host that took it since this one read it)
+                    handle = (
+                        archive.resume(run_id, expected_epoch=seen)
+                        if write
+                        else RunView.load(archive, run_id)
+                    )
                 except RunNotFoundError:
                     handle = None
             if handle is None:
                 if not create:
                     # Remembered so that the put that usually follows skips this GET
-                    # (start_run's HEAD still refuses a thread created meanwhile).
+                    # (the claim refuses a thread another host created meanwhile).
                     if len(self._absent) > 10_000:
                         self._absent.clear()
                     self._absent.add(tid)
                     return None
                 self._absent.discard(tid)
                 handle = self._start(run_id, tid)
-            owner = handle.metadata.get(THREAD_KEY)
-            if owner != tid:
-                raise InvalidInputError(
-                    f"run {run_id!r} holds LangGraph thread {owner!r}, not {tid!r}; "
-                    "give this saver another run_prefix"
-                )
-            thread = ThreadIndex(tid, handle, lock)
-            self._rebuild(thread)
-            self._threads[tid] = thread
+            thread = self._index(tid, handle, lock)
             return thread
+
+    def _index(self, tid: str, handle: Run | RunView, lock: threading.RLock) -> ThreadIndex:
+        owner = handle.metadata.get(THREAD_KEY)
+        if owner != tid:
+            raise InvalidInputError(
+                f"run {handle.run_id!r} holds LangGraph thread {owner!r}, not {tid!r}; "
+                "give this saver another run_prefix"
+            )
+        thread = ThreadIndex(tid, handle, lock)
+        self._rebuild(thread)
+        self._threads[tid] = thread
+        return thread
 
     def _start(self, run_id: str, tid: str) -> Run:
         try:
             return self.archive.start_run(self.agent, run_id, {THREAD_KEY: tid}, policy=self.policy)
-        except InvalidInputError:
-            if self.archive.store.head(index_key(run_id)) is None:
-                raise
-            # Another host started this thread since our lookup: continue it instead.
-            return self.archive.resume(run_id)
+        except RunExistsError as exc:
+            raise RunExistsError(
+                f"LangGraph thread {tid!r} was created by another host after this host "
+                f"found it absent ({exc}). Nothing was recorded: read the thread again "
+                "(get_tuple) and continue from its state."
+            ) from exc
 
     def _rebuild(self, thread: ThreadIndex) -> None:
         # Run.records() reads the cache, and the bucket for what the cache evicted.
@@ -268,9 +322,10 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
         """The checkpoint ``config`` names (``checkpoint_id``), else the thread's newest
         in ``checkpoint_ns``, with its pending writes; ``None`` if there is none.
 
-        Cost: 0 requests for a thread this host holds (1 GET per evicted record
-        read back); 1 GET for an unknown thread; a takeover (``archive.resume``:
-        index GET + PUT, segment GETs, manifest) for a thread only in the bucket.
+        Cost: 0 requests for a thread this host owns (1 GET per evicted record read
+        back); 1 GET for an unknown thread; for a thread another host owns, 1
+        conditional GET of its index (plus its segments the first time, and the new
+        ones when it grew). Never takes the thread over.
         """
         conf = _configurable(config, "get_tuple")
         t = self._thread(conf["thread_id"], create=False)
@@ -356,10 +411,12 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
         """Append the checkpoint to the thread's run; durable in the cache on return
         (0 requests; a new thread costs 1 GET + 1 HEAD to check the bucket)."""
         conf = _configurable(config, "put")
-        t = self._thread(conf["thread_id"], create=True)
+        parent = conf.get("checkpoint_id")
+        # Without a parent the caller starts the thread: it must not take over one
+        # another host started meanwhile (its view said the thread was empty).
+        t = self._thread(conf["thread_id"], create=True, fresh=parent is None)
         assert t is not None  # create=True
         ns, cid = str(conf.get("checkpoint_ns", "")), str(checkpoint["id"])
-        parent = conf.get("checkpoint_id")
         meta = cast(dict[str, Any], get_checkpoint_metadata(config, metadata))
         state = {
             "format": STATE_FORMAT,
@@ -459,7 +516,7 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
                 f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'"
             )
         for tid in thread_ids:
-            t = self._thread(tid, create=False)
+            t = self._thread(tid, create=False, write=True)
             if t is None:
                 continue
             with t.lock:

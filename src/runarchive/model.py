@@ -56,6 +56,11 @@ def validate_name(value: object, what: str) -> str:
     return value
 
 
+def new_writer_id() -> str:
+    """A random id for one claim of a run (``RunIndex.writer``)."""
+    return secrets.token_hex(8)
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A fresh run id that sorts by creation time: ``20261125T044755123456Z-1a2b3c4d``."""
     now = now or datetime.now(UTC)
@@ -198,6 +203,11 @@ class RunIndex(_Persisted):
     epoch: StrictInt = 0
     owner_host: str = ""
     owner_pid: int = 0
+    # Who wrote this index: a random id per claim (start_run, resume), so a writer
+    # adopts an index it finds in the bucket only if it wrote it itself (a lost
+    # response), never another host's of the same epoch. "" in indexes written
+    # before this field existed.
+    writer: str = ""
     # The run's own compression policy (start_run(policy=...)), as Policy fields;
     # None means the writing archive's configured policy. Kept as plain JSON so a
     # reader never fails on a policy field a later version adds; writers validate it.

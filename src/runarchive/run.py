@@ -65,9 +65,12 @@ class Run:
     def _append(self, rtype: str, name: str, body: dict[str, Any]) -> tuple[int, datetime]:
         with self._lock:
             self.archive._check_open()
-            if self.run_id in self.archive.engine.fenced:
+            why = self.archive.engine.fenced.get(self.run_id)
+            if why is not None:
                 raise FencedError(
-                    f"run {self.run_id!r} was taken over by another host; record nothing more here"
+                    f"run {self.run_id!r} was {why}; this host records nothing more in it "
+                    "(archive.resume() takes it back, archive.fork() archives what this "
+                    "host holds that the bucket lacks)"
                 )
             if self._status != "running":
                 raise RunStateError(
