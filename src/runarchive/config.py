@@ -72,6 +72,11 @@ class ArchiveConfig(BaseSettings):
     check_conditional_writes: bool = Field(
         default=True, description="probe at open that the bucket enforces conditional writes"
     )
+    read_back: bool = Field(
+        default=True,
+        description="before a run is listed as ended, check that the bucket holds its index "
+        "and segments (1 conditional GET + 1 LIST per 1,000 segments) and heal what it lacks",
+    )
     restore_workers: int = Field(default=8, ge=1, le=64, description="parallel segment GETs")
     lease_seconds: float = Field(
         default=60.0, ge=3, description="a running run's lease; renewed every third of it"

@@ -502,7 +502,17 @@ class FlushEngine:
                 # the bucket or records past `upto` remain: the status must not reach
                 # the bucket before them, and the next flush will carry both.
                 if not batch and (row.status_archived or row.last_seq > row.archived_seq):
-                    if self._sync_manifest(row) == 2 and row.last_seq == row.archived_seq:
+                    state = self._sync_manifest(row)
+                    if state < 0:  # the read-back healed or adopted the index: again
+                        conflicts += 1
+                        if conflicts < 10:
+                            continue
+                        raise IndexConflictError(
+                            f"run {run_id!r}: the bucket's index kept differing from what "
+                            "this writer wrote under 10 read-backs; is another process "
+                            "writing this run?"
+                        )
+                    if state == 2 and row.last_seq == row.archived_seq:
                         # Ended, all in the bucket, listed as done: nothing of this run
                         # is needed in memory any more (a process may write millions).
                         self.forget(run_id)
@@ -663,18 +673,60 @@ class FlushEngine:
     def _sync_manifest(self, row: RunRow) -> int:
         """List the run in the manifest once its index exists; move it to ``done`` once
         the index carries its end. Costs 1-2 requests per change, none otherwise.
-        Returns the run's manifest state now (0 unlisted, 1 active, 2 done)."""
+        Returns the run's manifest state now (0 unlisted, 1 active, 2 done), or -1 when
+        the read-back before ``done`` changed the cache's idea of the index (look again)."""
         want = 1 if row.status == "running" else 2
         if row.manifest_state >= want or row.index_etag is None:
             return row.manifest_state
         if want == 2 and not row.status_archived:
             return row.manifest_state
+        if want == 2 and self.config.read_back and not self._read_back(row):
+            return -1
         if want == 1:
             self.manifest.upsert_active(self.entry(row))
         else:
             self.manifest.finish(self.entry(row))
         self.cache.set_run_fields(row.run_id, manifest_state=want)
         return want
+
+    def _read_back(self, row: RunRow) -> bool:
+        """Check, before a run is listed as ended, that the bucket holds what this
+        writer wrote: its index (1 conditional GET: 304 when it is the one written) and
+        every segment the index names (1 LIST per 1,000 segments). A lost write is
+        healed from the cache; ``MissingRecordsError`` names what the cache cannot
+        give back. Returns ``False`` when the run must be flushed again first."""
+        try:
+            remote = self._remote_index(row.run_id, row.index_etag)
+        except _Unchanged:
+            pass
+        else:
+            self._adopt(row, remote)  # heals, adopts, or fences (raises)
+            return False  # the next pass of the flush loop looks again
+        index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+        if index is None or not index.segments:
+            return True
+        present = {m.key: m.size for m in self.store.list(run_prefix(row.run_id) + "seg/")}
+        gone = [ref for ref in index.segments if ref.key not in present]
+        if not gone:
+            return True
+        lost: list[tuple[int, int]] = []
+        for ref in gone:
+            body = self._reencode(row, index, ref)
+            if body is None:
+                lost.append((ref.first_seq, ref.last_seq))
+            else:
+                self._put_segment(row.run_id, ref, body)
+        if lost:
+            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
+        log_run(
+            log,
+            logging.WARNING,
+            row.run_id,
+            row.archived_seq,
+            "read-back found %d segments missing from the bucket; re-uploaded them",
+            len(gone),
+        )
+        return True
 
     def renew_leases(self) -> int:
         """Renew the leases of every running run this host owns: one CAS per shard.

@@ -449,6 +449,18 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
         if cid is None:
             raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id']")
         ns = str(conf.get("checkpoint_ns", ""))
+        seen = self._thread(conf["thread_id"], create=False)
+        if seen is not None and isinstance(seen.run, RunView):
+            with seen.lock:
+                known = cid in seen.checkpoints.get(ns, {})
+            if not known:
+                # Writes for a checkpoint the thread does not hold: its put failed
+                # (another host created the thread), so this must not take it over.
+                raise RunExistsError(
+                    f"LangGraph thread {seen.thread_id!r} is owned by another host and has "
+                    f"no checkpoint {cid!r}: these writes belong to a checkpoint this host "
+                    "could not store. Nothing was recorded; read the thread again."
+                )
         t = self._thread(conf["thread_id"], create=True)
         assert t is not None
         with t.lock:
