@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 from conftest import s3_settings
-from faultproxy import TRANSIENT as KINDS, FaultProxy, what
+from faultproxy import TRANSIENT as KINDS
+from faultproxy import FaultProxy, what
 from servers import S3Server
 
 from runarchive import Archive, Reader

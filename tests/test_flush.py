@@ -131,6 +131,6 @@ def test_foreign_index_ahead_of_the_cache_is_refused(tmp_path: Path) -> None:
     body = store.get(key).body.replace(b'"last_seq":1', b'"last_seq":99')
     store.put(key, body)
     run.checkpoint("c", 2)
-    with pytest.raises(IndexConflictError, match="beyond this host.s last seq"):
+    with pytest.raises(IndexConflictError, match="beyond this host's last seq"):
         run.flush()
     abandon(archive)
