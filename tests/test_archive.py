@@ -292,7 +292,12 @@ def test_request_budget_for_1000_checkpoints(backend: Backend) -> None:
     # the split moves (a 5th small segment, or a status-only index write at complete()).
     calls = list(archive.store.recent)
     data = [(op, key) for op, key in calls if key.startswith("runs/")]
-    assert {op for op, _ in data} == {"put"}, calls
+    # Before the run is listed as completed, the read-back: one conditional GET of the
+    # index (no body: it is the one written) and one LIST of the run's segments.
+    prefix = f"runs/{run.run_id}/"
+    read_back = [("get", prefix + "index.json"), ("list", prefix + "seg/")]
+    assert [c for c in data if c[0] != "put"] == read_back, calls
+    data = [c for c in data if c[0] == "put"]
     assert len(data) <= 10, calls
     segments = [k for _, k in data if "/seg/" in k]
     assert 3 <= len(segments) <= 5
@@ -300,7 +305,7 @@ def test_request_budget_for_1000_checkpoints(backend: Backend) -> None:
     # "done" once (GET + PUT of the done shard, PUT of the active shard it knows).
     manifest = [(op, key) for op, key in calls if key.startswith("manifest/")]
     assert len(manifest) <= 5, manifest
-    assert len(calls) == len(data) + len(manifest)
+    assert len(calls) == len(data) + len(read_back) + len(manifest)
     assert archive.index(run.run_id).last_seq == 1000
 
 

@@ -219,12 +219,15 @@ def _maintenance(args: argparse.Namespace) -> Iterator[Archive]:
 def cmd_verify(args: argparse.Namespace) -> int:
     with Reader.open(args.url) as reader:
         report = reader.verify(None if args.all else args.runs)
+        cache_dir = load_config(url=args.url, cache_dir=args.cache_dir).cache_dir
     errors = sum(p.severity == "error" for p in report.problems)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         for problem in report.problems:
             print(problem)
+            if (hint := cli_recovery.repair_hint(problem, cache_dir)) is not None:
+                print(f"    {hint}")
         print(
             f"{report.runs} runs, {report.segments} segments, {report.records} records, "
             f"{_human(report.bytes_read)} read in {report.seconds:.2f} s: {errors} errors, "
@@ -367,6 +370,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r.last_flush_error:
             at = r.last_flush_error_at.isoformat() if r.last_flush_error_at else "?"
             print(f"    last flush error at {at}: {r.last_flush_error}")
+        if r.stranded:
+            first, last = r.stranded
+            print(
+                f"    another host owns this run: seqs {first}-{last} are held only here; "
+                f"`runarchive fork {r.run_id} --to NEW_ID` archives them as a new run"
+            )
     return 0
 
 
@@ -452,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("runs", nargs="*", metavar="RUN")
     check.add_argument("--all", action="store_true", help="every run of the archive")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--cache-dir",
+        help="a cache that may hold what the bucket lacks (default: ./.runarchive/cache); "
+        "verify then says when `runarchive repair` can restore it",
+    )
     check.set_defaults(func=cmd_verify)
 
     compact = sub.add_parser(

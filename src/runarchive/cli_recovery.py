@@ -7,9 +7,33 @@ so they run while the agent on that host is stopped (the cache allows one proces
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 from typing import Any
 
 from runarchive.archive import Archive
+from runarchive.status import held_records
+from runarchive.verify import Problem
+
+_SEG_RANGE = re.compile(r"/seg/(\d+)-(\d+)-")
+
+
+def repair_hint(problem: Problem, cache_dir: str | Path) -> str | None:
+    """For a segment the bucket lacks: whether the cache in ``cache_dir`` holds its
+    records, so that ``runarchive repair`` there can put it back (read-only query)."""
+    if problem.kind != "missing" or problem.key is None:
+        return None
+    found = _SEG_RANGE.search(problem.key)
+    if found is None:
+        return None
+    first, last = int(found[1]), int(found[2])
+    held = held_records(cache_dir, problem.run_id, first, last)
+    if held == last - first + 1:
+        return (
+            f"repairable: the cache {cache_dir} holds seqs {first}-{last}; run "
+            f"`runarchive repair {problem.run_id} --cache-dir {cache_dir}` (agent stopped)"
+        )
+    return f"not repairable from the cache {cache_dir} (it holds {held} of seqs {first}-{last})"
 
 
 def cmd_repair(args: argparse.Namespace) -> int:

@@ -38,6 +38,14 @@ class RunBacklog:
     last_flush_error: str | None  # the last background flush failure, until one succeeds
     last_flush_error_at: datetime | None
 
+    @property
+    def stranded(self) -> tuple[int, int] | None:
+        """The seqs a fenced writer acknowledged that the bucket lacks (first, last):
+        held only here until ``runarchive fork`` archives them as a new run."""
+        if self.fenced and self.last_seq > self.archived_seq:
+            return (self.archived_seq + 1, self.last_seq)
+        return None
+
 
 @dataclass(frozen=True)
 class CacheStatus:
@@ -73,6 +81,7 @@ class CacheStatus:
             doc = asdict(r)
             for k in ("oldest_unflushed_at", "last_flush_error_at"):
                 doc[k] = doc[k].isoformat() if doc[k] else None
+            doc["stranded_seqs"] = list(r.stranded) if r.stranded else None
             runs.append(doc)
         return {
             "cache_dir": self.cache_dir,
@@ -87,6 +96,42 @@ class CacheStatus:
             },
             "runs": runs,
         }
+
+
+def _connect(cache_dir: str | Path) -> tuple[sqlite3.Connection, Path]:
+    """A read-only connection to the cache in ``cache_dir`` (no lock taken)."""
+    directory = Path(cache_dir).absolute()
+    path = directory / "cache.sqlite3"
+    if not path.is_file():
+        raise CacheError(
+            f"no runarchive cache at {directory}; give the agent's cache directory "
+            "(--cache-dir or RUNARCHIVE_CACHE_DIR)"
+        )
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=10.0)
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error as exc:
+        raise CacheError(f"cannot open the cache {path} read-only: {exc}") from exc
+    return conn, path
+
+
+def held_records(cache_dir: str | Path, run_id: str, first: int, last: int) -> int:
+    """How many of the seqs ``first..last`` of ``run_id`` the cache in ``cache_dir``
+    holds (read-only, beside a running writer; 0 when there is no cache there)."""
+    try:
+        conn, path = _connect(cache_dir)
+    except CacheError:
+        return 0
+    try:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM records WHERE run_id = ? AND seq BETWEEN ? AND ?",
+            (run_id, first, last),
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise CacheError(f"reading the cache {path} failed: {exc}") from exc
+    finally:
+        conn.close()
+    return int(row[0])
 
 
 def _ts(text: str | None) -> datetime | None:
@@ -106,20 +151,10 @@ def read_status(
     with fresher ones (the live flusher's). Raises ``CacheError`` if there is no
     readable cache there.
     """
-    directory = Path(cache_dir).absolute()
-    path = directory / "cache.sqlite3"
-    if not path.is_file():
-        raise CacheError(
-            f"no runarchive cache at {directory}; give the agent's cache directory "
-            "(--cache-dir or RUNARCHIVE_CACHE_DIR)"
-        )
     now = now or datetime.now(UTC)
+    conn, path = _connect(cache_dir)
+    directory = path.parent
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise CacheError(f"cannot open the cache {path} read-only: {exc}") from exc
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
         have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
         err_cols = (
             "u.flush_error, u.flush_error_at"
