@@ -33,9 +33,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import aws_env  # noqa: E402
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive  # noqa: E402
+from runarchive.langgraph import ArchiveSaver  # noqa: E402
 from runarchive.store import CountingStore, S3Settings, S3Store  # noqa: E402
 
 PREFIX = "bench"
@@ -131,10 +133,6 @@ def bench_revalidation(server: S3Server, tmp: Path, n: int, segments: int) -> di
 
 
 def bench_nonowner_reads(server: S3Server, tmp: Path, n: int) -> dict[str, float]:
-    from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
-
-    from runarchive.langgraph import ArchiveSaver
-
     bucket = server.make_bucket()
     owner = _open(server, bucket, tmp / "owner")
     saver = ArchiveSaver(owner)
@@ -172,7 +170,9 @@ def bench_nonowner_reads(server: S3Server, tmp: Path, n: int) -> dict[str, float
 def bench_read_back(server: S3Server, tmp: Path, n: int, segments: int) -> dict[str, float]:
     out: dict[str, float] = {"segments": segments}
     for read_back in (False, True):
-        archive = _open(server, server.make_bucket(), tmp / f"rb-{segments}-{read_back}", read_back=read_back)
+        archive = _open(
+            server, server.make_bucket(), tmp / f"rb-{segments}-{read_back}", read_back=read_back
+        )
         store = _counts(archive)
         times, requests = [], []
         for _ in range(n):
@@ -230,7 +230,8 @@ def main() -> int:
         print(
             f"| complete() with read_back, {rb['segments']:.0f}-segment run: "
             f"{rb['on_requests']:.0f} requests vs {rb['off_requests']:.0f} | "
-            f"{rb['on_ms']:.2f} ms | off {rb['off_ms']:.2f} ms | {rb['on_ms'] / rb['off_ms']:.2f}x |"
+            f"{rb['on_ms']:.2f} ms | off {rb['off_ms']:.2f} ms | "
+            f"{rb['on_ms'] / rb['off_ms']:.2f}x |"
         )
     return 0
 
