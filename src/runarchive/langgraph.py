@@ -72,6 +72,7 @@ from runarchive.errors import (
     RunExistsError,
     RunNotFoundError,
     RunStateError,
+    StateNotSerializableError,
 )
 from runarchive.jsonvalue import loads
 from runarchive.model import Checkpoint, Event, validate_name, validate_run_id
@@ -146,17 +147,33 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
 
     # -- threads <-> runs ----------------------------------------------------------
 
+    def _dumps(self, value: Any, path: str) -> dict[str, str]:
+        """``value`` through the saver's serializer, as stored; its failures (too deep,
+        an unsupported type) become ``StateNotSerializableError`` naming ``path``."""
+        try:
+            return enc(self.serde.dumps_typed(value))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise StateNotSerializableError(
+                path, f"LangGraph's serializer refused it ({type(exc).__name__}: {exc})"
+            ) from None
+
     def run_id_for(self, thread_id: str) -> str:
         """The run id of a thread: ``<prefix><thread_id>`` if that is a valid run id,
         else ``<prefix>sha256-<hex of the thread_id>`` (no request)."""
         tid = str(thread_id)
+        try:
+            raw = tid.encode()
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"thread_id {tid!r} is not valid text (a lone surrogate); use another id"
+            ) from None
         candidate = self.run_prefix + tid
         if not tid.startswith(HASHED):  # keeps the two forms from ever colliding
             try:
                 return validate_run_id(candidate)
             except InvalidInputError:
                 pass
-        return self.run_prefix + HASHED + hashlib.sha256(tid.encode()).hexdigest()
+        return self.run_prefix + HASHED + hashlib.sha256(raw).hexdigest()
 
     def _thread_lock(self, tid: str) -> threading.RLock:
         with self._lock:
@@ -409,15 +426,21 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Append the checkpoint to the thread's run; durable in the cache on return
-        (0 requests; a new thread costs 1 GET + 1 HEAD to check the bucket)."""
+        (0 requests; a new thread costs 1 GET to look it up + 1 create-only PUT to
+        claim it). A value the serializer refuses raises ``StateNotSerializableError``
+        naming it, and nothing is recorded."""
         conf = _configurable(config, "put")
         parent = conf.get("checkpoint_id")
+        ns, cid = str(conf.get("checkpoint_ns", "")), str(checkpoint["id"])
+        meta = cast(dict[str, Any], get_checkpoint_metadata(config, metadata))
+        # Serialised before the thread is touched: a value LangGraph's serializer
+        # refuses must leave nothing behind (no run created, nothing claimed).
+        blob = self._dumps(checkpoint, "checkpoint")
+        meta_blob = self._dumps(meta, "metadata")
         # Without a parent the caller starts the thread: it must not take over one
         # another host started meanwhile (its view said the thread was empty).
         t = self._thread(conf["thread_id"], create=True, fresh=parent is None)
         assert t is not None  # create=True
-        ns, cid = str(conf.get("checkpoint_ns", "")), str(checkpoint["id"])
-        meta = cast(dict[str, Any], get_checkpoint_metadata(config, metadata))
         state = {
             "format": STATE_FORMAT,
             "thread_id": t.thread_id,
@@ -425,8 +448,8 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
             "checkpoint_id": cid,
             "parent_checkpoint_id": parent,
             "new_versions": {str(k): v for k, v in new_versions.items()},
-            "checkpoint": enc(self.serde.dumps_typed(checkpoint)),
-            "metadata": enc(self.serde.dumps_typed(meta)),
+            "checkpoint": blob,
+            "metadata": meta_blob,
         }
         summary = {"thread_id": t.thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}
         with t.lock:
@@ -470,7 +493,7 @@ class ArchiveSaver(BaseCheckpointSaver[int]):
                 idx = WRITES_IDX_MAP.get(channel, pos)
                 if idx >= 0 and (task_id, idx) in have:
                     continue
-                value_enc = enc(self.serde.dumps_typed(value))
+                value_enc = self._dumps(value, f"writes[{pos}] ({channel!r})")
                 items.append({"idx": idx, "channel": channel, "value": value_enc})
             if not items:
                 return
