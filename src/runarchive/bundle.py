@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import zstandard
 from pydantic import TypeAdapter, ValidationError
 
+from runarchive.codec import decompress_segment
 from runarchive.crypto import Keyring, check_sealed, open_segment
 from runarchive.errors import (
     CorruptObjectError,
@@ -139,9 +139,9 @@ def check_segment(
             raise CheckFailed(exc.detail) from None
         return _check_plain(ref, raw, prev, run_id)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body)
-    except zstandard.ZstdError as exc:
-        raise CheckFailed(f"the zstd frame does not decode ({exc})") from None
+        raw = decompress_segment(body, ref.key, raw_bytes=ref.raw_bytes)
+    except CorruptObjectError as exc:
+        raise CheckFailed(exc.detail) from None
     actual = hashlib.sha256(raw).hexdigest()
     if actual != ref.sha256:
         raise CheckFailed(
