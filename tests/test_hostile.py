@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ import orjson
 import pytest
 import zstandard
 
-from runarchive import Archive
+from runarchive import Archive, Reader
 from runarchive.codec import decompress_bounded
 from runarchive.errors import CorruptObjectError
 from runarchive.manifest import shard_key, shard_of
+from runarchive.model import parse_index
+from runarchive.restore import plan_restore
 
 VICTIM, OTHER = "victim", "other"
 K1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, base64
@@ -57,8 +60,139 @@ def _seg_path(root: Path, ref: dict[str, Any]) -> Path:
     return root / str(ref["key"])
 
 
+def _another_runs_index(root: Path) -> str:
+    # A valid id, but not the one asked for: a reader would return OTHER's records
+    # as VICTIM's (an export would file them under VICTIM's name).
+    (root / "runs" / VICTIM / "index.json").write_bytes(
+        (root / "runs" / OTHER / "index.json").read_bytes()
+    )
+    return f"runs/{VICTIM}/index.json"
+
+
 def tree(where: Path) -> set[Path]:
     return set(where.rglob("*"))
+
+
+# -- 2. restore checks what each segment holds against its ref ---------------------------
+
+
+def _reseal(root: Path, run_id: str, pos: int, raw: bytes) -> str:
+    """Replace segment ``pos`` of ``run_id`` by ``raw`` (JSON Lines) under a new key,
+    with the index's sha256, raw_bytes and chain forged to match: what someone who
+    can write the bucket can do to a plaintext run."""
+    doc = read_index(root, run_id)
+    ref = doc["segments"][pos]
+    sha = hashlib.sha256(raw).hexdigest()
+    key = f"runs/{run_id}/seg/{ref['first_seq']:012d}-{ref['last_seq']:012d}-{sha[:16]}.jsonl.zst"
+    (root / key).write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw))
+    ref.update(key=key, sha256=sha, raw_bytes=len(raw))
+    if pos + 1 < len(doc["segments"]):
+        doc["segments"][pos + 1]["prev_sha256"] = sha
+    else:
+        doc["chain_head"] = sha
+    write_index(root, run_id, doc)
+    return key
+
+
+def _lines(root: Path, ref: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = zstandard.ZstdDecompressor().decompress(_seg_path(root, ref).read_bytes())
+    return [orjson.loads(line) for line in raw.splitlines()]
+
+
+def _join(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+def _refs_of_another_run(root: Path) -> str:
+    doc = read_index(root, VICTIM)
+    doc["segments"] = read_index(root, OTHER)["segments"]
+    write_index(root, VICTIM, doc)
+    return str(doc["segments"][0]["key"])
+
+
+def _copied_segment_of_another_run(root: Path) -> str:
+    # The object copied under the victim's prefix: the key passes, the header's run not.
+    doc, other = read_index(root, VICTIM), read_index(root, OTHER)
+    ref = dict(other["segments"][0])
+    ref["key"] = ref["key"].replace(f"runs/{OTHER}/", f"runs/{VICTIM}/")
+    (root / ref["key"]).write_bytes(_seg_path(root, other["segments"][0]).read_bytes())
+    doc["segments"][0] = ref
+    write_index(root, VICTIM, doc)
+    return str(ref["key"])
+
+
+def _header_says_victim_records_say_other(root: Path) -> str:
+    other = read_index(root, OTHER)
+    header, *records = _lines(root, other["segments"][0])
+    # The victim's own ref stays (same range), with its hashes forged to match.
+    victim_header = {**header, "run": VICTIM, "prev_sha256": None}
+    return _reseal(root, VICTIM, 0, _join([victim_header, *records]))
+
+
+def _record_outside_the_range(root: Path) -> str:
+    # Segment 2 (seqs 3-4) claims seqs 3-3 in its ref and header but holds seq 4.
+    doc = read_index(root, VICTIM)
+    header, *records = _lines(root, doc["segments"][1])
+    doc["segments"][1].update(last_seq=3)
+    write_index(root, VICTIM, doc)
+    return _reseal(root, VICTIM, 1, _join([{**header, "last_seq": 3}, *records]))
+
+
+def _header_range_differs(root: Path) -> str:
+    doc = read_index(root, VICTIM)
+    header, *records = _lines(root, doc["segments"][1])
+    return _reseal(root, VICTIM, 1, _join([{**header, "first_seq": 2}, *records]))
+
+
+CRAFTED_FOR_RESTORE = [
+    _refs_of_another_run,
+    _copied_segment_of_another_run,
+    _header_says_victim_records_say_other,
+    _record_outside_the_range,
+    _header_range_differs,
+]
+
+
+@pytest.mark.parametrize("craft", CRAFTED_FOR_RESTORE, ids=lambda f: f.__name__.strip("_"))
+def test_restore_refuses_segments_that_are_not_the_refs(
+    craft: Callable[[Path], str], tmp_path: Path
+) -> None:
+    root = make_archive(tmp_path)
+    key = craft(root)
+    with Reader.open(root.as_uri()) as reader, pytest.raises(CorruptObjectError) as err:
+        reader.restore(VICTIM)
+    assert err.value.key == key
+    assert repr(key) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("first", "last"), [(3, 2), (0, 2), (-4, 2), (-4, -1)], ids=["inverted", "zero", "neg", "negs"]
+)
+def test_restore_plan_refuses_inverted_and_negative_ranges(
+    first: int, last: int, tmp_path: Path
+) -> None:
+    root = make_archive(tmp_path)
+    doc = read_index(root, VICTIM)
+    doc["segments"][0].update(first_seq=first, last_seq=last)
+    write_index(root, VICTIM, doc)
+    key = doc["segments"][0]["key"]
+    index = parse_index(json.dumps(doc).encode(), "k")
+    with pytest.raises(CorruptObjectError, match="seq range") as err:
+        plan_restore(index)  # pure: refused before any GET
+    assert err.value.key == key
+    with Reader.open(root.as_uri()) as reader, pytest.raises(CorruptObjectError) as err:
+        reader.restore(VICTIM)
+    assert err.value.key == key
+
+
+def test_restore_refuses_an_index_of_another_run(tmp_path: Path) -> None:
+    root = make_archive(tmp_path)
+    _another_runs_index(root)
+    with Reader.open(root.as_uri()) as reader:
+        with pytest.raises(CorruptObjectError, match=OTHER) as err:
+            reader.restore(VICTIM)
+        assert err.value.key == f"runs/{VICTIM}/index.json"
+        assert [r.data["run"] for r in reader.restore(OTHER).events] == [OTHER] * 6
 
 
 # -- 3. decompression is bounded -------------------------------------------------------

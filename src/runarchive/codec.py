@@ -19,12 +19,15 @@ the record count and the SHA-256 of the previous segment's body: the hash chain.
 Read it with ``zstd -dc SEG | jq -c .``.
 
 Readers trust nothing a body says: a segment's frame may not decompress to more
-than its ref's ``raw_bytes`` (:func:`decompress_bounded`).
+than its ref's ``raw_bytes`` (:func:`decompress_bounded`), its key must be under its
+run's ``seg/`` and its range a range (:func:`check_ref`), and its header and records
+must be the run's and inside the range (:func:`check_contents`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 
@@ -33,7 +36,7 @@ import zstandard
 from pydantic import TypeAdapter, ValidationError
 
 from runarchive.errors import CorruptObjectError
-from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, Event, Record
+from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, Event, Record, SegmentRef
 
 SEQ_DIGITS = 12
 HEADER_TYPE = "segment"
@@ -44,6 +47,7 @@ HEADER_TYPE = "segment"
 MAX_SEGMENT_BYTES = 4 << 30
 HEAD_BYTES = 64 << 10  # a header line is < 1 KiB (a run id is <= 128 characters)
 _CHUNK = 1 << 20
+_SEGMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _records = TypeAdapter(Record)
 _local = threading.local()
 
@@ -136,6 +140,12 @@ def encode_segment(
     )
 
 
+def _shown(value: object) -> str:
+    """A value from an object body, for a message: repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def decompress_bounded(body: bytes, key: str, limit: int, bound: str) -> bytes:
     """The first zstd frame of ``body``, refused (``CorruptObjectError``) if it holds
     more than ``limit`` bytes (``bound`` says where the limit comes from).
@@ -226,6 +236,80 @@ def _raw_bytes_problem(raw_bytes: int) -> str:
         f"the index declares raw_bytes {raw_bytes:,}, outside 0 to the "
         f"{MAX_SEGMENT_BYTES:,}-byte ceiling of a segment"
     )
+
+
+def check_ref(ref: SegmentRef, run_id: str) -> None:
+    """What an index says of one segment, checked before it is fetched or a path is
+    built from it: its key is a segment of ``run_id`` (``runs/<run_id>/seg/<name>``,
+    ``<name>`` one path component), its seq range is a range from 1 up, and its counts
+    and sizes are possible. Raises ``CorruptObjectError`` naming the key."""
+    prefix = f"runs/{run_id}/seg/"
+    name = ref.key[len(prefix) :] if ref.key.startswith(prefix) else ""
+    if not _SEGMENT_NAME.fullmatch(name) or name in (".", ".."):
+        raise CorruptObjectError(
+            ref.key,
+            f"the index of run {run_id!r} lists it, but it is not a segment of that run "
+            f"({prefix}<name>): the index was altered",
+        )
+    if not 1 <= ref.first_seq <= ref.last_seq:
+        raise CorruptObjectError(
+            ref.key,
+            f"the index gives it the seq range {ref.first_seq}-{ref.last_seq}; a range "
+            "starts at 1 or later and does not end before it starts",
+        )
+    if not 0 <= ref.records <= ref.last_seq - ref.first_seq + 1:
+        raise CorruptObjectError(
+            ref.key,
+            f"the index says it holds {ref.records} records in the seq range "
+            f"{ref.first_seq}-{ref.last_seq}",
+        )
+    if not 0 <= ref.raw_bytes <= MAX_SEGMENT_BYTES:
+        raise CorruptObjectError(ref.key, _raw_bytes_problem(ref.raw_bytes))
+
+
+def check_contents(
+    header: dict[str, object] | None,
+    records: list[Checkpoint | Event],
+    ref: SegmentRef,
+    run_id: str,
+) -> None:
+    """A decoded segment against its ref: the header (if any) names ``run_id`` and
+    the ref's range and count; every record is of ``run_id``, seqs increase inside
+    ``[first_seq, last_seq]``, and there are ``ref.records`` of them. Raises
+    ``CorruptObjectError`` naming the key: an index that lists another run's segment
+    (or a range it does not hold) must not restore it."""
+    if header is not None:
+        want = {
+            "run": run_id,
+            "first_seq": ref.first_seq,
+            "last_seq": ref.last_seq,
+            "records": ref.records,
+        }
+        for field, value in want.items():
+            got = header.get(field)
+            if got != value or type(got) is not type(value):  # true == 1 in Python
+                raise CorruptObjectError(
+                    ref.key,
+                    f"its header says {field} {_shown(header.get(field))}, the index "
+                    f"says {value!r}",
+                )
+    last = ref.first_seq - 1
+    for rec in records:
+        if rec.run != run_id:
+            raise CorruptObjectError(
+                ref.key, f"it holds a record of run {_shown(rec.run)}, not of {run_id!r}"
+            )
+        if not last < rec.seq <= ref.last_seq:
+            raise CorruptObjectError(
+                ref.key,
+                f"record seq {rec.seq} is out of order or outside the segment's range "
+                f"{ref.first_seq}-{ref.last_seq}",
+            )
+        last = rec.seq
+    if len(records) != ref.records:
+        raise CorruptObjectError(
+            ref.key, f"it holds {len(records)} records, the index says {ref.records}"
+        )
 
 
 def split_header(

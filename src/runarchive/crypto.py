@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runarchive.codec import (
     EncodedSegment,
+    check_contents,
     compress,
     decompress_segment,
     parse_records,
@@ -361,10 +362,13 @@ def decode_any(
     keyring: Keyring | None = None,
     keys: Sequence[DataKey] = (),
 ) -> list[Checkpoint | Event]:
-    """The records of any segment object (see :func:`segment_raw`)."""
+    """The records of any segment object (see :func:`segment_raw`), checked against
+    ``ref`` and ``run_id`` (:func:`~runarchive.codec.check_contents`)."""
     raw = segment_raw(body, ref, run_id, keyring, keys)
     header, rest = split_header(raw, ref.key, ref.format)
-    return parse_records(rest, ref.key, first_line=1 if header is None else 2)
+    records = parse_records(rest, ref.key, first_line=1 if header is None else 2)
+    check_contents(header, records, ref, run_id)
+    return records
 
 
 # -- fields of the index and the manifest ---------------------------------------
