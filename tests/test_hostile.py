@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 import zstandard
+from test_cli import run_cli
 
 from runarchive import Archive, Reader
 from runarchive.codec import decompress_bounded
@@ -71,6 +72,93 @@ def _another_runs_index(root: Path) -> str:
 
 def tree(where: Path) -> set[Path]:
     return set(where.rglob("*"))
+
+
+# -- 1. export never writes outside --out ----------------------------------------------
+
+
+def _climbing_run_id(root: Path) -> str:
+    doc = read_index(root, VICTIM)
+    doc["run_id"] = "../../../outside/x"
+    write_index(root, VICTIM, doc)
+    return f"runs/{VICTIM}/index.json"
+
+
+def _dot_dot_segment_key(root: Path) -> str:
+    doc = read_index(root, VICTIM)
+    doc["segments"][1]["key"] = f"runs/{VICTIM}/seg/.."
+    write_index(root, VICTIM, doc)
+    return f"runs/{VICTIM}/seg/.."
+
+
+def _segment_of_another_run(root: Path) -> str:
+    doc, other = read_index(root, VICTIM), read_index(root, OTHER)
+    doc["segments"][0]["key"] = other["segments"][0]["key"]
+    write_index(root, VICTIM, doc)
+    return str(other["segments"][0]["key"])
+
+
+CRAFTED_FOR_EXPORT = [
+    _climbing_run_id,
+    _another_runs_index,
+    _dot_dot_segment_key,
+    _segment_of_another_run,
+]
+
+
+@pytest.mark.parametrize("craft", CRAFTED_FOR_EXPORT, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("dest_kind", ["tar", "directory"])
+def test_export_of_a_crafted_index_writes_nothing_anywhere(
+    craft: Callable[[Path], str], dest_kind: str, tmp_path: Path
+) -> None:
+    root = make_archive(tmp_path)
+    key = craft(root)
+    out = tmp_path / "w" / "a" / ("b.tar" if dest_kind == "tar" else "b")
+    out.parent.mkdir(parents=True)
+    before = tree(tmp_path)
+    with Reader.open(root.as_uri()) as reader, pytest.raises(CorruptObjectError) as err:
+        reader.export([OTHER, VICTIM], dest=out)
+    assert err.value.key == key
+    assert tree(tmp_path) == before  # nothing outside --out, nothing half-written
+    assert not (tmp_path / "w" / "outside").exists()
+
+
+def test_cli_export_of_a_crafted_index_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    root = make_archive(tmp_path)
+    key = _climbing_run_id(root)
+    (tmp_path / "w" / "a").mkdir(parents=True)
+    before = tree(tmp_path)
+    done = run_cli(["--url", root.as_uri(), "export", VICTIM, "--out", "b"], tmp_path / "w" / "a")
+    assert done.returncode == 1, done.stdout
+    assert f"object {key!r} is corrupt" in done.stderr
+    assert "../../../outside/x" in done.stderr  # says what the index claims
+    assert tree(tmp_path) == before
+
+
+def test_export_by_filter_refuses_a_crafted_manifest_entry(tmp_path: Path) -> None:
+    root = make_archive(tmp_path)
+    bad = "../../outside"
+    path = root / shard_key("done", shard_of(VICTIM))
+    doc = orjson.loads(zstandard.ZstdDecompressor().decompress(path.read_bytes()))
+    doc["runs"][bad] = {**doc["runs"][VICTIM], "run_id": bad}
+    path.write_bytes(zstandard.ZstdCompressor().compress(orjson.dumps(doc)))
+    (tmp_path / "w").mkdir()
+    before = tree(tmp_path)
+    with Reader.open(root.as_uri()) as reader, pytest.raises(CorruptObjectError) as err:
+        reader.export(agent="a", dest=tmp_path / "w" / "b")
+    assert err.value.key == shard_key("done", shard_of(VICTIM))  # where the entry is
+    assert repr(bad) in str(err.value)
+    assert tree(tmp_path) == before
+
+
+def test_export_still_exports_sound_runs(tmp_path: Path) -> None:
+    root = make_archive(tmp_path)
+    with Reader.open(root.as_uri()) as reader:
+        result = reader.export([VICTIM, OTHER], dest=tmp_path / "b.tar")
+    assert [(r.run_id, r.records, r.segments) for r in result.runs] == [
+        (VICTIM, 6, 3),
+        (OTHER, 6, 3),
+    ]
 
 
 # -- 2. restore checks what each segment holds against its ref ---------------------------

@@ -176,6 +176,17 @@ class Manifest:
         self._rng = random.Random(seed)
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
 
+    def locate(self, run_id: str) -> str | None:
+        """The key of a shard read by this manifest that lists ``run_id`` (for naming a
+        bad entry in an error; decodes the remembered shards, no request)."""
+        with self._lock:
+            known = list(self._known.items())
+        for key, (body, _) in sorted(known):
+            runs = _decode(body, key)
+            if run_id in runs or any(d.get("run_id") == run_id for d in runs.values()):
+                return key
+        return None
+
     def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
         sealed, key = data.get("sealed_metadata"), data.get("metadata_key")
         if self.keyring is None or not isinstance(sealed, dict) or not isinstance(key, dict):
