@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import logging
 import os
 import subprocess
@@ -635,9 +636,15 @@ def test_encryption_required_refuses_plaintext_put_in_place_of_an_encrypted_run(
     fake.complete()
     forger.flush()
     body = forger.store.get(index_key(fake.run_id)).body
-    forged = body.replace(fake.run_id.encode(), run_id.encode())
     seg = forger.index(fake.run_id).segments[0]
-    seg_body = forger.store.get(seg.key).body
+    # The segment's header and records are rewritten too (a segment that names another
+    # run is refused by every reader), and its hash in the index forged to match.
+    raw = zstandard.ZstdDecompressor().decompress(forger.store.get(seg.key).body)
+    raw = raw.replace(fake.run_id.encode(), run_id.encode())
+    sha = hashlib.sha256(raw).hexdigest()
+    forged = body.replace(fake.run_id.encode(), run_id.encode())
+    forged = forged.replace(seg.sha256.encode(), sha.encode())
+    seg_body = zstandard.ZstdCompressor(write_checksum=True).compress(raw)
     forger.store.put(seg.key.replace(fake.run_id, run_id), seg_body, mode="overwrite")
     forger.store.put(index_key(run_id), forged, mode="overwrite")
     # Without the setting the forgery reads as a plaintext run (the documented gap)...

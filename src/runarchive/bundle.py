@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import zstandard
 from pydantic import TypeAdapter, ValidationError
 
+from runarchive.codec import check_ref, decompress_segment
 from runarchive.crypto import Keyring, check_sealed, open_segment
 from runarchive.errors import (
     CorruptObjectError,
@@ -75,9 +75,11 @@ def _short(sha: str | None) -> str:
 
 
 def check_chain(index: RunIndex) -> None:
-    """Check an index's segment refs: contiguous seq ranges from 1, consistent counts,
-    each ``prev_sha256`` the previous ref's ``sha256``, ``chain_head`` the last one.
-    Raises ``CheckFailed`` with the key of the offending segment (or none: the index)."""
+    """Check an index's segment refs: each a segment of the run (its key gives the
+    file name in a bundle, so this comes before any path is built), contiguous seq
+    ranges from 1, consistent counts, each ``prev_sha256`` the previous ref's
+    ``sha256``, ``chain_head`` the last one. Raises ``CheckFailed`` with the key of the
+    offending segment (or none: the index)."""
     expected, prev = 1, None
     names: set[str] = set()
     for ref in index.segments:
@@ -86,6 +88,10 @@ def check_chain(index: RunIndex) -> None:
                 f"{ref.key!r} was written by format version {ref.format}; this runarchive "
                 f"reads up to {FORMAT_VERSION}. Upgrade runarchive to export it."
             )
+        try:
+            check_ref(ref, index.run_id)
+        except CorruptObjectError as exc:
+            raise CheckFailed(exc.detail, ref.key) from None
         if ref.first_seq != expected or ref.last_seq < ref.first_seq:
             raise CheckFailed(
                 f"covers seq {ref.first_seq}-{ref.last_seq}, but the previous segment "
@@ -139,9 +145,9 @@ def check_segment(
             raise CheckFailed(exc.detail) from None
         return _check_plain(ref, raw, prev, run_id)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body)
-    except zstandard.ZstdError as exc:
-        raise CheckFailed(f"the zstd frame does not decode ({exc})") from None
+        raw = decompress_segment(body, ref.key, raw_bytes=ref.raw_bytes)
+    except CorruptObjectError as exc:
+        raise CheckFailed(exc.detail) from None
     actual = hashlib.sha256(raw).hexdigest()
     if actual != ref.sha256:
         raise CheckFailed(

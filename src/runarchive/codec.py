@@ -17,11 +17,17 @@ JSON Lines: one record per line, ``\\n``-terminated, in seq order. From format 2
 the first line is a header (``"type": "segment"``) naming the run, the seq range,
 the record count and the SHA-256 of the previous segment's body: the hash chain.
 Read it with ``zstd -dc SEG | jq -c .``.
+
+Readers trust nothing a body says: a segment's frame may not decompress to more
+than its ref's ``raw_bytes`` (:func:`decompress_bounded`), its key must be under its
+run's ``seg/`` and its range a range (:func:`check_ref`), and its header and records
+must be the run's and inside the range (:func:`check_contents`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 
@@ -30,10 +36,18 @@ import zstandard
 from pydantic import TypeAdapter, ValidationError
 
 from runarchive.errors import CorruptObjectError
-from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, Event, Record
+from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, Event, Record, SegmentRef
 
 SEQ_DIGITS = 12
 HEADER_TYPE = "segment"
+# The most a segment may decompress to, whatever its ref declares: an index claiming
+# more is refused before anything is allocated. Writers cut segments at
+# ``flush_bytes`` (8 MiB) or ``max_segment_records`` records; 4 GiB leaves room for a
+# backlog of large checkpoints while keeping a crafted index from exhausting memory.
+MAX_SEGMENT_BYTES = 4 << 30
+HEAD_BYTES = 64 << 10  # a header line is < 1 KiB (a run id is <= 128 characters)
+_CHUNK = 1 << 20
+_SEGMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _records = TypeAdapter(Record)
 _local = threading.local()
 
@@ -126,12 +140,86 @@ def encode_segment(
     )
 
 
-def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None) -> bytes:
-    """Decompress a segment body, checking the zstd checksum and (if given) the SHA-256."""
+def _shown(value: object) -> str:
+    """A value from an object body, for a message: repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def decompress_bounded(body: bytes, key: str, limit: int, bound: str) -> bytes:
+    """The first zstd frame of ``body``, refused (``CorruptObjectError``) if it holds
+    more than ``limit`` bytes (``bound`` says where the limit comes from).
+
+    A frame that declares its content size is judged by its header before anything
+    is allocated; one that does not (``zstd`` from a pipe) is first streamed and
+    counted, stopping one chunk past ``limit``, then decompressed. Either way a small
+    object cannot make a reader allocate more than ``limit``.
+    """
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body)
+        declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+    if declared > limit:
+        holds = f"declares {declared:,} bytes, more than"
+        raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    try:
+        if declared >= 0:
+            # Allocates exactly ``declared``; zstd fails a frame that holds more.
+            return zstandard.ZstdDecompressor().decompress(body)
+        return _decompress_unsized(body, key, limit, bound)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+
+
+def _too_big(holds: str, limit: int, bound: str) -> str:
+    return (
+        f"its zstd frame {holds} {limit:,} bytes ({bound}): refused as a "
+        "decompression bomb, nothing over the limit was kept"
+    )
+
+
+def _decompress_unsized(body: bytes, key: str, limit: int, bound: str) -> bytes:
+    # The stream reader bounds the output but cannot tell a truncated frame from a
+    # whole one; once the output is known to fit, a one-shot decompressobj (same
+    # bytes) reports whether the frame was complete.
+    reader = zstandard.ZstdDecompressor().stream_reader(body)
+    size = 0
+    while chunk := reader.read(min(_CHUNK, limit + 1 - size)):
+        size += len(chunk)
+        if size > limit:
+            holds = "declares no size and decompresses to more than"
+            raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    raw = obj.decompress(body)
+    if not obj.eof:
+        raise CorruptObjectError(key, "zstd frame does not decode (it is truncated)")
+    return raw
+
+
+def read_head(body: bytes, key: str, limit: int = HEAD_BYTES) -> bytes:
+    """At most the first ``limit`` bytes a segment's frame decompresses to: enough
+    for its header line, whatever the frame holds after it (no checksum check)."""
+    try:
+        return zstandard.ZstdDecompressor().stream_reader(body).read(limit)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+
+
+def decompress_segment(
+    body: bytes, key: str, expected_sha256: str | None = None, raw_bytes: int | None = None
+) -> bytes:
+    """Decompress a segment body, checking the zstd checksum and (if given) the SHA-256.
+
+    ``raw_bytes`` is the size its ref declares: the body may not decompress to more
+    (``CorruptObjectError``, see :func:`decompress_bounded`); without it, at most
+    :data:`MAX_SEGMENT_BYTES`.
+    """
+    if raw_bytes is None:
+        raw = decompress_bounded(body, key, MAX_SEGMENT_BYTES, "the ceiling of a segment")
+    elif not 0 <= raw_bytes <= MAX_SEGMENT_BYTES:
+        raise CorruptObjectError(key, _raw_bytes_problem(raw_bytes))
+    else:
+        raw = decompress_bounded(body, key, raw_bytes, "the raw_bytes its index declares")
     if expected_sha256 is not None:
         actual = hashlib.sha256(raw).hexdigest()
         if actual != expected_sha256:
@@ -141,6 +229,87 @@ def decompress_segment(body: bytes, key: str, expected_sha256: str | None = None
                 f"{expected_sha256[:16]}...",
             )
     return raw
+
+
+def _raw_bytes_problem(raw_bytes: int) -> str:
+    return (
+        f"the index declares raw_bytes {raw_bytes:,}, outside 0 to the "
+        f"{MAX_SEGMENT_BYTES:,}-byte ceiling of a segment"
+    )
+
+
+def check_ref(ref: SegmentRef, run_id: str) -> None:
+    """What an index says of one segment, checked before it is fetched or a path is
+    built from it: its key is a segment of ``run_id`` (``runs/<run_id>/seg/<name>``,
+    ``<name>`` one path component), its seq range is a range from 1 up, and its counts
+    and sizes are possible. Raises ``CorruptObjectError`` naming the key."""
+    prefix = f"runs/{run_id}/seg/"
+    name = ref.key[len(prefix) :] if ref.key.startswith(prefix) else ""
+    if not _SEGMENT_NAME.fullmatch(name) or name in (".", ".."):
+        raise CorruptObjectError(
+            ref.key,
+            f"the index of run {run_id!r} lists it, but it is not a segment of that run "
+            f"({prefix}<name>): the index was altered",
+        )
+    if not 1 <= ref.first_seq <= ref.last_seq:
+        raise CorruptObjectError(
+            ref.key,
+            f"the index gives it the seq range {ref.first_seq}-{ref.last_seq}; a range "
+            "starts at 1 or later and does not end before it starts",
+        )
+    if not 0 <= ref.records <= ref.last_seq - ref.first_seq + 1:
+        raise CorruptObjectError(
+            ref.key,
+            f"the index says it holds {ref.records} records in the seq range "
+            f"{ref.first_seq}-{ref.last_seq}",
+        )
+    if not 0 <= ref.raw_bytes <= MAX_SEGMENT_BYTES:
+        raise CorruptObjectError(ref.key, _raw_bytes_problem(ref.raw_bytes))
+
+
+def check_contents(
+    header: dict[str, object] | None,
+    records: list[Checkpoint | Event],
+    ref: SegmentRef,
+    run_id: str,
+) -> None:
+    """A decoded segment against its ref: the header (if any) names ``run_id`` and
+    the ref's range and count; every record is of ``run_id``, seqs increase inside
+    ``[first_seq, last_seq]``, and there are ``ref.records`` of them. Raises
+    ``CorruptObjectError`` naming the key: an index that lists another run's segment
+    (or a range it does not hold) must not restore it."""
+    if header is not None:
+        want = {
+            "run": run_id,
+            "first_seq": ref.first_seq,
+            "last_seq": ref.last_seq,
+            "records": ref.records,
+        }
+        for field, value in want.items():
+            got = header.get(field)
+            if got != value or type(got) is not type(value):  # true == 1 in Python
+                raise CorruptObjectError(
+                    ref.key,
+                    f"its header says {field} {_shown(header.get(field))}, the index "
+                    f"says {value!r}",
+                )
+    last = ref.first_seq - 1
+    for rec in records:
+        if rec.run != run_id:
+            raise CorruptObjectError(
+                ref.key, f"it holds a record of run {_shown(rec.run)}, not of {run_id!r}"
+            )
+        if not last < rec.seq <= ref.last_seq:
+            raise CorruptObjectError(
+                ref.key,
+                f"record seq {rec.seq} is out of order or outside the segment's range "
+                f"{ref.first_seq}-{ref.last_seq}",
+            )
+        last = rec.seq
+    if len(records) != ref.records:
+        raise CorruptObjectError(
+            ref.key, f"it holds {len(records)} records, the index says {ref.records}"
+        )
 
 
 def split_header(
@@ -180,9 +349,14 @@ def parse_records(raw: bytes, key: str, first_line: int = 1) -> list[Checkpoint 
 
 
 def decode_segment(
-    body: bytes, key: str, expected_sha256: str | None = None, fmt: int | None = None
+    body: bytes,
+    key: str,
+    expected_sha256: str | None = None,
+    fmt: int | None = None,
+    raw_bytes: int | None = None,
 ) -> list[Checkpoint | Event]:
     """Decompress, verify and parse one segment object of format ``fmt`` (its ref's;
-    ``None``: detected from the body)."""
-    header, rest = split_header(decompress_segment(body, key, expected_sha256), key, fmt)
+    ``None``: detected from the body), of at most ``raw_bytes`` uncompressed."""
+    raw = decompress_segment(body, key, expected_sha256, raw_bytes)
+    header, rest = split_header(raw, key, fmt)
     return parse_records(rest, key, first_line=1 if header is None else 2)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runarchive.codec import (
     EncodedSegment,
+    check_contents,
     compress,
     decompress_segment,
     parse_records,
@@ -337,7 +338,8 @@ def open_segment(
             f"(key {kek}): it was altered after it was written",
             kek,
         ) from None
-    return decompress_segment(frame, ref.key)
+    # Authentic ciphertext is not a bound: whoever holds the key can seal a bomb.
+    return decompress_segment(frame, ref.key, raw_bytes=ref.raw_bytes)
 
 
 def segment_raw(
@@ -350,7 +352,7 @@ def segment_raw(
     """The checked JSON Lines of any segment object, sealed (``ref.dek``) or not."""
     if ref.dek is not None:
         return open_segment(body, ref, run_id, keyring, keys)
-    return decompress_segment(body, ref.key, ref.sha256)
+    return decompress_segment(body, ref.key, ref.sha256, ref.raw_bytes)
 
 
 def decode_any(
@@ -360,10 +362,13 @@ def decode_any(
     keyring: Keyring | None = None,
     keys: Sequence[DataKey] = (),
 ) -> list[Checkpoint | Event]:
-    """The records of any segment object (see :func:`segment_raw`)."""
+    """The records of any segment object (see :func:`segment_raw`), checked against
+    ``ref`` and ``run_id`` (:func:`~runarchive.codec.check_contents`)."""
     raw = segment_raw(body, ref, run_id, keyring, keys)
     header, rest = split_header(raw, ref.key, ref.format)
-    return parse_records(rest, ref.key, first_line=1 if header is None else 2)
+    records = parse_records(rest, ref.key, first_line=1 if header is None else 2)
+    check_contents(header, records, ref, run_id)
+    return records
 
 
 # -- fields of the index and the manifest ---------------------------------------

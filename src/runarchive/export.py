@@ -8,7 +8,9 @@ An auditor checks it with ``sha256sum -c``, ``tar``, ``jq`` and ``zstd``.
 
 Before anything is written, every segment is fetched and verified: its SHA-256
 against the index, its header against its ref, and the hash chain (each link to the
-previous segment, the last one to ``chain_head``). A corrupt run is refused with
+previous segment, the last one to ``chain_head``). Ids and keys that come from object
+bodies (an index's ``run_id`` and segment keys, manifest entries) are checked against
+the run asked for before any path is built from them. A corrupt run is refused with
 ``CorruptObjectError`` naming the key. The bundle is staged in a temporary
 directory and published at the end (rename, create-only link, or uploads with the
 manifest last), so a failed export leaves nothing at ``dest``.
@@ -73,8 +75,8 @@ from runarchive.model import (
     utcnow,
     validate_run_id,
 )
-from runarchive.restore import Progress, progress_for
-from runarchive.store import Store
+from runarchive.restore import Progress, check_index_run, progress_for
+from runarchive.store import Store, check_key
 
 if TYPE_CHECKING:
     from runarchive.config import ArchiveConfig
@@ -130,7 +132,9 @@ class _Staged:
     sizes: dict[str, int] = field(default_factory=dict)
 
     def write(self, rel: str, chunks: Iterable[bytes]) -> None:
-        path = self.root / rel
+        # The last line of defence: ids and keys from the bucket were checked before,
+        # but no path may leave the staging directory whatever a body says.
+        path = self.root / check_key(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
         with open(path, "wb") as f:
@@ -235,6 +239,15 @@ def select_runs(
             f"no run of {reader.store.description} matches the filter; check it with "
             "`runarchive runs` and the same options"
         )
+    for e in entries:
+        try:
+            validate_run_id(e.run_id)
+        except InvalidInputError:
+            raise CorruptObjectError(
+                reader.manifest.locate(e.run_id) or "manifest/",
+                f"it lists the run id {e.run_id[:200]!r}, which is not a valid run id: the "
+                "manifest was altered. Export by run id, or repair the shard",
+            ) from None
     return [e.run_id for e in sorted(entries, key=lambda e: (e.created_at, e.run_id))]
 
 
@@ -245,6 +258,7 @@ def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
     except ObjectNotFoundError:
         raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
     index = parse_index(body, key)
+    check_index_run(index, run_id)  # before index.run_id names any file
     try:
         check_chain(index)
     except CheckFailed as bad:

@@ -36,6 +36,7 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer
 
 from runarchive import telemetry
+from runarchive.codec import decompress_bounded
 from runarchive.crypto import Keyring, open_entry_metadata
 from runarchive.errors import (
     CorruptObjectError,
@@ -57,6 +58,9 @@ KINDS: tuple[Kind, ...] = ("active", "done")
 # The manifest's own format version (docs/format.md §10), apart from the runs' formats.
 MANIFEST_FORMAT = 1
 MAX_ATTEMPTS = 50
+# The most a shard may decompress to (a crafted one must not exhaust memory): an entry
+# is ~400 bytes of JSON without metadata, so 256 MiB is ~600,000 runs per shard.
+MAX_SHARD_BYTES = 256 << 20
 log = logging.getLogger(__name__)
 
 
@@ -116,9 +120,10 @@ def _encode(kind: Kind, shard: int, runs: dict[str, dict[str, Any]]) -> bytes:
 
 
 def _decode(body: bytes, key: str) -> dict[str, dict[str, Any]]:
+    raw = decompress_bounded(body, key, MAX_SHARD_BYTES, "the ceiling of a manifest shard")
     try:
-        doc = orjson.loads(zstandard.ZstdDecompressor().decompress(body))
-    except (zstandard.ZstdError, orjson.JSONDecodeError) as exc:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise CorruptObjectError(key, f"not a manifest shard ({exc})") from exc
     version = doc.get("format") if isinstance(doc, dict) else None
     if not isinstance(version, int) or not isinstance(doc.get("runs"), dict):
@@ -170,6 +175,17 @@ class Manifest:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
+
+    def locate(self, run_id: str) -> str | None:
+        """The key of a shard read by this manifest that lists ``run_id`` (for naming a
+        bad entry in an error; decodes the remembered shards, no request)."""
+        with self._lock:
+            known = list(self._known.items())
+        for key, (body, _) in sorted(known):
+            runs = _decode(body, key)
+            if run_id in runs or any(d.get("run_id") == run_id for d in runs.values()):
+                return key
+        return None
 
     def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
         sealed, key = data.get("sealed_metadata"), data.get("metadata_key")

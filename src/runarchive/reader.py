@@ -21,7 +21,7 @@ from runarchive.export import ExportResult, export_runs
 from runarchive.keys import KeyProvider
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import RunIndex, RunStatus, parse_index, validate_run_id
-from runarchive.restore import RestoredRun, execute_restore, plan_restore
+from runarchive.restore import RestoredRun, check_index_run, execute_restore, plan_restore
 from runarchive.stats import Stats, archive_stats, run_stats
 from runarchive.store import CountingStore, FileStore, S3Settings, S3Store, Store
 from runarchive.verify import VerifyReport, verify_runs
@@ -93,9 +93,10 @@ class Reader:
         return cls(cfg, store or make_store(cfg), key_provider)
 
     def index(self, run_id: str, *, decrypt: bool = True) -> RunIndex:
-        """A run's index (one GET). An encrypted run's sealed metadata, result and
-        error are decrypted into place (``KeyUnavailableError`` naming the key if it
-        is not configured); ``decrypt=False`` returns the index as stored."""
+        """A run's index (one GET); ``CorruptObjectError`` if it names another run. An
+        encrypted run's sealed metadata, result and error are decrypted into place
+        (``KeyUnavailableError`` naming the key if it is not configured);
+        ``decrypt=False`` returns the index as stored."""
         validate_run_id(run_id)
         key = index_key(run_id)
         try:
@@ -106,6 +107,7 @@ class Reader:
                 "started moments ago, its first flush may not have happened yet."
             ) from None
         index = parse_index(got.body, key)
+        check_index_run(index, run_id)
         self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index
 
@@ -139,7 +141,7 @@ class Reader:
         ``CorruptObjectError`` naming it. Cost: 1 GET for the index + 1 per segment.
         """
         index = self.index(run_id)
-        plan = plan_restore(index, seq=seq, at=at)
+        plan = plan_restore(index, seq=seq, at=at, run_id=run_id)
         records = execute_restore(
             plan,
             self.store,

@@ -1,8 +1,10 @@
 """Restore: a pure plan (which segments, which cut-off) and an executor that fetches them.
 
-The plan is computed from the run index alone; the executor GETs the planned
-segments in parallel, checks each body against the SHA-256 in the index, and
-returns the records in seq order. Nothing is written anywhere.
+The plan is computed from the run index alone, after checking that every segment
+ref is one of the run's with a real seq range; the executor GETs the planned
+segments in parallel, checks each body against the SHA-256 and size in the index and
+its header and records against the ref (the run, the range), and returns the records
+in seq order. Nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from runarchive import telemetry
+from runarchive.codec import check_ref, index_key
 from runarchive.crypto import Keyring, decode_any
 from runarchive.errors import CorruptObjectError, InvalidInputError, ObjectNotFoundError
 from runarchive.logs import log_run
-from runarchive.model import Checkpoint, DataKey, Event, RunIndex, SegmentRef
+from runarchive.model import Checkpoint, DataKey, Event, RunIndex, SegmentRef, validate_run_id
 from runarchive.store import Store
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,19 @@ def plan_restore(
     seq: int | None = None,
     at: datetime | None = None,
     min_seq: int | None = None,
+    run_id: str | None = None,
 ) -> RestorePlan:
-    """Choose the segments needed for records ``min_seq <= r.seq <= seq`` and ``r.ts <= at``."""
+    """Choose the segments needed for records ``min_seq <= r.seq <= seq`` and ``r.ts <= at``.
+
+    ``run_id`` is the run asked for: the index must be that run's. Every ref is
+    checked first (:func:`~runarchive.codec.check_ref`: a key under the run's ``seg/``,
+    ``1 <= first_seq <= last_seq``); ``CorruptObjectError`` names the first bad one.
+    """
     if seq is not None and seq < 0:
         raise InvalidInputError(f"seq must be >= 0, not {seq}")
     if at is not None and at.tzinfo is None:
         raise InvalidInputError("at must be timezone-aware (e.g. datetime.now(UTC))")
+    check_index_refs(index, run_id)
     chosen = tuple(
         s
         for s in index.segments
@@ -63,6 +73,31 @@ def plan_restore(
         and (min_seq is None or s.last_seq >= min_seq)
     )
     return RestorePlan(index.run_id, chosen, max_seq=seq, at=at, min_seq=min_seq, keys=index.keys)
+
+
+def check_index_run(index: RunIndex, run_id: str) -> None:
+    """The index read from ``runs/<run_id>/index.json`` is that run's: everything a
+    reader does next (keys, paths, the run of each record) follows ``index.run_id``."""
+    if index.run_id != run_id:
+        raise CorruptObjectError(
+            index_key(run_id),
+            f"it names run {index.run_id[:200]!r}, not {run_id!r}: it is another run's "
+            "index, or was altered",
+        )
+
+
+def check_index_refs(index: RunIndex, run_id: str | None = None) -> None:
+    """The index is of ``run_id`` (if given; else of a valid id) and each of its segment
+    refs is one of that run's segments with a real seq range. Pure; raises
+    ``CorruptObjectError`` naming the index or the segment."""
+    if run_id is not None:
+        check_index_run(index, run_id)
+    try:
+        validate_run_id(index.run_id)
+    except InvalidInputError as exc:
+        raise CorruptObjectError("index.json", f"{exc}; the index was altered") from None
+    for ref in index.segments:
+        check_ref(ref, index.run_id)
 
 
 class Progress:

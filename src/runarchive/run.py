@@ -284,7 +284,7 @@ class Run:
         if row is None or row.index_json is None or lo > row.archived_seq:
             return []
         index = RunIndex.model_validate_json(row.index_json)
-        plan = plan_restore(index, seq=hi, min_seq=lo)
+        plan = plan_restore(index, seq=hi, min_seq=lo, run_id=self.run_id)
         return execute_restore(
             plan, self.archive.store, workers=self.archive.config.restore_workers
         )
