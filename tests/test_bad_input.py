@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from runarchive import Archive, Reader
-from runarchive.errors import InvalidInputError, StateNotSerializableError
+from runarchive.config import NOT_SETTINGS, ArchiveConfig, load_config, unknown_variables
+from runarchive.errors import ConfigError, InvalidInputError, StateNotSerializableError
 from runarchive.jsonvalue import MAX_DEPTH, check_json_value
+from runarchive.policy import Policy
 from runarchive.run import Run
 
 
@@ -184,3 +188,162 @@ def test_a_lone_surrogate_in_a_failure_message_is_escaped_not_lost(tmp_path: Pat
     assert reader.index("r1").status == "failed"
     assert reader.index("r1").error == "boom \\ud800"
     assert reader.index("r2").error == "ValueError: bad \\udfff"
+
+
+# -- 3. settings from the environment -------------------------------------------------
+
+
+def _open_refused(tmp_path: Path) -> ConfigError:
+    """Archive.open, Reader.open and load_config all refuse; nothing is created."""
+    url = (tmp_path / "bucket").as_uri()
+    with pytest.raises(ConfigError, match="invalid configuration") as info:
+        Archive.open(url, cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError):
+        Reader.open(url)
+    with pytest.raises(ConfigError):
+        load_config()
+    assert list(tmp_path.iterdir()) == []
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggested"),
+    [
+        ("RUNARCHIVE_FLUSH_RECORDZ", "RUNARCHIVE_FLUSH_RECORDS"),
+        ("RUNARCHIVE_POLICY__KEEP_LAZT", "RUNARCHIVE_POLICY__KEEP_LAST"),
+        ("RUNARCHIVE_ENCRYPTION_KEY", "RUNARCHIVE_ENCRYPTION_KEYS"),
+        ("runarchive_flush_agee", "RUNARCHIVE_FLUSH_AGE"),  # read case-insensitively
+        ("RUNARCHIVE_NOTHING_LIKE_IT", None),
+    ],
+)
+def test_an_unknown_runarchive_variable_is_refused_with_the_closest_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, suggested: str | None
+) -> None:
+    monkeypatch.setenv(variable, "s3cr3t-value")
+    message = str(_open_refused(tmp_path))
+    assert f"unknown environment variable {variable}" in message
+    if suggested is not None:
+        assert f"did you mean {suggested}?" in message
+    else:
+        assert "did you mean" not in message
+    assert "docs/config.md" in message
+    assert "s3cr3t-value" not in message  # values are never echoed (they may be keys)
+
+
+def test_variables_runarchive_uses_that_are_not_settings_stay_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert set(NOT_SETTINGS) == {"RUNARCHIVE_FAULT_POINT"}
+    # every RUNARCHIVE_* name the repository mentions is a setting or allow-listed
+    root = Path(__file__).resolve().parents[1]
+    mentioned: set[str] = set()
+    for path in [*root.glob("*.md"), root / "Makefile"] + [
+        p
+        for top in ("src", "docs", "tests", "bench", "examples", "infra")
+        for p in (root / top).rglob("*")
+        if p.suffix in (".py", ".md", ".sh", ".yml", ".yaml", ".toml", ".env") and p.is_file()
+    ]:
+        mentioned |= set(re.findall(r"\bRUNARCHIVE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    mentioned -= {"RUNARCHIVE_FLUSH_RECORDZ", "RUNARCHIVE_POLICY__KEEP_LAZT"}  # this file's
+    mentioned -= {"RUNARCHIVE_ENCRYPTION_KEY", "RUNARCHIVE_NOTHING_LIKE_IT"}  # typos
+    assert "RUNARCHIVE_URL" in mentioned
+    assert "RUNARCHIVE_ENCRYPTION_KEYS" in mentioned
+    assert unknown_variables(dict.fromkeys(mentioned, "x")) == []
+    for name in NOT_SETTINGS:
+        monkeypatch.setenv(name, "")
+    with Archive.open((tmp_path / "b").as_uri(), cache_dir=tmp_path / "c"):
+        pass
+
+
+def _numeric_settings() -> list[tuple[str, str]]:
+    """(setting, variable) of every int or float setting, nested policy fields included."""
+    out = []
+    for model, prefix in ((ArchiveConfig, ""), (Policy, "policy.")):
+        for name, info in model.model_fields.items():
+            kinds = {info.annotation} | set(getattr(info.annotation, "__args__", ()))
+            if kinds & {int, float} and bool not in kinds:
+                loc = prefix + name
+                out.append((loc, "RUNARCHIVE_" + loc.upper().replace(".", "__")))
+    return out
+
+
+NUMERIC = _numeric_settings()
+
+
+def test_the_numeric_settings_are_all_found() -> None:
+    names = {name for name, _ in NUMERIC}
+    assert {"flush_age", "lease_seconds", "flush_records", "policy.keep_last"} <= names
+    assert {"price_get_per_1000", "retention_days", "object_lock_days"} <= names
+    assert len(NUMERIC) == 22
+
+
+@pytest.mark.parametrize(("setting", "variable"), NUMERIC)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e308", "-1e308", str(2**64), "-1"])
+def test_every_numeric_setting_refuses_inf_nan_overflow_and_negatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    message = str(_open_refused(tmp_path))
+    assert f"setting {setting!r} ({variable})" in message
+    assert "accepted: " in message
+    lo, hi = _bounds(setting)
+    assert f"{lo:,}" in message.split("accepted: ")[1]
+    if hi is not None:
+        assert f"{hi:,}" in message.split("accepted: ")[1]
+
+
+def test_infinite_and_nan_arguments_are_refused_too(tmp_path: Path) -> None:
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"'flush_age' \(RUNARCHIVE_FLUSH_AGE\).*finite"):
+            Archive.open((tmp_path / "b").as_uri(), cache_dir=tmp_path / "c", flush_age=value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _bounds(setting: str) -> tuple[int | float, int | float | None]:
+    model: type[BaseModel] = Policy if setting.startswith("policy.") else ArchiveConfig
+    info = model.model_fields[setting.removeprefix("policy.")]
+    lo: int | float = 0
+    hi: int | float | None = None
+    for m in info.metadata:
+        lo = getattr(m, "ge", getattr(m, "gt", lo))
+        hi = getattr(m, "le", getattr(m, "lt", hi))
+    return lo, hi
+
+
+@pytest.mark.parametrize(("setting", "variable"), NUMERIC)
+def test_every_numeric_setting_works_at_its_upper_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, variable: str
+) -> None:
+    if setting == "object_lock_days":
+        pytest.skip("needs an S3 bucket with Object Lock (test_retention.py)")
+    _, hi = _bounds(setting)
+    assert hi is not None, f"{setting} has no upper bound"
+    for value in (hi,):  # the top of the range: what used to overflow
+        monkeypatch.setenv(variable, str(value))
+        url = (tmp_path / f"bucket-{value}").as_uri()
+        with Archive.open(url, cache_dir=tmp_path / f"cache-{value}") as archive:
+            run = archive.start_run(agent="x")
+            run.checkpoint("c", {"a": 1})
+            run.event("e", 1)
+            run.flush()
+            archive.gc(dry_run=True)
+            archive.stats(run.run_id)
+            archive.stats()
+            running = archive.start_run(agent="x")
+            running.checkpoint("c", {"a": 1})
+            running.flush()
+            run.complete()
+        reader = Reader.open(url)
+        assert [r.seq for r in reader.restore(run.run_id).records] == [1, 2]
+        assert reader.verify(None).ok
+        assert len(reader.interrupted(stale_after=0)) <= 1
+
+
+def test_a_policy_variable_that_is_not_json_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNARCHIVE_POLICY", "{not json")
+    message = str(_open_refused(tmp_path))
+    assert "setting 'policy' (RUNARCHIVE_POLICY)" in message
+    assert "RUNARCHIVE_POLICY__KEEP_LAST" in message  # the alternative
+    assert "{not json" not in message
