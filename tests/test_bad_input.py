@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,14 @@ import pytest
 from pydantic import BaseModel
 
 from runarchive import Archive, Reader
+from runarchive.cli import main as cli_main
 from runarchive.config import NOT_SETTINGS, ArchiveConfig, load_config, unknown_variables
-from runarchive.errors import ConfigError, InvalidInputError, StateNotSerializableError
+from runarchive.errors import (
+    BucketNotFoundError,
+    ConfigError,
+    InvalidInputError,
+    StateNotSerializableError,
+)
 from runarchive.jsonvalue import MAX_DEPTH, check_json_value
 from runarchive.policy import Policy
 from runarchive.run import Run
@@ -347,3 +355,102 @@ def test_a_policy_variable_that_is_not_json_names_the_setting(
     assert "setting 'policy' (RUNARCHIVE_POLICY)" in message
     assert "RUNARCHIVE_POLICY__KEEP_LAST" in message  # the alternative
     assert "{not json" not in message
+
+
+# -- 4. read-only commands on an archive that does not exist --------------------------
+
+READ_ONLY_COMMANDS = [
+    ["runs"],
+    ["runs", "--json"],
+    ["interrupted"],
+    ["show", "r1"],
+    ["show", "r1", "--json"],
+    ["restore", "r1"],
+    ["verify", "--all"],
+    ["verify", "r1"],
+    ["export", "r1", "--out", "OUT/bundle.tar"],
+    ["stats"],
+    ["stats", "r1"],
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("given", ["--url", "default"])
+def test_read_only_commands_refuse_a_missing_archive_and_create_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    given: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "OUT").mkdir()
+    missing = (
+        tmp_path / "no" / "archive" if given == "--url" else tmp_path / ".runarchive" / "archive"
+    )
+    url = ["--url", missing.as_uri()] if given == "--url" else []
+    args = [a.replace("OUT", str(tmp_path / "OUT")) for a in args]
+    assert cli_main([*url, *args]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("runarchive: error: no archive at ")
+    assert str(missing) in err
+    assert "runarchive demo" in err
+    assert "Archive.open" in err
+    assert "sound" not in out + err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["OUT"]  # nothing created
+    assert list((tmp_path / "OUT").iterdir()) == []
+
+
+def test_reader_open_refuses_a_missing_directory_and_the_writer_creates_it(
+    tmp_path: Path,
+) -> None:
+    url = (tmp_path / "archive").as_uri()
+    with pytest.raises(BucketNotFoundError, match=rf"no archive at {tmp_path / 'archive'}"):
+        Reader.open(url)
+    assert not (tmp_path / "archive").exists()
+    with Archive.open(url, cache_dir=tmp_path / "cache") as archive:  # a writer creates it
+        archive.start_run(agent="x", run_id="r1").complete()
+    assert Reader.open(url).index("r1").status == "completed"
+
+
+def test_verify_export_of_a_missing_file_url_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "bundle"
+    assert cli_main(["verify-export", missing.as_uri()]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_a_reader_of_an_existing_archive_creates_nothing_in_it(tmp_path: Path) -> None:
+    url = (tmp_path / "archive").as_uri()
+    with Archive.open(url, cache_dir=tmp_path / "cache") as archive:
+        archive.start_run(agent="x", run_id="r1").complete()
+    shutil.rmtree(tmp_path / "archive" / ".tmp")  # e.g. a copy synced down from S3
+    (tmp_path / "archive").chmod(0o555)  # a read-only mount
+    try:
+        reader = Reader.open(url)
+        assert reader.restore("r1").index.status == "completed"
+        assert reader.verify(None).ok
+    finally:
+        (tmp_path / "archive").chmod(0o755)
+    assert not (tmp_path / "archive" / ".tmp").exists()
+
+
+def test_verify_all_never_reports_sound_when_it_checked_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = (tmp_path / "archive").as_uri()
+    with Archive.open(url, cache_dir=tmp_path / "cache"):
+        pass  # the archive exists, with no run
+    assert cli_main(["--url", url, "verify", "--all"]) == 3
+    out, err = capsys.readouterr()
+    assert "0 runs checked" in err
+    assert "sound" not in out + err
+    assert "nothing was verified" in err
+    assert cli_main(["--url", url, "verify", "--all", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["runs"] == 0
+    with Archive.open(url, cache_dir=tmp_path / "cache") as archive:
+        archive.start_run(agent="x").complete()
+    assert cli_main(["--url", url, "verify", "--all"]) == 0
+    assert "1 runs, " in capsys.readouterr().out
