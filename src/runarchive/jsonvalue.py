@@ -53,10 +53,10 @@ _SURROGATE_PROBLEM = (
 )
 
 
-def _check_str(value: str, what: str = "") -> None:
-    # isascii() is O(1) in CPython; only non-ASCII text is scanned.
-    if not value.isascii() and (m := _SURROGATE.search(value)) is not None:
-        raise _Bad(what + _SURROGATE_PROBLEM.format(char=m.group(), at=m.start()))
+def _surrogate(value: str, what: str = "") -> _Bad:
+    m = _SURROGATE.search(value)
+    assert m is not None
+    return _Bad(what + _SURROGATE_PROBLEM.format(char=m.group(), at=m.start()))
 
 
 def _describe(value: object) -> str:
@@ -75,7 +75,9 @@ def _walk(value: Any, active: set[int]) -> Any:
     """Return ``value`` as plain JSON data (the same object if nothing had to change)."""
     t = type(value)
     if t is str:
-        _check_str(value)
+        # isascii() is O(1) in CPython: only non-ASCII text is scanned, once.
+        if not value.isascii() and _SURROGATE.search(value) is not None:
+            raise _surrogate(value)
         return value
     if t is bool or value is None:
         return value
@@ -110,7 +112,8 @@ def _walk_dict(value: dict[Any, Any], active: set[int]) -> dict[str, Any]:
             out = out if out is not None else dict(value)
             del out[k]
             k = str.__str__(k)  # noqa: PLW2901 - a str subclass key becomes its plain value
-        _check_str(k, f"dict key {k!r}: ")
+        if not k.isascii() and _SURROGATE.search(k) is not None:
+            raise _surrogate(k, f"dict key {k!r}: ")
         try:
             new = _walk(v, active)
         except _Bad as bad:
