@@ -275,16 +275,18 @@ def manifest_text(sums: dict[str, str]) -> str:
     return "".join(f"{sums[p]}  {p}\n" for p in sorted(sums) if p != MANIFEST)
 
 
-def store_for_url(url: str, config: ArchiveConfig | None = None) -> Store:
+def store_for_url(url: str, config: ArchiveConfig | None = None, *, create: bool = True) -> Store:
     """The store an ``s3://`` / ``file://`` URL names, with ``config``'s other settings
-    (endpoint, region, object lock, SSE) or the ``RUNARCHIVE_*`` environment."""
+    (endpoint, region, object lock, SSE) or the ``RUNARCHIVE_*`` environment.
+    ``create=False`` (reading a bundle): a missing ``file://`` directory raises
+    ``BucketNotFoundError`` instead of being created."""
     from runarchive.config import load_config  # noqa: PLC0415
     from runarchive.reader import make_store  # noqa: PLC0415 - reader imports this module
     from runarchive.retention import check_store_settings  # noqa: PLC0415
 
     base = config.model_dump(exclude={"url"}) if config is not None else {}
     cfg = load_config(**{**base, "url": url})
-    store = make_store(cfg)
+    store = make_store(cfg, create=create)
     try:
         check_store_settings(cfg, store)
     except BaseException:

@@ -126,7 +126,7 @@ def _open_source(bundle: str | os.PathLike[str] | Store, config: ArchiveConfig |
     if isinstance(bundle, Store):
         return _StoreSource(bundle, owned=False)
     if isinstance(bundle, str) and bundle.startswith(("s3://", "file://")):
-        return _StoreSource(store_for_url(bundle, config), owned=True)
+        return _StoreSource(store_for_url(bundle, config, create=False), owned=True)
     path = Path(os.fspath(bundle))
     if path.is_dir():
         return _DirSource(path)

@@ -1,4 +1,9 @@
-"""``runarchive`` command line. Exit codes: 0 ok, 1 error, 2 usage.
+"""``runarchive`` command line. Exit codes: 0 ok, 1 error, 2 usage, 3 ``verify --all``
+found no run to check.
+
+Read-only commands (``runs``, ``show``, ``restore``, ``verify``, ``export``,
+``stats``...) open a :class:`Reader`, which creates nothing: on a ``file://``
+archive that does not exist they exit 1 and say how to create one.
 
 ``--json`` output is stable (documented in ``docs/cli.md``): ``show`` prints the
 run index as stored (``docs/format.md``); ``restore`` prints
@@ -216,14 +221,26 @@ def _maintenance(args: argparse.Namespace) -> Iterator[Archive]:
         yield archive
 
 
+EXIT_NOTHING_CHECKED = 3  # verify --all: the archive has no run, nothing was verified
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     with Reader.open(args.url) as reader:
         report = reader.verify(None if args.all else args.runs)
         cache_dir = load_config(url=args.url, cache_dir=args.cache_dir).cache_dir
+        where = reader.store.description
     errors = sum(p.severity == "error" for p in report.problems)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
-    else:
+    if report.runs == 0 and not report.problems:
+        print(
+            f"runarchive: 0 runs checked: {where} lists no run in its manifest, so nothing "
+            "was verified (exit 3). Check the URL (--url, RUNARCHIVE_URL); a run is listed "
+            "once its first flush is done",
+            file=sys.stderr,
+        )
+        return EXIT_NOTHING_CHECKED
+    if not args.json:
         for problem in report.problems:
             print(problem)
             if (hint := cli_recovery.repair_hint(problem, cache_dir)) is not None:

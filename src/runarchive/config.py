@@ -3,33 +3,67 @@
 Precedence: arguments to :meth:`Archive.open` > ``RUNARCHIVE_*`` environment
 variables > defaults. Nested policy fields use ``__``:
 ``RUNARCHIVE_POLICY__KEEP_LAST=50``. An invalid value raises ``ConfigError``
-naming the setting and its variable. S3 credentials are never settings here:
+naming the setting and its variable; numbers must be finite and within the range
+each field declares (the error says which). A ``RUNARCHIVE_*`` variable that names
+no setting is an error too (with the closest name), except the few variables in
+:data:`NOT_SETTINGS`. S3 credentials are never settings here:
 boto3's standard chain (environment, ``AWS_PROFILE``, SSO, instance roles) finds
 them; ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` are honoured by boto3 itself.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import annotated_types
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from runarchive.errors import ConfigError
 from runarchive.policy import Policy
 
 DEFAULT_HOME = Path(".runarchive")
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER: larger counts and sizes would overflow the cache
+MAX_SECONDS = 1e9  # ~31.7 years: "never" for a duration, yet a valid timedelta and timeout
+MAX_TIMEOUT = 3600.0  # seconds for one S3 connect or read
+MAX_PRICE = 1e6  # $ per unit in the cost estimates
+MAX_DAYS = 36500  # retention, as S3 Object Lock allows
+
+ENV_PREFIX = "RUNARCHIVE_"
+NOT_SETTINGS: dict[str, str] = {
+    "RUNARCHIVE_FAULT_POINT": "crash tests only: a named point where the process kills "
+    "itself (runarchive.faults, docs/design.md)",
+}
+"""``RUNARCHIVE_*`` variables runarchive reads that are not settings. Every other
+``RUNARCHIVE_*`` variable must name a setting (see :func:`unknown_variables`)."""
 
 
 class ArchiveConfig(BaseSettings):
     """Every setting of an archive. Field docs are the reference (``docs/config.md``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RUNARCHIVE_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
     )
 
     url: str | None = Field(
@@ -43,31 +77,47 @@ class ArchiveConfig(BaseSettings):
         default="local",
         description="ack after local fsync, or only once the record is in the bucket",
     )
-    flush_records: int = Field(default=256, ge=1, description="flush after this many records")
+    flush_records: int = Field(
+        default=256, ge=1, le=INT64_MAX, description="flush after this many records"
+    )
     flush_bytes: int = Field(
-        default=8 * MiB, ge=1, description="flush when the next segment would hold this much"
+        default=8 * MiB,
+        ge=1,
+        le=INT64_MAX,
+        description="flush when the next segment would hold this much",
     )
     flush_age: float = Field(
-        default=5.0, gt=0, description="flush when the oldest pending record is this old (s)"
+        default=5.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="flush when the oldest pending record is this old (s)",
     )
     max_segment_records: int = Field(
-        default=4096, ge=1, description="split a backlog into segments of at most this many"
+        default=4096,
+        ge=1,
+        le=INT64_MAX,
+        description="split a backlog into segments of at most this many",
     )
     policy: Policy = Field(default_factory=Policy, description="which checkpoints to archive")
     compression_level: int = Field(default=3, ge=1, le=22, description="zstd level")
     max_record_bytes: int = Field(
         default=256 * MiB,
         ge=1024,
+        le=INT64_MAX,
         description="largest JSON of one checkpoint or event; larger ones are refused",
     )
     cache_max_unflushed_bytes: int = Field(
         default=1024 * MiB,
         ge=1,
+        le=INT64_MAX,
         description="unflushed record bytes the cache may hold; past it appends raise "
         "BackpressureError",
     )
     cache_keep_records: int = Field(
-        default=100, ge=0, description="archived records kept in the cache per run for reads"
+        default=100,
+        ge=0,
+        le=INT64_MAX,
+        description="archived records kept in the cache per run for reads",
     )
     check_conditional_writes: bool = Field(
         default=True, description="probe at open that the bucket enforces conditional writes"
@@ -79,7 +129,10 @@ class ArchiveConfig(BaseSettings):
     )
     restore_workers: int = Field(default=8, ge=1, le=64, description="parallel segment GETs")
     lease_seconds: float = Field(
-        default=60.0, ge=3, description="a running run's lease; renewed every third of it"
+        default=60.0,
+        ge=3,
+        le=MAX_SECONDS,
+        description="a running run's lease; renewed every third of it",
     )
     host_id: str = Field(
         default_factory=socket.gethostname,
@@ -89,11 +142,13 @@ class ArchiveConfig(BaseSettings):
     gc_grace_seconds: float = Field(
         default=3600.0,
         ge=0,
+        le=MAX_SECONDS,
         description="gc deletes orphan and retired segments only once older than this",
     )
     retention_days: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DAYS,
         description="gc deletes runs that ended more than this many days ago (unless locked)",
     )
     telemetry: bool = Field(
@@ -103,13 +158,19 @@ class ArchiveConfig(BaseSettings):
     )
     # Cost estimates (``runarchive stats``): AWS S3 Standard us-east-1 list prices by default
     price_storage_gb_month: float = Field(
-        default=0.023, ge=0, description="storage price, $ per GB (2^30 bytes) per month"
+        default=0.023,
+        ge=0,
+        le=MAX_PRICE,
+        description="storage price, $ per GB (2^30 bytes) per month",
     )
     price_put_per_1000: float = Field(
-        default=0.005, ge=0, description="$ per 1,000 PUT, COPY, POST or LIST requests"
+        default=0.005,
+        ge=0,
+        le=MAX_PRICE,
+        description="$ per 1,000 PUT, COPY, POST or LIST requests",
     )
     price_get_per_1000: float = Field(
-        default=0.0004, ge=0, description="$ per 1,000 GET, HEAD and other requests"
+        default=0.0004, ge=0, le=MAX_PRICE, description="$ per 1,000 GET, HEAD and other requests"
     )
     # S3 only
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, SeaweedFS...)")
@@ -118,12 +179,13 @@ class ArchiveConfig(BaseSettings):
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = Field(default=5, ge=1, le=20)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT)
+    read_timeout: float = Field(default=30.0, gt=0, le=MAX_TIMEOUT)
     request_checksum_calculation: Literal["when_supported", "when_required"] = "when_supported"
     response_checksum_validation: Literal["when_supported", "when_required"] = "when_supported"
-    multipart_threshold: int = Field(default=64 * MiB, ge=5 * MiB)
-    multipart_part_size: int = Field(default=16 * MiB, ge=5 * MiB)
+    # S3's limits: a single PUT and a part are at most 5 GiB
+    multipart_threshold: int = Field(default=64 * MiB, ge=5 * MiB, le=5 * GiB)
+    multipart_part_size: int = Field(default=16 * MiB, ge=5 * MiB, le=5 * GiB)
     # S3 only: retention locks and encryption at rest (docs/config.md, docs/design.md)
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = Field(
         default=None,
@@ -131,7 +193,7 @@ class ArchiveConfig(BaseSettings):
         "Object Lock enabled (checked at open, 1 request)",
     )
     object_lock_days: int | None = Field(
-        default=None, ge=1, le=36500, description="retention days; required with a mode"
+        default=None, ge=1, le=MAX_DAYS, description="retention days; required with a mode"
     )
     allow_compliance_lock: bool = Field(
         default=False,
@@ -271,10 +333,80 @@ def parse_url(url: str) -> tuple[str, str, str]:
     raise ValueError(f"unsupported archive URL {url!r}: use s3://bucket/prefix or file:///dir")
 
 
+def _setting_variables() -> set[str]:
+    names = {ENV_PREFIX + name.upper() for name in ArchiveConfig.model_fields}
+    names |= {f"{ENV_PREFIX}POLICY__{name.upper()}" for name in Policy.model_fields}
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``RUNARCHIVE_*`` variables of ``environ`` (default: ``os.environ``) that name no
+    setting and are not in :data:`NOT_SETTINGS`, sorted. Names are matched
+    case-insensitively, as the settings read them."""
+    env = os.environ if environ is None else environ
+    known = _setting_variables() | set(NOT_SETTINGS)
+    return sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def _check_environment() -> None:
+    unknown = unknown_variables()
+    if not unknown:
+        return
+    known = sorted(v.removeprefix(ENV_PREFIX) for v in _setting_variables())
+    problems = []
+    for name in unknown:  # never the value: it may be a key
+        rest = name.upper().removeprefix(ENV_PREFIX)  # the shared prefix would match anything
+        close = difflib.get_close_matches(rest, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        problems.append(f"unknown environment variable {name}{hint}")
+    raise ConfigError(
+        "invalid configuration: "
+        + "; ".join(problems)
+        + ". No setting has this name: fix or unset it (the settings and their variables "
+        "are listed in docs/config.md)"
+    )
+
+
+def _accepted(loc: tuple[int | str, ...]) -> str | None:
+    """``accepted: an integer >= 1 and <= ...`` for a numeric setting, else ``None``."""
+    model: type[BaseModel] | None = ArchiveConfig
+    info: FieldInfo | None = None
+    for part in loc:
+        info = model.model_fields.get(str(part)) if model is not None else None
+        if info is None:
+            return None
+        ann = info.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    assert info is not None
+    kinds = {info.annotation, *getattr(info.annotation, "__args__", ())}
+    if bool in kinds or not kinds & {int, float}:
+        return None
+    bounds = []
+    for m in info.metadata:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if isinstance(m, getattr(annotated_types, attr.capitalize())):
+                value = getattr(m, attr)
+                shown = f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+                bounds.append(f"{op} {shown}")
+    kind = "an integer" if int in kinds else "a finite number"
+    unset = " (or unset)" if type(None) in kinds else ""
+    return f"accepted: {kind} {' and '.join(bounds)}{unset}".rstrip()
+
+
 def load_config(**overrides: Any) -> ArchiveConfig:
     """Build the configuration from ``overrides`` and the environment, or raise ``ConfigError``."""
+    _check_environment()
     try:
         return ArchiveConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:  # a variable of a nested setting that is not JSON
+        m = re.search(r'field "([^"]+)"', str(exc))
+        field = m.group(1) if m else "policy"
+        env = ENV_PREFIX + field.upper()
+        raise ConfigError(
+            f"invalid configuration: setting {field!r} ({env}): the variable is not valid "
+            f"JSON; give an object, e.g. {env}='{{\"keep_last\": 50}}', or set its fields "
+            f"one by one, e.g. {env}__KEEP_LAST=50"
+        ) from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -282,6 +414,9 @@ def load_config(**overrides: Any) -> ArchiveConfig:
             if not loc:  # a check across settings: its message names them
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
-            env = "RUNARCHIVE_" + loc.upper().replace(".", "__")
-            problems.append(f"setting {loc!r} ({env}): {err['msg']}")
+            env = ENV_PREFIX + loc.upper().replace(".", "__")
+            accepted = _accepted(err["loc"])
+            problems.append(
+                f"setting {loc!r} ({env}): {err['msg']}" + (f"; {accepted}" if accepted else "")
+            )
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -8,9 +8,17 @@ instances (field by field, recursively checked).
 
 Refused with :class:`~runarchive.errors.StateNotSerializableError`, before
 anything is written: ``bytes``, ``set``, NaN and ±Infinity, non-``str`` dict
-keys, integers beyond 64 bits, cycles, and every other type (``datetime``,
-``Decimal``, ``UUID``...: convert them yourself, so that what you read back is
-exactly what you wrote).
+keys, integers beyond 64 bits, cycles, strings (values or keys) holding a lone
+surrogate (``"\\ud800"``: not encodable as UTF-8), values nested deeper than
+:data:`MAX_DEPTH` (128) levels of dicts and lists, and every other type
+(``datetime``, ``Decimal``, ``UUID``...: convert them yourself, so that what you
+read back is exactly what you wrote).
+
+Why 128 levels: orjson writes at most 254 levels and pydantic's JSON parser, which
+reads the run index holding a run's metadata and result, at most 200; records, the
+index and export bundles wrap a value in a few levels of their own. 128 keeps every
+accepted value readable everywhere, with room to spare, and is far beyond real agent
+state. Past it the walk stops at once, so even a 10,000-deep value costs 128 steps.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -28,6 +37,26 @@ from runarchive.errors import StateNotSerializableError
 JsonValue = Any  # a value that passed check_json_value
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # orjson's range: int64 and uint64
+
+MAX_DEPTH = 128
+"""The deepest nesting of dicts/lists (tuples, dataclasses, models) accepted: see above."""
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_DEPTH_PROBLEM = (
+    f"nested deeper than {MAX_DEPTH} levels of dicts and lists (runarchive's limit, "
+    "runarchive.jsonvalue.MAX_DEPTH); flatten it or store the deep part as a JSON string"
+)
+_SURROGATE_PROBLEM = (
+    "the string holds a lone surrogate ({char!r} at index {at}), which is not valid "
+    "Unicode and cannot be encoded as UTF-8; decode the bytes it came from with "
+    "errors='replace', or drop the character"
+)
+
+
+def _surrogate(value: str, what: str = "") -> _Bad:
+    m = _SURROGATE.search(value)
+    assert m is not None
+    return _Bad(what + _SURROGATE_PROBLEM.format(char=m.group(), at=m.start()))
 
 
 def _describe(value: object) -> str:
@@ -45,7 +74,12 @@ class _Bad(Exception):
 def _walk(value: Any, active: set[int]) -> Any:
     """Return ``value`` as plain JSON data (the same object if nothing had to change)."""
     t = type(value)
-    if t is str or t is bool or value is None:
+    if t is str:
+        # isascii() is O(1) in CPython: only non-ASCII text is scanned, once.
+        if not value.isascii() and _SURROGATE.search(value) is not None:
+            raise _surrogate(value)
+        return value
+    if t is bool or value is None:
         return value
     if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -59,6 +93,8 @@ def _walk(value: Any, active: set[int]) -> Any:
         ident = id(value)
         if ident in active:
             raise _Bad("cycle: the value contains itself")
+        if len(active) >= MAX_DEPTH:  # ``active`` holds the containers around this one
+            raise _Bad(_DEPTH_PROBLEM)
         active.add(ident)
         try:
             return _walk_dict(value, active) if t is dict else _walk_list(value, active)
@@ -76,6 +112,8 @@ def _walk_dict(value: dict[Any, Any], active: set[int]) -> dict[str, Any]:
             out = out if out is not None else dict(value)
             del out[k]
             k = str.__str__(k)  # noqa: PLW2901 - a str subclass key becomes its plain value
+        if not k.isascii() and _SURROGATE.search(k) is not None:
+            raise _surrogate(k, f"dict key {k!r}: ")
         try:
             new = _walk(v, active)
         except _Bad as bad:
@@ -116,6 +154,8 @@ def _convert(value: Any, active: set[int]) -> Any:
         ident = id(value)
         if ident in active:
             raise _Bad("cycle: the value contains itself")
+        if len(active) >= MAX_DEPTH:
+            raise _Bad(_DEPTH_PROBLEM)
         active.add(ident)
         try:
             out = {}
@@ -129,7 +169,7 @@ def _convert(value: Any, active: set[int]) -> Any:
         finally:
             active.discard(ident)
     if isinstance(value, str):
-        return str.__str__(value)  # a StrEnum member becomes its plain value
+        return _walk(str.__str__(value), active)  # a StrEnum member becomes its plain value
     if isinstance(value, int):
         return _walk(int(value), active)
     if isinstance(value, float):

@@ -29,7 +29,7 @@ class Policy(BaseModel):
     keep_all: bool = False
     keep_first: bool = True
     keep_latest_per_name: bool = True
-    keep_last: int = Field(default=20, ge=0)
+    keep_last: int = Field(default=20, ge=0, le=2**63 - 1)  # SQLite INTEGER
 
 
 @dataclass(frozen=True)

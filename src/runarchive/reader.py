@@ -27,11 +27,13 @@ from runarchive.store import CountingStore, FileStore, S3Settings, S3Store, Stor
 from runarchive.verify import VerifyReport, verify_runs
 
 
-def make_store(config: ArchiveConfig) -> Store:
-    """The store a configuration points at (no request is made)."""
+def make_store(config: ArchiveConfig, *, create: bool = True) -> Store:
+    """The store a configuration points at (no request is made). ``create=False``
+    (readers): a ``file://`` directory that does not exist raises
+    ``BucketNotFoundError`` instead of being created."""
     scheme, where, prefix = parse_url(config.resolved_url)
     if scheme == "file":
-        return FileStore(where)
+        return FileStore(where, create=create)
     return S3Store(
         S3Settings(
             bucket=where,
@@ -87,10 +89,12 @@ class Reader:
         """Open ``url`` (or the configured / embedded default archive) for reading.
 
         ``key_provider`` adds a key source for encrypted runs (``docs/encryption.md``).
-        No request is made until the first read.
+        No request is made until the first read. Nothing is created: a ``file://``
+        archive that does not exist raises ``BucketNotFoundError`` (its first writer,
+        ``Archive.open``, creates it).
         """
         cfg = config or load_config(url=url, **settings)
-        return cls(cfg, store or make_store(cfg), key_provider)
+        return cls(cfg, store or make_store(cfg, create=False), key_provider)
 
     def index(self, run_id: str, *, decrypt: bool = True) -> RunIndex:
         """A run's index (one GET); ``CorruptObjectError`` if it names another run. An

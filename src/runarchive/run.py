@@ -156,8 +156,12 @@ class Run:
         self._end("completed", check_json_value(result, "result"), None)
 
     def fail(self, error: BaseException | str) -> None:
-        """Mark the run failed with ``error`` (an exception or a message) and flush it."""
+        """Mark the run failed with ``error`` (an exception or a message) and flush it.
+
+        A lone surrogate in the message (not encodable as UTF-8) is stored escaped
+        (``\\ud800``): a failure is recorded even when its message is not valid text."""
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
         self._end("failed", None, text)
 
     def flush(self) -> None:

@@ -12,6 +12,10 @@ Writes go to a temporary file under ``<root>/.tmp/`` and are then published:
 Every write is fsynced (file and directory) before it returns. ``.tmp/`` is not
 part of the key space and is never listed.
 
+``FileStore(root, create=False)`` (what readers use) creates nothing: a missing
+``root`` raises ``BucketNotFoundError`` at once, and ``.tmp/`` is made only by the
+first write.
+
 A directory cannot lock objects: ``immutable`` puts are plain writes, nothing is
 ever under retention, ``set_legal_hold`` raises ``ObjectLockUnsupportedError`` and
 ``bypass_governance`` on delete changes nothing. The archive refuses an
@@ -29,7 +33,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runarchive.errors import ObjectNotFoundError, PreconditionFailedError, StoreError
+from runarchive.errors import (
+    BucketNotFoundError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
 from runarchive.store._memory import content_etag
 from runarchive.store.base import (
     Capabilities,
@@ -57,13 +66,30 @@ class FileStore(Store):
 
     capabilities = Capabilities(conditional_writes=True, multipart=False, remote=False)
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open the directory ``root``, creating it unless ``create`` is false (readers):
+        then a missing ``root`` raises ``BucketNotFoundError`` and nothing is created."""
         self.root = Path(root).absolute()
+        self._thread_lock = threading.Lock()
+        self._tmp_ready = False
+        if create:
+            self._make_tmp()
+        elif not self.root.is_dir():
+            raise BucketNotFoundError(
+                f"no archive at {self.root} ({self.description}): the directory does not "
+                "exist, and reading creates nothing. Check the URL (--url, RUNARCHIVE_URL) "
+                "and the working directory; an archive is created by its first writer: "
+                "`runarchive demo`, or Archive.open(url) in the agent"
+            )
+
+    def _make_tmp(self) -> None:
+        if self._tmp_ready:
+            return
         try:
             (self.root / _TMP).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create archive directory {self.root}: {exc}") from exc
-        self._thread_lock = threading.Lock()
+        self._tmp_ready = True
 
     @property
     def description(self) -> str:
@@ -92,6 +118,7 @@ class FileStore(Store):
     def _exclusive(self) -> Iterator[None]:
         # flock serialises processes; the thread lock serialises threads of this one
         # (flock is per open file description, and each call opens its own).
+        self._make_tmp()
         with self._thread_lock, open(self.root / _TMP / "lock", "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -103,6 +130,7 @@ class FileStore(Store):
         self, key: str, body: bytes, *, mode: PutMode = "overwrite", immutable: bool = False
     ) -> str:
         final = self._path(key)
+        self._make_tmp()
         tmp = self.root / _TMP / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
