@@ -404,7 +404,7 @@ class Archive(Reader):
                 "its owner is still flushing); check archive.interrupted() and try again"
             ) from None
         records = execute_restore(
-            plan_restore(index),
+            plan_restore(index, run_id=run_id),
             self.store,
             workers=self.config.restore_workers,
             keyring=self.keyring,

@@ -69,7 +69,11 @@ class RunView:
             opened = open_index(index, self.reader.keyring, key)
             prior = self.index
             grew = prior is not None and extends(index, prior)
-            plan = plan_restore(index, min_seq=prior.last_seq + 1 if grew and prior else None)
+            plan = plan_restore(
+                index,
+                min_seq=prior.last_seq + 1 if grew and prior else None,
+                run_id=self.run_id,
+            )
             records = execute_restore(
                 plan,
                 store,
