@@ -250,17 +250,18 @@ def test_restore_survives_a_truncated_get(
 def test_flush_survives_a_truncated_index_get_when_reattaching(
     proxy: FaultProxy, seaweed_env: S3Server, tmp_path: Path
 ) -> None:
-    """A new process reads the index before its first flush of a run (``_adopt``)."""
+    """A new process checks the index (a conditional GET) before it writes a run again:
+    at its first ``archive.run()``, or at its first flush of a run it recovered."""
     url = seaweed_env.url(seaweed_env.make_bucket(), "agents")
     settings = faulty_settings(proxy, seaweed_env, tmp_path / "h")
     with Archive.open(url, **settings) as archive:
         run_id = archive.start_run(agent="a").run_id
         archive.run(run_id).checkpoint("one", {"i": 1})
     with Archive.open(url, **settings) as archive:
-        run = archive.run(run_id)
-        run.checkpoint("two", {"i": 2})
         proxy.set_rate(1.0, ("truncated",), only=_only("GET", "index"), budget=1)
-        run.flush()  # raised StoreError before the S3 store retried a cut body
+        run = archive.run(run_id)  # raised StoreError before the S3 store retried a cut body
+        run.checkpoint("two", {"i": 2})
+        run.flush()
     assert proxy.counts == {"truncated": 1}
     with Reader.open(url, **s3_settings(seaweed_env)) as reader:
         assert [r.seq for r in reader.restore(run_id).records] == [1, 2]

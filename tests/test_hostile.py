@@ -312,7 +312,11 @@ except MemoryError:
     out["error"] = "MemoryError"
 except RunArchiveError as exc:
     out.update(error=type(exc).__name__, key=getattr(exc, "key", None), message=str(exc))
-out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child forked from a
+# large pytest process would report the parent's peak.
+with open("/proc/self/status") as status:
+    hwm = next(line for line in status if line.startswith("VmHWM:"))
+out["maxrss_mib"] = int(hwm.split()[1]) / 1024
 print(json.dumps(out))
 """
 
