@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import decompress_segment, index_key, run_prefix
@@ -76,11 +75,18 @@ class Healing:
     stats: FlushStats
     fenced: dict[str, str]
     _synced: set[str]
-    _lock_for: Callable[[str], threading.Lock]
-    _encode: Callable[
-        [RunRow, list[RecordInfo], str | None, RunIndex | None, Keyring | None],
-        tuple[SegmentRef, bytes],
-    ]
+
+    if TYPE_CHECKING:
+
+        def _lock_for(self, run_id: str) -> threading.Lock: ...
+        def _encode(
+            self,
+            row: RunRow,
+            batch: list[RecordInfo],
+            prev_sha256: str | None,
+            base: RunIndex | None = None,
+            keyring: Keyring | None = None,
+        ) -> tuple[SegmentRef, bytes]: ...
 
     def _remote_index(self, run_id: str, etag: str | None = None) -> tuple[RunIndex, str] | None:
         """The bucket's index and its ETag (``None``: missing). With ``etag``, a
