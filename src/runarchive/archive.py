@@ -21,22 +21,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import ValidationError
-
-from runarchive.cache import Cache, RunRow
+from runarchive.cache import Cache
 from runarchive.codec import index_key, run_prefix
 from runarchive.compact import CompactionResult, compact_run
 from runarchive.config import ArchiveConfig, load_config
-from runarchive.crypto import open_index, sealed_metadata
+from runarchive.crypto import sealed_metadata
 from runarchive.errors import (
     ConfigError,
-    EncryptionError,
     FencedError,
-    FormatVersionError,
     InvalidInputError,
     ObjectNotFoundError,
-    PreconditionFailedError,
-    ResumeConflictError,
     RunExistsError,
     RunNotFoundError,
     RunStateError,
@@ -48,7 +42,6 @@ from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.keys import KeyProvider
 from runarchive.logs import log_run
 from runarchive.model import (
-    Checkpoint,
     RunIndex,
     format_ts,
     new_run_id,
@@ -60,14 +53,12 @@ from runarchive.model import (
 )
 from runarchive.policy import Policy
 from runarchive.reader import Reader, make_store
-from runarchive.recovery import fork_run
+from runarchive.recovery import fork_run, resume_run
 from runarchive.rekey import RekeyResult, rekey_run
-from runarchive.restore import execute_restore, plan_restore
 from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
 from runarchive.run import Run
 from runarchive.status import CacheStatus, read_status
 from runarchive.store import (
-    IfMatch,
     Store,
     probe_conditional_writes,
 )
@@ -343,123 +334,7 @@ class Archive(Reader):
         that all recover from ``interrupted()`` should pass it.
         """
         self._check_open()
-        validate_run_id(run_id)
-        mine = self.cache.run(run_id)
-        if mine is not None and (run_id in self.engine.live or self.engine.revalidate(run_id)):
-            return self._handle(run_id)
-        mine = self.cache.run(run_id)
-        if mine is not None and mine.last_seq > mine.archived_seq:
-            raise FencedError(
-                f"this host's copy of run {run_id!r} holds {mine.last_seq - mine.archived_seq} "
-                "records written after another host took it over, which the bucket lacks: "
-                f"archive.fork({run_id!r}) (`runarchive fork {run_id} --to NEW_ID`) archives "
-                "them as a new run; then resume again"
-            )
-        if mine is not None:  # a stale copy with nothing of its own: the bucket's wins
-            self.discard_local(run_id)
-        key = index_key(run_id)
-        try:
-            got = self.store.get(key)
-        except ObjectNotFoundError:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.store.description}") from None
-        index = parse_index(got.body, key)
-        self._check_required(index)
-        if index.status != "running":
-            raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
-        # Before any write: without its key an encrypted run must not be taken over.
-        metadata = open_index(index, self.keyring, key).metadata
-        if index.keys and not self.keyring.writes:
-            raise EncryptionError(
-                f"run {run_id!r} is encrypted; this archive would write its next records "
-                "in plaintext: set encryption (RUNARCHIVE_ENCRYPTION) and its key to resume it"
-            )
-        try:
-            policy = None if index.policy is None else Policy.model_validate(index.policy)
-        except ValidationError as exc:
-            raise FormatVersionError(
-                f"run {run_id!r} has a compression policy this version cannot apply "
-                f"({exc.error_count()} problems); resume it with a newer runarchive"
-            ) from None
-        if expected_epoch is not None and index.epoch != expected_epoch:
-            raise ResumeConflictError(
-                f"run {run_id!r} is at epoch {index.epoch}, not {expected_epoch}: "
-                f"{index.owner_host or 'another host'} took it over already"
-            )
-        writer = new_writer_id()
-        taken = index.model_copy(
-            update={
-                "epoch": index.epoch + 1,
-                "writer": writer,
-                "owner_host": self.config.host_id,
-                "owner_pid": self.engine.pid,
-                "updated_at": utcnow(),
-            }
-        )
-        body = taken.model_dump_json()
-        try:
-            etag = self.store.put(key, body.encode(), mode=IfMatch(got.etag))
-        except PreconditionFailedError:
-            raise ResumeConflictError(
-                f"run {run_id!r} changed while resuming it (another host resumed it, or "
-                "its owner is still flushing); check archive.interrupted() and try again"
-            ) from None
-        records = execute_restore(
-            plan_restore(index, run_id=run_id),
-            self.store,
-            workers=self.config.restore_workers,
-            keyring=self.keyring,
-        )
-        checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
-        row = RunRow(
-            run_id=run_id,
-            agent=index.agent,
-            metadata=dumps(metadata).decode(),
-            status="running",
-            created_at=format_ts(index.created_at),
-            updated_at=format_ts(utcnow()),
-            ended_at=None,
-            result=None,
-            error=None,
-            last_seq=index.last_seq,
-            first_checkpoint_seq=checkpoints[0] if checkpoints else None,
-            archived_seq=index.last_seq,
-            index_etag=etag,
-            index_json=body,
-            status_archived=1,
-            evicted_seq=0,
-            epoch=taken.epoch,
-            fenced=0,
-            manifest_state=0,
-            policy=None if policy is None else policy.model_dump_json(),
-            writer=writer,
-        )
-        self.cache.import_run(
-            row,
-            [
-                (
-                    r.seq,
-                    format_ts(r.ts),
-                    r.type,
-                    r.name if isinstance(r, Checkpoint) else r.kind,
-                    dumps(r.model_dump(mode="json")),
-                )
-                for r in records
-            ],
-        )
-        self.engine.mark_synced(run_id)
-        log_run(
-            log,
-            logging.INFO,
-            run_id,
-            index.last_seq,
-            "resumed here at epoch %d, from seq %d",
-            taken.epoch,
-            index.last_seq,
-        )
-        handle = self._handle(run_id)
-        # Nothing is pending: this flush only lists this host as the owner.
-        self.flusher.flushed(run_id, self.engine.flush_run(run_id))
-        return handle
+        return resume_run(self, run_id, expected_epoch)
 
     def delete_run(self, run_id: str, *, bypass_governance: bool = False) -> int:
         """Delete a run's objects, its manifest entry and its local cache copy.

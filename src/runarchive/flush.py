@@ -23,56 +23,38 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
 
 from runarchive import telemetry
 from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import (
-    decompress_segment,
     encode_segment,
     index_key,
     join_lines,
-    run_prefix,
     segment_header,
     segment_key,
 )
 from runarchive.config import ArchiveConfig
-from runarchive.crypto import Keyring, check_stored, seal_index, seal_segment, sealed_metadata
+from runarchive.crypto import Keyring, seal_index, seal_segment, sealed_metadata
 from runarchive.errors import (
     EncryptionError,
     FencedError,
     IndexConflictError,
-    MissingRecordsError,
-    ObjectNotFoundError,
     PreconditionFailedError,
-    RunExistsError,
-    RunNotFoundError,
-    StoreUnavailableError,
 )
 from runarchive.faults import fault_point
+from runarchive.healing import FlushStats, Healing, HealReport
 from runarchive.jsonvalue import loads
 from runarchive.logs import log_run
 from runarchive.manifest import Manifest, RunEntry
-from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, parse_index, utcnow
-from runarchive.ownership import owner_of, reconcile
+from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, utcnow
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class FlushStats:
-    """Totals of what flushes wrote in this process."""
-
-    segments: int = 0
-    records: int = 0
-    dropped: int = 0
-    raw_bytes: int = 0
-    stored_bytes: int = 0
-    index_writes: int = 0
+# FlushStats and HealReport live in runarchive.healing; importable from here too.
+__all__ = ["FlushEngine", "FlushStats", "HealReport"]
 
 
 def _index_from_row(row: RunRow) -> RunIndex:
@@ -112,21 +94,7 @@ def _with_status(index: RunIndex, row: RunRow) -> RunIndex:
     )
 
 
-class _Unchanged(Exception):
-    """The bucket's index still has the ETag this writer last wrote (a 304)."""
-
-
-@dataclass(frozen=True)
-class HealReport:
-    """What a heal or ``repair`` did to one run."""
-
-    run_id: str
-    changed: bool  # anything written
-    reuploaded: list[str]  # segment keys put again from the cache
-    reason: str
-
-
-class FlushEngine:
+class FlushEngine(Healing):
     """Runs the flush protocol for one run at a time (per-run lock); thread-safe."""
 
     def __init__(
@@ -175,297 +143,6 @@ class FlushEngine:
     def _lock_for(self, run_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(run_id, threading.Lock())
-
-    def _remote_index(self, run_id: str, etag: str | None = None) -> tuple[RunIndex, str] | None:
-        """The bucket's index and its ETag (``None``: missing). With ``etag``, a
-        conditional GET: raises :class:`_Unchanged` when the index is still that one."""
-        key = index_key(run_id)
-        try:
-            if etag is None:
-                got = self.store.get(key)
-            else:
-                changed = self.store.get_if_changed(key, etag)
-                if changed is None:
-                    raise _Unchanged
-                got = changed
-        except ObjectNotFoundError:
-            return None
-        return parse_index(got.body, key), got.etag
-
-    def _sync(self, row: RunRow) -> None:
-        """Make this writer agree with the bucket before it writes (first flush of the
-        process, or after a failure): 1 conditional GET, no body when nothing changed."""
-        try:
-            remote = self._remote_index(row.run_id, row.index_etag)
-        except _Unchanged:
-            return
-        self._adopt(row, remote)
-
-    def _fence(self, row: RunRow, reason: str) -> NoReturn:
-        self.fenced[row.run_id] = reason
-        self.cache.set_run_fields(row.run_id, fenced=1)
-        stranded = row.last_seq - row.archived_seq
-        log_run(log, logging.WARNING, row.run_id, row.archived_seq, "fenced: %s", reason)
-        if stranded:
-            raise FencedError(
-                f"run {row.run_id!r} was {reason}; this writer (epoch {row.epoch}) is fenced "
-                f"and writes nothing more. Its {stranded} records the bucket does not have "
-                f"(seqs {row.archived_seq + 1}-{row.last_seq}) stay in {self.cache.path}: "
-                f"`runarchive status` lists them, `runarchive fork {row.run_id} --to NEW_ID` "
-                "archives them as a new run."
-            )
-        raise FencedError(
-            f"run {row.run_id!r} was {reason}; this writer (epoch {row.epoch}) is fenced and "
-            "writes nothing more (every record it acknowledged is in the bucket)."
-        )
-
-    def _adopt(self, row: RunRow, remote: tuple[RunIndex, str] | None) -> None:
-        """Act on the bucket's index when it is not the one this writer last wrote
-        (:func:`~runarchive.ownership.reconcile`): adopt it, heal it, or be fenced."""
-        ours = RunIndex.model_validate_json(row.index_json) if row.index_json else None
-        verdict = reconcile(
-            epoch=row.epoch,
-            writer=row.writer,
-            archived_seq=row.archived_seq,
-            last_seq=row.last_seq,
-            ours=ours,
-            remote=remote[0] if remote else None,
-        )
-        if verdict.action == "fence":
-            self._fence(row, verdict.reason)
-        if verdict.action == "conflict":
-            raise IndexConflictError(
-                f"run {row.run_id!r}: {verdict.reason}. Nothing was overwritten; "
-                f"{index_key(row.run_id)!r} in {self.store.description} and the cache "
-                f"{self.cache.path} need a look (`runarchive verify`, `runarchive status`)."
-            )
-        if verdict.action == "heal":
-            assert ours is not None  # reconcile heals only a copy this writer has
-            self._heal(row, ours, remote, verdict.reason)
-            return
-        if remote is not None:
-            index, etag = remote
-            self.cache.mark_archived(
-                row.run_id, index.last_seq, etag, index.model_dump_json(), index.status
-            )
-
-    def _heal(
-        self, row: RunRow, ours: RunIndex, remote: tuple[RunIndex, str] | None, reason: str
-    ) -> HealReport:
-        """Write this writer's copy of the index again, after re-uploading from the
-        cache every segment it names that the bucket lacks. Raises
-        ``MissingRecordsError`` (once, naming every gap) when the cache no longer holds
-        a lost segment's records, and writes nothing then."""
-        have = len(remote[0].segments) if remote else 0
-        todo = list(ours.segments[have:])
-        present = self._present(row.run_id, todo)
-        lost: list[tuple[int, int]] = []
-        bodies: list[tuple[SegmentRef, bytes]] = []
-        for ref in todo:
-            if ref.key in present:
-                continue
-            body = self._reencode(row, ours, ref)
-            if body is None:
-                lost.append((ref.first_seq, ref.last_seq))
-            else:
-                bodies.append((ref, body))
-        if lost:
-            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
-        for ref, body in bodies:
-            self._put_segment(row.run_id, ref, body)
-        body_json = row.index_json or ours.model_dump_json()
-        mode: PutMode = IfMatch(remote[1]) if remote else "create"
-        etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
-        self.cache.mark_archived(row.run_id, ours.last_seq, etag, body_json, ours.status)
-        log_run(
-            log,
-            logging.WARNING,
-            row.run_id,
-            ours.last_seq,
-            "healed (%s): index written again through seq %d, %d lost segments re-uploaded",
-            reason,
-            ours.last_seq,
-            len(bodies),
-        )
-        return HealReport(row.run_id, True, [r.key for r, _ in bodies], reason)
-
-    def _present(self, run_id: str, refs: list[SegmentRef]) -> dict[str, int]:
-        """Sizes of the objects of ``refs`` the bucket has (HEADs for a few, else one
-        LIST per 1,000 segments of the run)."""
-        if len(refs) <= 2:
-            found = {ref.key: self.store.head(ref.key) for ref in refs}
-            return {k: m.size for k, m in found.items() if m is not None}
-        wanted = {ref.key for ref in refs}
-        return {
-            m.key: m.size for m in self.store.list(run_prefix(run_id) + "seg/") if m.key in wanted
-        }
-
-    def _reencode(self, row: RunRow, ours: RunIndex, ref: SegmentRef) -> bytes | None:
-        """The segment ``ref`` again, from the cache's records (``None``: some are gone).
-        The policy and the encoding are deterministic, so the same records give the
-        same key; a different key means the cache cannot reproduce it."""
-        infos = self.cache.infos(row.run_id, ref.first_seq, ref.last_seq)
-        if len(infos) != ref.last_seq - ref.first_seq + 1:
-            return None
-        keyring = self.keyring if self.keyring is not None and self.keyring.writes else None
-        again, body = self._encode(row, infos, ref.prev_sha256, ours, keyring)
-        return body if again.key == ref.key else None
-
-    def _put_segment(self, run_id: str, ref: SegmentRef, body: bytes) -> SegmentRef:
-        """PUT a segment create-only. A 412 counts as done only if the object is there
-        with this segment's content (a retried flush; the compression level may
-        differ); a 412 for an object that is not there (a proxy, a gateway) is retried.
-        Cost: 1 PUT; a 412 adds 1 GET."""
-        for _ in range(3):
-            try:
-                self.store.put(ref.key, body, mode="create", immutable=True)
-            except PreconditionFailedError:
-                try:
-                    got = self.store.get(ref.key)
-                except ObjectNotFoundError:
-                    log_run(
-                        log,
-                        logging.WARNING,
-                        run_id,
-                        ref.last_seq,
-                        "create-only PUT of %s answered 412 but the object is not there; again",
-                        ref.key,
-                        key=ref.key,
-                    )
-                    continue
-                if got.body != body:  # the same records at another level, or not ours
-                    if ref.format == SEALED_FORMAT:
-                        check_stored(got.body, ref)
-                    else:
-                        decompress_segment(got.body, ref.key, ref.sha256)
-                log_run(
-                    log,
-                    logging.INFO,
-                    run_id,
-                    ref.last_seq,
-                    "segment %s already present (retried flush)",
-                    ref.key,
-                    key=ref.key,
-                )
-                return ref.model_copy(update={"stored_bytes": len(got.body)})
-            self.stats.segments += 1
-            self.stats.stored_bytes += ref.stored_bytes
-            self.stats.raw_bytes += ref.raw_bytes
-            return ref
-        raise StoreUnavailableError(
-            f"create-only PUT of {ref.key!r} answered 412 three times, yet the object is "
-            f"not in {self.store.description}: something between this host and the bucket "
-            "refuses conditional writes. The records stay in the cache.",
-            key=ref.key,
-        )
-
-    def claim(self, run_id: str, index: RunIndex) -> tuple[str, str]:
-        """Create ``run_id``'s index create-only before anything is acknowledged: of two
-        hosts starting the same id, exactly one wins. Returns the ``(etag, json)`` of
-        the claim; the loser gets ``RunExistsError`` and has written nothing. Cost: 1
-        PUT (a 412 or an unanswered PUT costs 1 GET more, to recognise our own)."""
-        keyring = self.keyring if self.keyring is not None and self.keyring.writes else None
-        if keyring is not None:
-            index = seal_index(index, keyring)
-        body = index.model_dump_json()
-        key = index_key(run_id)
-        for _ in range(3):
-            try:
-                etag = self.store.put(key, body.encode(), mode="create")
-            except (PreconditionFailedError, StoreUnavailableError) as exc:
-                remote = self._remote_index(run_id)
-                if remote is not None and remote[0].writer == index.writer:
-                    etag = remote[1]  # ours landed; its answer was lost
-                elif remote is not None:
-                    raise RunExistsError(
-                        f"run {run_id!r} already exists in {self.store.description}: "
-                        f"{owner_of(remote[0])} started it. Nothing was recorded; choose "
-                        "another run_id, or read the run and resume it."
-                    ) from None
-                elif isinstance(exc, PreconditionFailedError):
-                    continue  # a 412 for an object that is not there: again
-                else:
-                    raise
-            if keyring is not None:
-                keyring.persisted(run_id, index.keys)
-            return etag, body
-        raise StoreUnavailableError(
-            f"create-only PUT of {key!r} answered 412 three times, yet the object is not in "
-            f"{self.store.description}: something between this host and the bucket refuses "
-            "conditional writes. Nothing was recorded.",
-            key=key,
-        )
-
-    def revalidate(self, run_id: str) -> bool:
-        """Whether this host still owns ``run_id``, checked against the bucket once per
-        process (1 conditional GET, no body when nothing changed; 0 for runs this
-        process started, claimed or resumed). A run another host took over is marked
-        fenced here: its appends raise ``FencedError`` and its records the bucket does
-        not have stay listed by ``runarchive status``."""
-        with self._lock_for(run_id):
-            row = self.cache.run(run_id)
-            if row is None or row.fenced:
-                return False
-            if run_id in self._synced or (row.index_etag is None and row.archived_seq == 0):
-                return True  # agreed already, or never in the bucket: nothing to check
-            try:
-                self._sync(row)
-            except FencedError:
-                return False
-            self._synced.add(run_id)
-            return True
-
-    def repair(self, run_id: str) -> HealReport:
-        """Check the bucket against this host's copy of a run and heal what it lacks
-        (``runarchive repair``): its index, and the segments the cache can re-upload.
-        Cost: 1 GET, 1 LIST per 1,000 segments (HEADs for 1-2), the PUTs it needs."""
-        with self._lock_for(run_id):
-            row = self.cache.run(run_id)
-            if row is None:
-                raise RunNotFoundError(
-                    f"run {run_id!r} is not in this host's cache {self.cache.directory}: "
-                    "repair runs on a host whose cache holds the run's records"
-                )
-            ours = RunIndex.model_validate_json(row.index_json) if row.index_json else None
-            if ours is None:
-                return HealReport(run_id, False, [], "nothing archived from this host yet")
-            remote = self._remote_index(run_id)
-            verdict = reconcile(
-                epoch=row.epoch,
-                writer=row.writer,
-                archived_seq=row.archived_seq,
-                last_seq=row.last_seq,
-                ours=ours,
-                remote=remote[0] if remote else None,
-            )
-            if verdict.action == "heal":
-                self._synced.discard(run_id)
-                return self._heal(row, ours, remote, verdict.reason)
-            if verdict.action != "adopt" or remote is None:
-                raise IndexConflictError(
-                    f"run {run_id!r}: {verdict.reason}; this host's copy cannot repair it"
-                )
-            # The index is sound: check the objects it names (a segment PUT answered
-            # and never stored leaves an index naming a missing object).
-            index, etag = remote
-            present = self._present(run_id, list(index.segments))
-            lost: list[tuple[int, int]] = []
-            fixed: list[str] = []
-            for ref in index.segments:
-                if ref.key in present:
-                    continue
-                body = self._reencode(row, ours, ref)
-                if body is None:
-                    lost.append((ref.first_seq, ref.last_seq))
-                    continue
-                self._put_segment(run_id, ref, body)
-                fixed.append(ref.key)
-            if lost:
-                raise MissingRecordsError(run_id, lost, f"this host's cache {self.cache.path}")
-            self.cache.mark_archived(run_id, index.last_seq, etag, index.model_dump_json(), None)
-            return HealReport(
-                run_id, bool(fixed), fixed, "segments re-uploaded" if fixed else "nothing missing"
-            )
 
     def flush_run(self, run_id: str) -> int:
         """Flush what is pending for ``run_id`` now; return the seq archived through.
@@ -688,45 +365,6 @@ class FlushEngine:
             self.manifest.finish(self.entry(row))
         self.cache.set_run_fields(row.run_id, manifest_state=want)
         return want
-
-    def _read_back(self, row: RunRow) -> bool:
-        """Check, before a run is listed as ended, that the bucket holds what this
-        writer wrote: its index (1 conditional GET: 304 when it is the one written) and
-        every segment the index names (1 LIST per 1,000 segments). A lost write is
-        healed from the cache; ``MissingRecordsError`` names what the cache cannot
-        give back. Returns ``False`` when the run must be flushed again first."""
-        try:
-            remote = self._remote_index(row.run_id, row.index_etag)
-        except _Unchanged:
-            pass
-        else:
-            self._adopt(row, remote)  # heals, adopts, or fences (raises)
-            return False  # the next pass of the flush loop looks again
-        index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
-        if index is None or not index.segments:
-            return True
-        present = {m.key: m.size for m in self.store.list(run_prefix(row.run_id) + "seg/")}
-        gone = [ref for ref in index.segments if ref.key not in present]
-        if not gone:
-            return True
-        lost: list[tuple[int, int]] = []
-        for ref in gone:
-            body = self._reencode(row, index, ref)
-            if body is None:
-                lost.append((ref.first_seq, ref.last_seq))
-            else:
-                self._put_segment(row.run_id, ref, body)
-        if lost:
-            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
-        log_run(
-            log,
-            logging.WARNING,
-            row.run_id,
-            row.archived_seq,
-            "read-back found %d segments missing from the bucket; re-uploaded them",
-            len(gone),
-        )
-        return True
 
     def renew_leases(self) -> int:
         """Renew the leases of every running run this host owns: one CAS per shard.

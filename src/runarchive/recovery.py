@@ -1,5 +1,6 @@
 """Getting acknowledged records back into the bucket when the normal path cannot:
-``fork`` (records a fenced writer holds) and ``repair`` (objects the bucket lost).
+``fork`` (records a fenced writer holds) and ``repair`` (objects the bucket lost);
+and ``resume``, taking a run over from the bucket.
 
 Both run on the host whose cache holds the records; ``docs/design.md`` ("A fenced
 writer", "Healing") says when each applies.
@@ -10,12 +11,34 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from runarchive.codec import parse_records
-from runarchive.errors import RunNotFoundError, RunStateError
-from runarchive.jsonvalue import loads
+from pydantic import ValidationError
+
+from runarchive.cache import RunRow
+from runarchive.codec import index_key, parse_records
+from runarchive.crypto import open_index
+from runarchive.errors import (
+    EncryptionError,
+    FencedError,
+    FormatVersionError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    ResumeConflictError,
+    RunNotFoundError,
+    RunStateError,
+)
+from runarchive.jsonvalue import dumps, loads
 from runarchive.logs import log_run
-from runarchive.model import Checkpoint, format_ts, utcnow, validate_run_id
+from runarchive.model import (
+    Checkpoint,
+    format_ts,
+    new_writer_id,
+    parse_index,
+    utcnow,
+    validate_run_id,
+)
 from runarchive.policy import Policy
+from runarchive.restore import execute_restore, plan_restore
+from runarchive.store import IfMatch
 
 if TYPE_CHECKING:
     from runarchive.archive import Archive
@@ -85,3 +108,125 @@ def fork_run(archive: Archive, run_id: str, to: str | None = None) -> Run:
     )
     new.complete({"forked_from": run_id, "records": len(stranded)})
     return new
+
+
+def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None) -> Run:
+    """Take over a running run from the bucket and return its writer. See
+    :meth:`Archive.resume`."""
+    validate_run_id(run_id)
+    mine = archive.cache.run(run_id)
+    if mine is not None and (run_id in archive.engine.live or archive.engine.revalidate(run_id)):
+        return archive._handle(run_id)
+    mine = archive.cache.run(run_id)
+    if mine is not None and mine.last_seq > mine.archived_seq:
+        raise FencedError(
+            f"this host's copy of run {run_id!r} holds {mine.last_seq - mine.archived_seq} "
+            "records written after another host took it over, which the bucket lacks: "
+            f"archive.fork({run_id!r}) (`runarchive fork {run_id} --to NEW_ID`) archives "
+            "them as a new run; then resume again"
+        )
+    if mine is not None:  # a stale copy with nothing of its own: the bucket's wins
+        archive.discard_local(run_id)
+    key = index_key(run_id)
+    try:
+        got = archive.store.get(key)
+    except ObjectNotFoundError:
+        raise RunNotFoundError(f"no run {run_id!r} in {archive.store.description}") from None
+    index = parse_index(got.body, key)
+    archive._check_required(index)
+    if index.status != "running":
+        raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
+    # Before any write: without its key an encrypted run must not be taken over.
+    metadata = open_index(index, archive.keyring, key).metadata
+    if index.keys and not archive.keyring.writes:
+        raise EncryptionError(
+            f"run {run_id!r} is encrypted; this archive would write its next records "
+            "in plaintext: set encryption (RUNARCHIVE_ENCRYPTION) and its key to resume it"
+        )
+    try:
+        policy = None if index.policy is None else Policy.model_validate(index.policy)
+    except ValidationError as exc:
+        raise FormatVersionError(
+            f"run {run_id!r} has a compression policy this version cannot apply "
+            f"({exc.error_count()} problems); resume it with a newer runarchive"
+        ) from None
+    if expected_epoch is not None and index.epoch != expected_epoch:
+        raise ResumeConflictError(
+            f"run {run_id!r} is at epoch {index.epoch}, not {expected_epoch}: "
+            f"{index.owner_host or 'another host'} took it over already"
+        )
+    writer = new_writer_id()
+    taken = index.model_copy(
+        update={
+            "epoch": index.epoch + 1,
+            "writer": writer,
+            "owner_host": archive.config.host_id,
+            "owner_pid": archive.engine.pid,
+            "updated_at": utcnow(),
+        }
+    )
+    body = taken.model_dump_json()
+    try:
+        etag = archive.store.put(key, body.encode(), mode=IfMatch(got.etag))
+    except PreconditionFailedError:
+        raise ResumeConflictError(
+            f"run {run_id!r} changed while resuming it (another host resumed it, or "
+            "its owner is still flushing); check archive.interrupted() and try again"
+        ) from None
+    records = execute_restore(
+        plan_restore(index, run_id=run_id),
+        archive.store,
+        workers=archive.config.restore_workers,
+        keyring=archive.keyring,
+    )
+    checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
+    row = RunRow(
+        run_id=run_id,
+        agent=index.agent,
+        metadata=dumps(metadata).decode(),
+        status="running",
+        created_at=format_ts(index.created_at),
+        updated_at=format_ts(utcnow()),
+        ended_at=None,
+        result=None,
+        error=None,
+        last_seq=index.last_seq,
+        first_checkpoint_seq=checkpoints[0] if checkpoints else None,
+        archived_seq=index.last_seq,
+        index_etag=etag,
+        index_json=body,
+        status_archived=1,
+        evicted_seq=0,
+        epoch=taken.epoch,
+        fenced=0,
+        manifest_state=0,
+        policy=None if policy is None else policy.model_dump_json(),
+        writer=writer,
+    )
+    archive.cache.import_run(
+        row,
+        [
+            (
+                r.seq,
+                format_ts(r.ts),
+                r.type,
+                r.name if isinstance(r, Checkpoint) else r.kind,
+                dumps(r.model_dump(mode="json")),
+            )
+            for r in records
+        ],
+    )
+    archive.engine.mark_synced(run_id)
+    log_run(
+        log,
+        logging.INFO,
+        run_id,
+        index.last_seq,
+        "resumed here at epoch %d, from seq %d",
+        taken.epoch,
+        index.last_seq,
+    )
+    handle = archive._handle(run_id)
+    # Nothing is pending: this flush only lists this host as the owner.
+    archive.flusher.flushed(run_id, archive.engine.flush_run(run_id))
+    return handle
