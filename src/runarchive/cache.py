@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import IO
 
 from runarchive.cache_health import (
+    FILE_MODE,
     QUICK_CHECK_MAX_BYTES,
     CorruptCache,
     check_file,
     is_corruption,
     move_aside,
+    private_directory,
+    private_file,
+    tighten_existing,
     write_error,
 )
 from runarchive.errors import BackpressureError, CacheError
@@ -164,11 +168,13 @@ class Cache:
         self.path = self.directory / "cache.sqlite3"
         self.recovered_from: Path | None = None  # where a corrupt cache was moved to
         self.recovery_message: str | None = None
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CacheError(f"cannot create cache directory {self.directory}: {exc}") from exc
+        private_directory(self.directory)
         self._lock_file = self._take_lock()
+        try:  # files an older runarchive (or a wider umask) left readable by others
+            tighten_existing(sorted(self.directory.glob(self.path.name + "*")))
+        except BaseException:
+            self._lock_file.close()
+            raise
         self._local = threading.local()
         self._conns: set[sqlite3.Connection] = set()
         self._conns_lock = threading.RLock()  # also taken by _ThreadConnection.__del__
@@ -196,6 +202,12 @@ class Cache:
 
     def _open_database(self) -> None:
         """Check the file, then create or migrate the schema. ``CorruptCache`` if damaged."""
+        # The umask is never changed (it is per process, and other threads may be
+        # creating files meanwhile). Instead the database file is created 0600 before
+        # SQLite opens it: SQLite creates its -wal and -shm with the database file's
+        # mode and fchmods them to exactly that, whatever the umask (os_unix.c,
+        # robust_open), so they are 0600 too.
+        private_file(self.path)
         size = check_file(self.path)
         try:
             db = self._conn()
@@ -234,7 +246,11 @@ class Cache:
                 self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
     def _take_lock(self) -> IO[str]:
-        fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
+        path = self.directory / "lock"
+        private_file(path)
+        fh = open(  # noqa: SIM115 - held for the cache's life
+            path, "a+", opener=lambda p, flags: os.open(p, flags | os.O_CLOEXEC, FILE_MODE)
+        )
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
