@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cluster lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-telemetry bench-peers bench-trust soak clean
+.PHONY: demo test test-cluster lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ bench-telemetry: $(STAMP)
 # What the trust rules cost (claim, revalidation, non-owner reads, read-back), ~1 min.
 bench-trust: $(STAMP)
 	$(BIN)/python bench/bench_trust.py $(ARGS)
+
+# Opt-in, ~12 min on 2 idle cores: one run streams 1,000,000 small events (ARGS=20000
+# for a short run); peak WAL size, database size, events/s, append p50 last/first.
+bench-wal: $(STAMP)
+	$(BIN)/python bench/bench_wal.py $(ARGS)
 
 # Opt-in, about 2 minutes: 3 processes x 8 concurrent runs against SeaweedFS; fails on
 # a lost or duplicated record or on memory / file-descriptor growth.

@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import IO
 
 from runarchive.cache_health import (
+    FILE_MODE,
     QUICK_CHECK_MAX_BYTES,
     CorruptCache,
     check_file,
     is_corruption,
     move_aside,
+    private_directory,
+    private_file,
+    tighten_existing,
     write_error,
 )
 from runarchive.errors import BackpressureError, CacheError
@@ -37,6 +41,20 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _EVICT_BATCH = 32
+
+# The WAL's bound (docs/design.md, "The local cache"). Past it, the WAL keeper thread
+# checkpoints the whole WAL and has SQLite start it over; journal_size_limit then
+# truncates the file back to this size. Each small append adds ~20 KB of WAL (one
+# frame per page it touches: the record, two index leaves, the run row), so 16 MiB is
+# ~800 appends, a reset every second or so in a tight loop. Past twice the bound the
+# committing thread resets it itself (the keeper fell behind), so the file stays under
+# ~2x the bound plus one transaction unless a reader pins the WAL.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
+# How long the keeper's RESTART checkpoint waits for readers to leave the WAL, with
+# appends held back meanwhile; past it the keeper tries again later (backing off).
+_RESTART_WAIT_MS = 25
+_BUSY_TIMEOUT_MS = 30000  # every other wait for a lock
+_KEEPER_BACKOFF = (0.05, 5.0)  # seconds: first retry after a reader kept the WAL, cap
 
 # A record is pending while its seq is above its run's archived_seq: a watermark,
 # so a flush marks 256 records archived by updating one row, not 256 large ones.
@@ -166,16 +184,24 @@ class Cache:
         self.path = self.directory / "cache.sqlite3"
         self.recovered_from: Path | None = None  # where a corrupt cache was moved to
         self.recovery_message: str | None = None
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CacheError(f"cannot create cache directory {self.directory}: {exc}") from exc
+        private_directory(self.directory)
         self._lock_file = self._take_lock()
+        try:  # files an older runarchive (or a wider umask) left readable by others
+            tighten_existing(sorted(self.directory.glob(self.path.name + "*")))
+        except BaseException:
+            self._lock_file.close()
+            raise
         self._local = threading.local()
         self._conns: set[sqlite3.Connection] = set()
         self._conns_lock = threading.RLock()  # also taken by _ThreadConnection.__del__
         self._write_lock = threading.Lock()
         self._closed = False
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self._checkpoint_lock = threading.Lock()  # one checkpointer at a time
+        self._keeper_cond = threading.Condition()
+        self._keeper: threading.Thread | None = None  # started by the first large WAL
+        self._keeper_due = False
+        self._wal_stuck = False  # the last reset failed (a reader kept the WAL)
         try:
             try:
                 self._open_database()
@@ -198,6 +224,12 @@ class Cache:
 
     def _open_database(self) -> None:
         """Check the file, then create or migrate the schema. ``CorruptCache`` if damaged."""
+        # The umask is never changed (it is per process, and other threads may be
+        # creating files meanwhile). Instead the database file is created 0600 before
+        # SQLite opens it: SQLite creates its -wal and -shm with the database file's
+        # mode and fchmods them to exactly that, whatever the umask (os_unix.c,
+        # robust_open), so they are 0600 too.
+        private_file(self.path)
         size = check_file(self.path)
         try:
             db = self._conn()
@@ -238,7 +270,11 @@ class Cache:
                 self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
     def _take_lock(self) -> IO[str]:
-        fh = open(self.directory / "lock", "a+")  # noqa: SIM115 - held for the cache's life
+        path = self.directory / "lock"
+        private_file(path)
+        fh = open(  # noqa: SIM115 - held for the cache's life
+            path, "a+", opener=lambda p, flags: os.open(p, flags | os.O_CLOEXEC, FILE_MODE)
+        )
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -288,8 +324,10 @@ class Cache:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal()
+                # Whichever connection starts the WAL over truncates the file to this.
+                conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -306,6 +344,7 @@ class Cache:
         # would starve the flusher's commits for seconds.
         with self._write_lock:
             yield from self._transaction()
+        self._watch_wal()
 
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
@@ -616,13 +655,111 @@ class Cache:
 
         Appending connections have automatic checkpoints turned off, so that no
         ``checkpoint()`` call pays for copying megabytes of earlier records; the
-        flusher calls this after each flush instead.
+        flusher calls this after each flush instead. A PASSIVE checkpoint cannot
+        start the WAL over while appends keep adding to it: :meth:`reset_wal` does.
         """
-        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with self._checkpoint_lock:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def reset_wal(self) -> bool:
+        """Checkpoint the whole WAL so that the next commit starts it over (and
+        truncates the file to ``WAL_LIMIT_BYTES``). ``False`` if a reader kept it.
+
+        A PASSIVE checkpoint beside the appends copies the bulk; then, with the
+        process's writers held on the write lock, a RESTART checkpoint copies the
+        frames appended meanwhile and waits (``_RESTART_WAIT_MS`` at most) for
+        readers to leave the WAL. Appends wait only for that second step.
+        """
+        with self._checkpoint_lock:
+            db = self._conn()
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._write_lock:
+                db.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
+                try:
+                    busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        return not busy
+
+    def _watch_wal(self) -> None:
+        """After a commit: have the WAL started over if it grew past its bound.
+
+        The file's size tells: SQLite truncates it to ``WAL_LIMIT_BYTES`` at the
+        commit that starts the WAL over, so it is larger only while the WAL holds
+        more than that. One ``stat`` per commit (~5 µs; a commit fsyncs). The keeper
+        thread does the work; at twice the bound it has fallen behind (not scheduled
+        for tens of ms on a loaded machine: measured 30 ms) and this thread does it.
+        """
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return  # no WAL: nothing to bound
+        except OSError as exc:  # the record is committed: do not fail the append
+            log.warning("cannot stat the cache's WAL %s: %s", self._wal_path, exc)
+            return
+        if size <= WAL_LIMIT_BYTES:
+            return
+        if size > 2 * WAL_LIMIT_BYTES and not self._wal_stuck:
+            self._try_reset_wal()
+            return
+        with self._keeper_cond:
+            if self._closed:
+                return
+            self._keeper_due = True
+            if self._keeper is None:
+                self._keeper = threading.Thread(
+                    target=self._keep_wal, name="runarchive-wal", daemon=True
+                )
+                self._keeper.start()
+            self._keeper_cond.notify()
+
+    def _try_reset_wal(self) -> str | None:
+        """:meth:`reset_wal`; ``None`` if done, else why not (also logged at DEBUG)."""
+        try:
+            done = self.reset_wal()
+            why = "a reader kept it (another process reading the cache?)"
+        except (sqlite3.Error, CacheError) as exc:  # the data is safe in the WAL
+            done, why = False, str(exc)
+        self._wal_stuck = not done
+        if done:
+            return None
+        log.debug("could not start the cache's WAL %s over: %s", self._wal_path, why)
+        return why
+
+    def _keep_wal(self) -> None:
+        """The WAL keeper thread: reset the WAL each time :meth:`_watch_wal` asks."""
+        failures = 0
+        while True:
+            with self._keeper_cond:
+                self._keeper_cond.wait_for(lambda: self._keeper_due or self._closed)
+                if self._closed:
+                    return
+                self._keeper_due = False
+            why = self._try_reset_wal()
+            if why is None:
+                failures = 0
+                continue
+            failures += 1
+            if failures == 5:  # once per streak: a short read here explains a few
+                log.warning(
+                    "could not start the cache's WAL %s over (%s); it grows until this "
+                    "succeeds. Retrying with back-off.",
+                    self._wal_path,
+                    why,
+                )
+            first, cap = _KEEPER_BACKOFF
+            with self._keeper_cond:
+                self._keeper_cond.wait_for(
+                    lambda: self._closed, timeout=min(cap, first * 2 ** (failures - 1))
+                )
 
     def close(self) -> None:
         """Close every connection and release the directory lock."""
-        self._closed = True
+        with self._keeper_cond:
+            self._closed = True
+            self._keeper_cond.notify()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join()
         self._close_connections()
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)

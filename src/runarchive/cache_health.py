@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import sqlite3
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,12 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # cache, ≈ 2.8 ms per MB cold (measured on a 100 MB cache: 30 ms / 280 ms). Above
 # this size only the O(1) header checks run at open.
 QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
+
+
+# The cache holds agent state in plain text: only its owner may read it, whatever
+# the process umask (docs/design.md, "The local cache").
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 class CorruptCache(Exception):
@@ -144,3 +151,95 @@ def no_room(path: Path) -> bool:
         return any(size + 1024 * 1024 > soft for size in sizes)
     except OSError:
         return False
+
+
+def private_directory(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) with mode 0700, whatever the umask;
+    tighten an existing one that others may enter, with a warning."""
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True)
+        created = True
+    except FileExistsError:
+        if not directory.is_dir():
+            raise CacheError(
+                f"cache directory {directory} exists and is not a directory; "
+                "remove it or give another cache_dir"
+            ) from None
+        created = False
+    except OSError as exc:
+        raise CacheError(f"cannot create cache directory {directory}: {exc}") from exc
+    _tighten(directory, DIR_MODE, created=created)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it is missing (whatever the umask), or
+    tighten it if others may read it (with a warning)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        _tighten(path, FILE_MODE, created=False)
+        return
+    except OSError as exc:
+        raise CacheError(
+            f"cannot create {path} ({exc.strerror}); the process needs write access to "
+            "the cache directory, or use another cache_dir"
+        ) from exc
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken owner bits away
+    finally:
+        os.close(fd)
+
+
+def tighten_existing(paths: list[Path]) -> None:
+    """Tighten those of ``paths`` that exist as regular files and others may read."""
+    for path in paths:
+        if path.is_file() and not path.is_symlink():
+            _tighten(path, FILE_MODE, created=False)
+
+
+def _tighten(path: Path, mode: int, *, created: bool) -> None:
+    """Give ``path`` exactly ``mode`` if this process just created it; otherwise only
+    take group/other bits away, and say so (owner bits are the owner's choice)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise CacheError(f"cannot inspect {path} ({exc.strerror}); check the cache_dir") from exc
+    have = stat.S_IMODE(st.st_mode)
+    if have == mode or (not created and not have & 0o077):
+        return
+    if created:
+        try:
+            os.chmod(path, mode)
+        except OSError as exc:
+            raise CacheError(f"cannot set mode {mode:o} on {path} ({exc.strerror})") from exc
+        return
+    if st.st_uid != os.geteuid():
+        log.warning(
+            "%s has mode %o and belongs to uid %d, not this process (uid %d): other users "
+            "may read the cache's plain-text agent state; chmod it to %o or use another "
+            "cache_dir",
+            path,
+            have,
+            st.st_uid,
+            os.geteuid(),
+            mode,
+        )
+        return
+    try:
+        os.chmod(path, have & 0o700)
+    except OSError as exc:
+        log.warning(
+            "%s has mode %o (other users may read the cache's plain-text agent state) and "
+            "setting %o failed (%s); chmod it yourself or use another cache_dir",
+            path,
+            have,
+            have & 0o700,
+            exc.strerror,
+        )
+        return
+    log.warning(
+        "%s had mode %o: other users could read the cache's plain-text agent state; it is now %o",
+        path,
+        have,
+        have & 0o700,
+    )
