@@ -155,7 +155,14 @@ def s3_store(url: str, settings: dict[str, Any]) -> S3Store:
     session = _sessions.get(os.getpid())
     if session is None:
         session = _sessions[os.getpid()] = boto3.session.Session()
-    client = session.client("s3", endpoint_url=s.endpoint_url, region_name=s.region, config=config)
+    # Credentials as a new Session would find them now (the shared one caches its first).
+    keys = {
+        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+    }
+    client = session.client(
+        "s3", endpoint_url=s.endpoint_url, region_name=s.region, config=config, **keys
+    )
     return S3Store(s, client=client)
 
 
@@ -305,6 +312,7 @@ class Outcome:
     unexpected: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
+    requests: int = 0  # through the proxy
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
     workdir: Path | None = None
@@ -322,7 +330,8 @@ class Outcome:
         return (
             f"seed={self.seed} hosts={self.hosts} kills={self.kills} acked={self.acked} "
             f"in_bucket={self.in_bucket} stranded={self.stranded} lost={self.lost} "
-            f"read_takeovers={self.takeovers_by_read} faults[{faults}] {self.seconds:.1f}s "
+            f"read_takeovers={self.takeovers_by_read} requests={self.requests} "
+            f"faults[{faults}] {self.seconds:.1f}s "
             + "("
             + " ".join(f"{k} {v:.1f}" for k, v in self.phases.items())
             + ")"
@@ -389,6 +398,7 @@ def check_history(
     runs = set(RUNS) | {lg_run(t) for t in THREADS}
     runs |= {a.run for j in journals for a in j.acks} | {a.run for j in journals for a in j.lg_acks}
     bucket: dict[str, dict[int, Checkpoint | Event] | None] = {}
+    unreadable: set[str] = set()  # restore raised: a segment is missing or corrupt
     cache_dir = scratch / "checker-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     store = s3_store(url, settings) if url.startswith("s3://") else None
@@ -402,6 +412,7 @@ def check_history(
             except CorruptObjectError as exc:
                 out.violations.append(f"restore-fails: {run}: {exc.key}: {exc.detail}")
                 bucket[run] = None
+                unreadable.add(run)
                 continue
             seqs = [r.seq for r in restored.records]
             dup = sorted(s for s, n in Counter(seqs).items() if n > 1)
@@ -457,7 +468,15 @@ def check_history(
             if rec is not None and record_sha(rec) == ack.sha:
                 out.in_bucket += 1
                 continue
-            where = "no-run" if held is None else "no-seq" if rec is None else "other-content"
+            where = (
+                "unreadable-run"
+                if ack.run in unreadable
+                else "no-run"
+                if held is None
+                else "no-seq"
+                if rec is None
+                else "other-content"
+            )
             verdict = stranded(j.host, ack.run, ack.seq, j)
             if verdict is None:
                 line = _cache_line(files[j.host].cache_dir, ack.run, ack.seq)
@@ -478,7 +497,13 @@ def check_history(
             ):
                 out.in_bucket += 1
                 continue
-            where = "no-run" if held is None else "no-checkpoint"
+            where = (
+                "unreadable-run"
+                if lg.run in unreadable
+                else "no-run"
+                if held is None
+                else "no-checkpoint"
+            )
             verdict = stranded(j.host, lg.run, lg.seq, j)
             if verdict is None:
                 line = _cache_line(files[j.host].cache_dir, lg.run, lg.seq)
@@ -682,7 +707,7 @@ def run_history(
     began = time.monotonic()
     rng = random.Random(seed)
     n_hosts = hosts if hosts is not None else rng.randint(2, 4)
-    rate = rng.choice((0.02, 0.04, 0.06))
+    rate = rng.choice((0.02, 0.03, 0.05))
     with_nasty = nasty if nasty is not None else rng.random() < 0.5
     n_kills = kills if kills is not None else rng.choice((0, 1, 1, 2))
     workdir = env.root / f"h{seed}"
@@ -696,13 +721,14 @@ def run_history(
         for i in range(n_hosts)
     ]
     env.proxy.reseed(seed, nasty_rate=0.04 if with_nasty else 0.0)
+    requests_before = env.proxy.requests
     env.proxy.set_rate(rate, TRANSIENT)
     procs = [_Host(env, f, url, random.Random(rng.getrandbits(32))) for f in files]
     kill_plan = sorted((rng.uniform(0.3, 2.5), rng.randrange(n_hosts)) for _ in range(n_kills))
     try:
         with credentials(env):
             for h in procs:
-                h.start(rng.randint(30, 50))
+                h.start(rng.randint(25, 45))
             t0 = time.monotonic()
             deadline = t0 + 90
             while time.monotonic() < deadline:
@@ -720,6 +746,7 @@ def run_history(
                 out.violations.append("hung: hosts still busy after 90 s")
             out.phases["ops"] = time.monotonic() - t0
             out.faults.update(env.proxy.counts)
+            out.requests = env.proxy.requests - requests_before
             env.proxy.set_rate(0.0)
             env.proxy.nasty_rate = 0.0
             for h in procs:
@@ -825,7 +852,12 @@ def main(argv: list[str] | None = None) -> int:
         "--histories", type=int, default=int(os.environ.get("CHAOS_HISTORIES", "200"))
     )
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "1")))
-    parser.add_argument("--keep", action="store_true", help="keep every history's files")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        default=bool(os.environ.get("CHAOS_KEEP")),
+        help="keep every history's files (CHAOS_KEEP=1)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every history")
     args = parser.parse_args(argv)
     from servers import SeaweedFS  # noqa: PLC0415 - boto3; not needed by the children

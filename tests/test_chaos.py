@@ -13,6 +13,7 @@ a changed record or a missing error line are caught.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ from chaos_child import Host
 from servers import S3Server
 
 from runarchive import Archive, Policy
+from runarchive.cli import main as cli
 from runarchive.errors import (
     CorruptObjectError,
     FencedError,
@@ -101,9 +103,10 @@ def test_checker_single_host_loses_nothing_and_catches_a_deleted_segment(tmp_pat
     assert not broken.ok
     assert broken.lost > 0, broken.report()
     kinds = broken.kinds()
-    assert any(k.startswith("lost/") for k in kinds), kinds
+    assert "lost/silent/unreadable-run" in kinds, kinds
     assert "verify" in kinds  # `verify --all` reports the missing segment
     assert "restore-fails" in kinds
+    assert cli(["--url", url, "verify", "--all"]) == 1
 
 
 def _append(journal: Journal, run: Any, i: int) -> None:
@@ -112,7 +115,9 @@ def _append(journal: Journal, run: Any, i: int) -> None:
     journal.write("acked", run.run_id, rec.seq, content_sha("checkpoint", "step", state))
 
 
-def test_checker_counts_reported_stranded_records_and_nothing_else(tmp_path: Path) -> None:
+def test_checker_counts_reported_stranded_records_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = (tmp_path / "bucket").as_uri()
     fa, fb = _host_files(tmp_path, 0), _host_files(tmp_path, 1)
     ja, jb = Journal(fa.journal), Journal(fb.journal)
@@ -139,6 +144,12 @@ def test_checker_counts_reported_stranded_records_and_nothing_else(tmp_path: Pat
     out = check_history(url, {}, [fa, fb], tmp_path)
     assert out.ok, out.report()
     assert (out.acked, out.in_bucket, out.stranded, out.lost) == (7, 5, 2, 0)
+    # What the checker read is what `runarchive status --json` shows, and verify agrees.
+    capsys.readouterr()
+    assert cli(["status", "--json", "--cache-dir", str(fa.cache_dir)]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["runs"]
+    assert (entry["fenced"], entry["archived_seq"], entry["last_seq"]) == (True, 3, 5)
+    assert cli(["--url", url, "verify", "--all"]) == 0
 
     # Without the error line the host's caller was never told: lost, not stranded.
     text = fa.journal.read_text()
