@@ -174,8 +174,9 @@ def warm_boto3() -> None:
 # -- errors ------------------------------------------------------------------------------
 
 FENCE = (FencedError, IndexConflictError, ResumeConflictError)
-# Reads of a run or thread nobody has flushed yet.
-NOT_FOUND_OK = {"restore", "resume", "records", "get_tuple", "list"}
+# Reads of a run or thread nobody has flushed yet; a handle on a run this host's cache
+# dropped (a stale copy of a run another host owns, with nothing of its own, is discarded).
+NOT_FOUND_OK = {"restore", "resume", "records", "get_tuple", "list", "handle"}
 
 
 def classify(op: str, exc: BaseException) -> tuple[bool, bool]:

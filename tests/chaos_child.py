@@ -36,7 +36,7 @@ from chaos import AGENT, Journal, classify, content_sha, s3_store, warm_boto3
 from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
 
 from runarchive import Archive, Policy
-from runarchive.errors import FencedError
+from runarchive.errors import FencedError, RunNotFoundError
 from runarchive.langgraph import ArchiveSaver
 
 OPS: dict[str, int] = {
@@ -91,6 +91,8 @@ class Host:
                 traceback.print_exc()
             if isinstance(exc, FencedError) and run in self.runs:
                 self.fenced.add(run)
+            if isinstance(exc, RunNotFoundError) and op in ("handle", "records"):
+                self.known.discard(run)  # no longer in this host's cache
             return False, exc
 
     # -- archive life cycle ------------------------------------------------------------

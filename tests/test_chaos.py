@@ -13,6 +13,7 @@ a changed record or a missing error line are caught.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -217,13 +218,10 @@ def chaos_env(seaweed: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
 def totals(pytestconfig: pytest.Config) -> Iterator[Totals]:
     t = Totals()
     yield t
-    if t.histories:
-        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        text = "\n" + t.table()
-        if reporter is not None:
-            reporter.write_line(text)
-        else:
-            print(text)
+    if t.histories:  # past the output capture, like pytest's own summary
+        capman = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            print("\n" + t.table(), flush=True)
 
 
 @pytest.mark.real_server
