@@ -198,6 +198,12 @@ def classify(op: str, exc: BaseException) -> tuple[bool, bool]:
         return op in {"start", "lg_put"}, False
     if isinstance(exc, CacheError) and "fenced copy" in str(exc):
         return True, False
+    if isinstance(exc, CorruptObjectError) and "missing" in str(exc):
+        # A segment PUT answered 200 and never stored ("unstored") leaves an index naming
+        # a missing object until its writer's read-back re-uploads it: reads (and
+        # resume, which reads before it takes) fail meanwhile. The final check proves
+        # the bucket whole afterwards.
+        return True, False
     return False, False
 
 

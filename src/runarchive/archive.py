@@ -524,7 +524,9 @@ class Archive(Reader):
         )
 
     def close(self) -> None:
-        """Stop the background flusher, flush what is pending, release the cache.
+        """Stop the background flusher, flush what is pending, read back what this
+        host archived since its last read-back (``read_back``: 1 conditional GET + 1
+        LIST per such run, healing a lost write from the cache), release the cache.
 
         If the bucket cannot be reached the error is raised, and the records stay
         safe in the cache for the next ``open``.
@@ -541,6 +543,13 @@ class Archive(Reader):
                     self.engine.flush_run(run_id)
                 except Exception as exc:  # try every run; report them all below
                     errors.append(exc)
+            if self.config.read_back:  # what this host archived is really in the bucket
+                for row in self.cache.runs():
+                    if row.archived_seq > row.verified_seq:
+                        try:
+                            self.engine.verify_stored(row.run_id)
+                        except Exception as exc:
+                            errors.append(exc)
         finally:
             self.cache.close()
             self.store.close()

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS runs (
     fenced INTEGER NOT NULL DEFAULT 0,
     manifest_state INTEGER NOT NULL DEFAULT 0,
     policy TEXT,
-    writer TEXT NOT NULL DEFAULT ''
+    writer TEXT NOT NULL DEFAULT '',
+    verified_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -124,6 +125,7 @@ class RunRow:
     manifest_state: int  # 0 not listed, 1 listed as running, 2 listed as finished
     policy: str | None = None  # the run's own Policy as JSON; None = the archive's
     writer: str = ""  # this host's writer id of the run (RunIndex.writer); "" = legacy
+    verified_seq: int = 0  # a read-back found the bucket holding every record up to here
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,10 @@ class Cache:
             self._conn().execute("ALTER TABLE runs ADD COLUMN policy TEXT")
         if "writer" not in have:
             self._conn().execute("ALTER TABLE runs ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
+        if "verified_seq" not in have:
+            self._conn().execute(
+                "ALTER TABLE runs ADD COLUMN verified_seq INTEGER NOT NULL DEFAULT 0"
+            )
         for name in ("flush_error", "flush_error_at"):  # the last background flush failure
             if name not in have:
                 self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")

@@ -124,8 +124,15 @@ class ArchiveConfig(BaseSettings):
     )
     read_back: bool = Field(
         default=True,
-        description="before a run is listed as ended, check that the bucket holds its index "
-        "and segments (1 conditional GET + 1 LIST per 1,000 segments) and heal what it lacks",
+        description="before a run is listed as ended, at close() and every read_back_seconds, "
+        "check that the bucket holds the index and segments this host wrote (1 conditional "
+        "GET + 1 LIST per 1,000 segments per run) and heal what it lacks",
+    )
+    read_back_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=MAX_SECONDS,
+        description="how often the flusher reads back runs it archived records of since",
     )
     restore_workers: int = Field(default=8, ge=1, le=64, description="parallel segment GETs")
     lease_seconds: float = Field(

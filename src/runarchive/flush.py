@@ -357,8 +357,10 @@ class FlushEngine(Healing):
             return row.manifest_state
         if want == 2 and not row.status_archived:
             return row.manifest_state
-        if want == 2 and self.config.read_back and not self._read_back(row):
-            return -1
+        if want == 2 and self.config.read_back:
+            if not self._read_back(row):
+                return -1
+            self.cache.set_run_fields(row.run_id, verified_seq=row.archived_seq)
         if want == 1:
             self.manifest.upsert_active(self.entry(row))
         else:
@@ -388,11 +390,20 @@ class FlushEngine(Healing):
             if row is None or row.status != "running" or row.manifest_state != 1:
                 continue  # it ended here meanwhile: finish() took it out of "active"
             # Another host took it over, finished or deleted it: stop writing it now
-            # rather than at the next flush.
-            self.fenced[run_id] = (
-                "taken from this host in the manifest (resumed, finished or deleted elsewhere)"
-            )
-            self.cache.set_run_fields(run_id, fenced=1)
+            # rather than at the next flush. The index says how far the bucket holds
+            # what this writer archived (1 GET): the rest is listed as stranded.
+            with self._lock_for(run_id):
+                self._synced.discard(run_id)
+                try:
+                    self._sync(row)
+                except FencedError:
+                    continue  # fenced, with the bucket's view of what it holds
+                except Exception as exc:
+                    log_run(log, logging.WARNING, run_id, None, "index check failed: %s", exc)
+                self.fenced[run_id] = (
+                    "taken from this host in the manifest (resumed, finished or deleted elsewhere)"
+                )
+                self.cache.set_run_fields(run_id, fenced=1)
             log_run(
                 log,
                 logging.WARNING,

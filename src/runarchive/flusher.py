@@ -126,13 +126,16 @@ class Flusher:
     def _loop(self) -> None:
         renew_every = self.config.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
+        verify_every = self.config.read_back_seconds
+        next_verify = time.monotonic() + verify_every
         while True:
             with self._cond:
                 if self._stop:
                     return
                 due, wait = self._due(time.monotonic())
                 if not due:
-                    self._cond.wait(max(0.01, min(wait, next_renew - time.monotonic())))
+                    until = min(next_renew, next_verify) - time.monotonic()
+                    self._cond.wait(max(0.01, min(wait, until)))
                 for run_id in due:
                     self._pending[run_id].requested = False
                 checkpoint, self._appended = self._appended, False
@@ -145,6 +148,20 @@ class Flusher:
             if time.monotonic() >= next_renew:
                 next_renew = time.monotonic() + renew_every
                 self._renew()
+            if self.config.read_back and time.monotonic() >= next_verify:
+                next_verify = time.monotonic() + verify_every
+                self._verify()
+
+    def _verify(self) -> None:
+        """Read back this process's runs that archived records since their last
+        read-back (a PUT answered 200 and never stored is healed while the cache still
+        holds its records)."""
+        for run_id in list(self.engine.live):
+            try:
+                self.engine.verify_stored(run_id)
+            except Exception as exc:  # kept like a flush failure; the next tick retries
+                self.errors[run_id] = FlushError(run_id, exc)
+                log_run(log, logging.WARNING, run_id, None, "read-back failed (%s)", exc)
 
     def _renew(self) -> None:
         try:

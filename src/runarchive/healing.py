@@ -33,7 +33,7 @@ from runarchive.errors import (
 )
 from runarchive.logs import log_run
 from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, parse_index
-from runarchive.ownership import owner_of, reconcile
+from runarchive.ownership import held_through, owner_of, reconcile
 from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
@@ -113,16 +113,34 @@ class Healing:
             return
         self._adopt(row, remote)
 
-    def _fence(self, row: RunRow, reason: str) -> NoReturn:
+    def _fence(self, row: RunRow, reason: str, remote: RunIndex | None = None) -> NoReturn:
         self.fenced[row.run_id] = reason
-        self.cache.set_run_fields(row.run_id, fenced=1)
-        stranded = row.last_seq - row.archived_seq
-        log_run(log, logging.WARNING, row.run_id, row.archived_seq, "fenced: %s", reason)
+        archived = row.archived_seq
+        if remote is not None and row.index_json is not None:
+            # What this writer archived counts only as far as the bucket's index still
+            # holds it: a lost index write followed by another host's claim leaves
+            # records this writer took for archived in no index at all.
+            archived = min(
+                archived, held_through(RunIndex.model_validate_json(row.index_json), remote)
+            )
+        self.cache.set_run_fields(row.run_id, fenced=1, archived_seq=archived)
+        if archived < row.evicted_seq:
+            log_run(
+                log,
+                logging.ERROR,
+                row.run_id,
+                archived,
+                "fenced, and the bucket lacks seqs %d-%d, some of which this cache evicted",
+                archived + 1,
+                row.evicted_seq,
+            )
+        stranded = row.last_seq - archived
+        log_run(log, logging.WARNING, row.run_id, archived, "fenced: %s", reason)
         if stranded:
             raise FencedError(
                 f"run {row.run_id!r} was {reason}; this writer (epoch {row.epoch}) is fenced "
                 f"and writes nothing more. Its {stranded} records the bucket does not have "
-                f"(seqs {row.archived_seq + 1}-{row.last_seq}) stay in {self.cache.path}: "
+                f"(seqs {archived + 1}-{row.last_seq}) stay in {self.cache.path}: "
                 f"`runarchive status` lists them, `runarchive fork {row.run_id} --to NEW_ID` "
                 "archives them as a new run."
             )
@@ -144,7 +162,7 @@ class Healing:
             remote=remote[0] if remote else None,
         )
         if verdict.action == "fence":
-            self._fence(row, verdict.reason)
+            self._fence(row, verdict.reason, remote[0] if remote else None)
         if verdict.action == "conflict":
             raise IndexConflictError(
                 f"run {row.run_id!r}: {verdict.reason}. Nothing was overwritten; "
@@ -377,6 +395,65 @@ class Healing:
             self.cache.mark_archived(run_id, index.last_seq, etag, index.model_dump_json(), None)
             return HealReport(
                 run_id, bool(fixed), fixed, "segments re-uploaded" if fixed else "nothing missing"
+            )
+
+    def verify_stored(self, run_id: str) -> bool:
+        """Read back a run this host archived records of since its last read-back
+        (``read_back``): the index and the segments it names are in the bucket, or are
+        healed from the cache now (``MissingRecordsError`` if the cache lost them too).
+        Done at ``close()``, every ``read_back_seconds`` for this process's runs, and
+        before a run is listed as ended. Returns whether a read-back happened. Cost: 1
+        conditional GET + 1 LIST per 1,000 segments; nothing for a run already checked."""
+        with self._lock_for(run_id):
+            for _ in range(5):
+                row = self.cache.run(run_id)
+                if row is None or row.index_json is None or row.archived_seq <= row.verified_seq:
+                    return False
+                if row.fenced:
+                    self._restore_segments(row)
+                    self.cache.set_run_fields(run_id, verified_seq=row.archived_seq)
+                    return True
+                if self._read_back(row):
+                    self.cache.set_run_fields(run_id, verified_seq=row.archived_seq)
+                    return True
+        raise IndexConflictError(
+            f"run {run_id!r}: the bucket's index kept differing from what this writer "
+            "wrote under 5 read-backs; is another process writing this run?"
+        )
+
+    def _restore_segments(self, row: RunRow) -> None:
+        """A fenced writer's duty to the new owner: segments it wrote that the bucket's
+        index names but the bucket lacks (a PUT answered and never stored before the
+        takeover) go up again from its cache, create-only under their content-derived
+        keys; the index is never touched. Cost: 1 GET + 1 LIST per 1,000 segments."""
+        remote = self._remote_index(row.run_id)
+        if remote is None or row.index_json is None:
+            return
+        ours = RunIndex.model_validate_json(row.index_json)
+        mine = {ref.key for ref in ours.segments}
+        named = [ref for ref in remote[0].segments if ref.key in mine]
+        if not named:
+            return
+        present = self._present(row.run_id, named)
+        for ref in named:
+            if ref.key in present:
+                continue
+            body = self._reencode(row, ours, ref)
+            if body is None:
+                raise MissingRecordsError(
+                    row.run_id,
+                    [(ref.first_seq, ref.last_seq)],
+                    f"this host's cache {self.cache.path}",
+                )
+            self._put_segment(row.run_id, ref, body)
+            log_run(
+                log,
+                logging.WARNING,
+                row.run_id,
+                ref.last_seq,
+                "re-uploaded %s, lost before another host took the run over",
+                ref.key,
+                key=ref.key,
             )
 
     def _read_back(self, row: RunRow) -> bool:

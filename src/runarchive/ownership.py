@@ -43,6 +43,20 @@ def extends(longer: RunIndex, shorter: RunIndex) -> bool:
     return [s.key for s in longer.segments[: len(have)]] == have
 
 
+def held_through(ours: RunIndex, remote: RunIndex | None) -> int:
+    """The last seq of the longest run of ``ours``'s segments that ``remote`` also
+    starts with: what the bucket holds of what this writer archived (0: nothing).
+    A fenced writer whose index write was lost counts the rest as not archived."""
+    if remote is None:
+        return 0
+    held = 0
+    for mine, theirs in zip(ours.segments, remote.segments, strict=False):
+        if mine.key != theirs.key:
+            break
+        held = mine.last_seq
+    return held
+
+
 def owner_of(index: RunIndex) -> str:
     """``host (pid N, epoch E)`` for messages."""
     who = index.owner_host or "another host"

@@ -165,6 +165,15 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
             "updated_at": utcnow(),
         }
     )
+    # Read before taking: a run whose segments cannot be read (one is missing while
+    # its writer has not healed it yet) must not lose its owner to a host that cannot
+    # continue it. The If-Match below proves these records are still the whole run.
+    records = execute_restore(
+        plan_restore(index, run_id=run_id),
+        archive.store,
+        workers=archive.config.restore_workers,
+        keyring=archive.keyring,
+    )
     body = taken.model_dump_json()
     try:
         etag = archive.store.put(key, body.encode(), mode=IfMatch(got.etag))
@@ -173,12 +182,6 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
             f"run {run_id!r} changed while resuming it (another host resumed it, or "
             "its owner is still flushing); check archive.interrupted() and try again"
         ) from None
-    records = execute_restore(
-        plan_restore(index, run_id=run_id),
-        archive.store,
-        workers=archive.config.restore_workers,
-        keyring=archive.keyring,
-    )
     checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
     row = RunRow(
         run_id=run_id,
