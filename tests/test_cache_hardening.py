@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runarchive import Archive, cache
+from runarchive import Archive, cache_wal
 
 
 def _modes(directory: Path) -> dict[str, int]:
@@ -113,7 +113,7 @@ def test_the_wal_stays_bounded_during_a_long_append_stream(
     # 25-32 MiB in memory (where checkpoints are fast; on disk it kept growing). The
     # limit is scaled down 8x so that the bound (the 64 MiB for 16 MiB) is
     # tight and the WAL restarts ~150 times.
-    monkeypatch.setattr(cache, "WAL_LIMIT_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(cache_wal, "WAL_LIMIT_BYTES", 2 * 1024 * 1024)
     events, bound = 20_000, 8 * 1024 * 1024
     cache_dir = memory_dir / "c"
     wal = cache_dir / "cache.sqlite3-wal"
@@ -133,13 +133,13 @@ def test_the_wal_stays_bounded_during_a_long_append_stream(
         archive.flush()
         assert len(archive.restore(run.run_id).records) == events
     assert restarts > 50  # the WAL did reach its limit and was truncated, many times
-    assert peak > cache.WAL_LIMIT_BYTES, peak
+    assert peak > cache_wal.WAL_LIMIT_BYTES, peak
 
 
 def test_a_reader_holding_the_wal_delays_its_reset_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cache, "WAL_LIMIT_BYTES", 256 * 1024)
+    monkeypatch.setattr(cache_wal, "WAL_LIMIT_BYTES", 256 * 1024)
     cache_dir = tmp_path / "c"
     wal = cache_dir / "cache.sqlite3-wal"
     with (
@@ -159,9 +159,9 @@ def test_a_reader_holding_the_wal_delays_its_reset_with_a_warning(
             assert time.monotonic() < deadline, "no warning while a reader held the WAL"
             run.event("tick", {"i": 2})
         assert "a reader kept it" in caplog.text
-        assert wal.stat().st_size > 2 * cache.WAL_LIMIT_BYTES
+        assert wal.stat().st_size > 2 * cache_wal.WAL_LIMIT_BYTES
         reader.rollback()
         reader.close()
         assert archive.cache.reset_wal() is True
         run.event("tick", {"i": 3})  # the first commit after a reset truncates the file
-        assert wal.stat().st_size <= cache.WAL_LIMIT_BYTES
+        assert wal.stat().st_size <= cache_wal.WAL_LIMIT_BYTES

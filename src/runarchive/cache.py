@@ -19,10 +19,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from runarchive import cache_wal
 from runarchive.cache_health import (
     FILE_MODE,
     QUICK_CHECK_MAX_BYTES,
@@ -35,124 +35,24 @@ from runarchive.cache_health import (
     tighten_existing,
     write_error,
 )
+from runarchive.cache_schema import (
+    INFO_COLS,
+    REC_COLS,
+    RUN_COLS,
+    SCHEMA,
+    CachedRecord,
+    RecordInfo,
+    RunRow,
+)
+from runarchive.cache_wal import WalKeeper
 from runarchive.errors import BackpressureError, CacheError
+
+__all__ = ["Cache", "CachedRecord", "RecordInfo", "RunRow"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _EVICT_BATCH = 32
-
-# The WAL's bound (docs/design.md, "The local cache"). Past it, the WAL keeper thread
-# checkpoints the whole WAL and has SQLite start it over; journal_size_limit then
-# truncates the file back to this size. Each small append adds ~20 KB of WAL (one
-# frame per page it touches: the record, two index leaves, the run row), so 16 MiB is
-# ~800 appends, a reset every second or so in a tight loop. Past twice the bound the
-# committing thread resets it itself (the keeper fell behind), so the file stays under
-# ~2x the bound plus one transaction unless a reader pins the WAL.
-WAL_LIMIT_BYTES = 16 * 1024 * 1024
-# How long the keeper's RESTART checkpoint waits for readers to leave the WAL, with
-# appends held back meanwhile; past it the keeper tries again later (backing off).
-_RESTART_WAIT_MS = 25
-_BUSY_TIMEOUT_MS = 30000  # every other wait for a lock
-_KEEPER_BACKOFF = (0.05, 5.0)  # seconds: first retry after a reader kept the WAL, cap
-
-# A record is pending while its seq is above its run's archived_seq: a watermark,
-# so a flush marks 256 records archived by updating one row, not 256 large ones.
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    agent TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    ended_at TEXT,
-    result TEXT,
-    error TEXT,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    first_checkpoint_seq INTEGER,
-    archived_seq INTEGER NOT NULL DEFAULT 0,
-    index_etag TEXT,
-    index_json TEXT,
-    status_archived INTEGER NOT NULL DEFAULT 0,
-    evicted_seq INTEGER NOT NULL DEFAULT 0,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    fenced INTEGER NOT NULL DEFAULT 0,
-    manifest_state INTEGER NOT NULL DEFAULT 0,
-    policy TEXT,
-    writer TEXT NOT NULL DEFAULT '',
-    verified_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    type TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    line BLOB NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS records_run_seq ON records (run_id, seq);
-CREATE INDEX IF NOT EXISTS records_run_name ON records (run_id, type, name, seq);
-"""
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """A run as the cache knows it."""
-
-    run_id: str
-    agent: str
-    metadata: str
-    status: str
-    created_at: str
-    updated_at: str
-    ended_at: str | None
-    result: str | None
-    error: str | None
-    last_seq: int
-    first_checkpoint_seq: int | None
-    archived_seq: int
-    index_etag: str | None
-    index_json: str | None
-    status_archived: int
-    evicted_seq: int  # records up to here may have been evicted (they are in the bucket)
-    epoch: int  # ownership epoch this host writes with
-    fenced: int  # 1 once another host took the run over
-    manifest_state: int  # 0 not listed, 1 listed as running, 2 listed as finished
-    policy: str | None = None  # the run's own Policy as JSON; None = the archive's
-    writer: str = ""  # this host's writer id of the run (RunIndex.writer); "" = legacy
-    verified_seq: int = 0  # a read-back found the bucket holding every record up to here
-
-
-@dataclass(frozen=True)
-class RecordInfo:
-    """What the flusher needs to decide about a record, without its (large) line."""
-
-    seq: int
-    ts: str
-    type: str
-    name: str
-    size: int
-
-
-@dataclass(frozen=True)
-class CachedRecord:
-    """One record line with the columns the cache indexes."""
-
-    seq: int
-    ts: str
-    type: str
-    name: str
-    line: bytes
-
-
-_RUN_COLS = ", ".join(RunRow.__dataclass_fields__)
-_REC_COLS = "seq, ts, type, name, line"
-_INFO_COLS = "seq, ts, type, name, size"
 
 
 class _ThreadConnection:
@@ -172,7 +72,7 @@ class _ThreadConnection:
             self.conn.close()
 
 
-class Cache:
+class Cache(WalKeeper):
     """SQLite-backed durable log of every run this host writes.
 
     A damaged ``cache.sqlite3`` (not a SQLite file, truncated, failing
@@ -239,7 +139,7 @@ class Cache:
                 rows = db.execute("PRAGMA quick_check(5)").fetchall()
                 if rows != [("ok",)]:
                     raise CorruptCache("PRAGMA quick_check: " + "; ".join(r[0] for r in rows))
-            db.executescript(_SCHEMA)  # executescript manages its own transaction
+            db.executescript(SCHEMA)  # executescript manages its own transaction
             self._add_missing_columns()
             db.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.DatabaseError as exc:
@@ -330,10 +230,10 @@ class Cache:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
-                conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout={cache_wal.BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint_wal()
                 # Whichever connection starts the WAL over truncates the file to this.
-                conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+                conn.execute(f"PRAGMA journal_size_limit={cache_wal.WAL_LIMIT_BYTES}")
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -436,14 +336,14 @@ class Cache:
         """The cached run, or ``None``."""
         row = (
             self._conn()
-            .execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
+            .execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", (run_id,))
             .fetchone()
         )
         return RunRow(*row) if row else None
 
     def runs(self) -> list[RunRow]:
         """Every cached run, oldest first."""
-        rows = self._conn().execute(f"SELECT {_RUN_COLS} FROM runs ORDER BY created_at, run_id")
+        rows = self._conn().execute(f"SELECT {RUN_COLS} FROM runs ORDER BY created_at, run_id")
         return [RunRow(*r) for r in rows]
 
     def runs_needing_flush(self) -> list[str]:
@@ -534,7 +434,7 @@ class Cache:
     def pending(self, run_id: str, limit: int, max_seq: int) -> list[RecordInfo]:
         """The oldest ``limit`` unarchived records of a run up to ``max_seq``, in seq order."""
         rows = self._conn().execute(
-            f"SELECT {_INFO_COLS} FROM records WHERE run_id = ?1 AND seq > "
+            f"SELECT {INFO_COLS} FROM records WHERE run_id = ?1 AND seq > "
             "(SELECT archived_seq FROM runs WHERE run_id = ?1) AND seq <= ?2 "
             "ORDER BY seq LIMIT ?3",
             (run_id, max_seq, limit),
@@ -545,7 +445,7 @@ class Cache:
         """The records of ``first <= seq <= last`` this cache still holds, archived or
         not, in seq order (a repair re-encodes a segment the bucket lost from them)."""
         rows = self._conn().execute(
-            f"SELECT {_INFO_COLS} FROM records WHERE run_id = ? AND seq BETWEEN ? AND ? "
+            f"SELECT {INFO_COLS} FROM records WHERE run_id = ? AND seq BETWEEN ? AND ? "
             "ORDER BY seq",
             (run_id, first, last),
         )
@@ -585,7 +485,7 @@ class Cache:
                 where.append(clause)
                 args.append(value)  # type: ignore[arg-type]
         sql = (
-            f"SELECT {_REC_COLS} FROM records WHERE {' AND '.join(where)} "
+            f"SELECT {REC_COLS} FROM records WHERE {' AND '.join(where)} "
             f"ORDER BY seq {'DESC' if newest_first else 'ASC'}"
         )
         if limit is not None:
@@ -655,109 +555,6 @@ class Cache:
             with self.transaction() as tx:
                 tx.execute(f"DELETE FROM records WHERE id IN ({','.join('?' * len(batch))})", batch)
         return len(victims)
-
-    def checkpoint_wal(self) -> None:
-        """Copy the WAL into the database file (PASSIVE: never blocks writers).
-
-        Appending connections have automatic checkpoints turned off, so that no
-        ``checkpoint()`` call pays for copying megabytes of earlier records; the
-        flusher calls this after each flush instead. A PASSIVE checkpoint cannot
-        start the WAL over while appends keep adding to it: :meth:`reset_wal` does.
-        """
-        with self._checkpoint_lock:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def reset_wal(self) -> bool:
-        """Checkpoint the whole WAL so that the next commit starts it over (and
-        truncates the file to ``WAL_LIMIT_BYTES``). ``False`` if a reader kept it.
-
-        A PASSIVE checkpoint beside the appends copies the bulk; then, with the
-        process's writers held on the write lock, a RESTART checkpoint copies the
-        frames appended meanwhile and waits (``_RESTART_WAIT_MS`` at most) for
-        readers to leave the WAL. Appends wait only for that second step.
-        """
-        with self._checkpoint_lock:
-            db = self._conn()
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            with self._write_lock:
-                db.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
-                try:
-                    busy, _, _ = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                finally:
-                    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        return not busy
-
-    def _watch_wal(self) -> None:
-        """After a commit: have the WAL started over if it grew past its bound.
-
-        The file's size tells: SQLite truncates it to ``WAL_LIMIT_BYTES`` at the
-        commit that starts the WAL over, so it is larger only while the WAL holds
-        more than that. One ``stat`` per commit (~5 µs; a commit fsyncs). The keeper
-        thread does the work; at twice the bound it has fallen behind (not scheduled
-        for tens of ms on a loaded machine: measured 30 ms) and this thread does it.
-        """
-        try:
-            size = os.stat(self._wal_path).st_size
-        except FileNotFoundError:
-            return  # no WAL: nothing to bound
-        except OSError as exc:  # the record is committed: do not fail the append
-            log.warning("cannot stat the cache's WAL %s: %s", self._wal_path, exc)
-            return
-        if size <= WAL_LIMIT_BYTES:
-            return
-        if size > 2 * WAL_LIMIT_BYTES and not self._wal_stuck:
-            self._try_reset_wal()
-            return
-        with self._keeper_cond:
-            if self._closed:
-                return
-            self._keeper_due = True
-            if self._keeper is None:
-                self._keeper = threading.Thread(
-                    target=self._keep_wal, name="runarchive-wal", daemon=True
-                )
-                self._keeper.start()
-            self._keeper_cond.notify()
-
-    def _try_reset_wal(self) -> str | None:
-        """:meth:`reset_wal`; ``None`` if done, else why not (also logged at DEBUG)."""
-        try:
-            done = self.reset_wal()
-            why = "a reader kept it (another process reading the cache?)"
-        except (sqlite3.Error, CacheError) as exc:  # the data is safe in the WAL
-            done, why = False, str(exc)
-        self._wal_stuck = not done
-        if done:
-            return None
-        log.debug("could not start the cache's WAL %s over: %s", self._wal_path, why)
-        return why
-
-    def _keep_wal(self) -> None:
-        """The WAL keeper thread: reset the WAL each time :meth:`_watch_wal` asks."""
-        failures = 0
-        while True:
-            with self._keeper_cond:
-                self._keeper_cond.wait_for(lambda: self._keeper_due or self._closed)
-                if self._closed:
-                    return
-                self._keeper_due = False
-            why = self._try_reset_wal()
-            if why is None:
-                failures = 0
-                continue
-            failures += 1
-            if failures == 5:  # once per streak: a short read here explains a few
-                log.warning(
-                    "could not start the cache's WAL %s over (%s); it grows until this "
-                    "succeeds. Retrying with back-off.",
-                    self._wal_path,
-                    why,
-                )
-            first, cap = _KEEPER_BACKOFF
-            with self._keeper_cond:
-                self._keeper_cond.wait_for(
-                    lambda: self._closed, timeout=min(cap, first * 2 ** (failures - 1))
-                )
 
     def close(self) -> None:
         """Close every connection and release the directory lock."""
