@@ -280,9 +280,15 @@ NUMERIC = _numeric_settings()
 
 def test_the_numeric_settings_are_all_found() -> None:
     names = {name for name, _ in NUMERIC}
-    assert {"flush_age", "lease_seconds", "flush_records", "policy.keep_last"} <= names
+    assert {
+        "flush_age",
+        "lease_seconds",
+        "flush_records",
+        "policy.keep_last",
+        "read_back_seconds",
+    } <= names
     assert {"price_get_per_1000", "retention_days", "object_lock_days"} <= names
-    assert len(NUMERIC) == 22
+    assert len(NUMERIC) == 23
 
 
 @pytest.mark.parametrize(("setting", "variable"), NUMERIC)

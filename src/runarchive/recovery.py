@@ -30,12 +30,15 @@ from runarchive.jsonvalue import dumps, loads
 from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
+    Event,
+    RunIndex,
     format_ts,
     new_writer_id,
     parse_index,
     utcnow,
     validate_run_id,
 )
+from runarchive.ownership import extends, owner_of
 from runarchive.policy import Policy
 from runarchive.restore import execute_restore, plan_restore
 from runarchive.store import IfMatch
@@ -110,6 +113,16 @@ def fork_run(archive: Archive, run_id: str, to: str | None = None) -> Run:
     return new
 
 
+def _read_all(archive: Archive, index: RunIndex, since: int | None) -> list[Checkpoint | Event]:
+    """The run's records the index names (from seq ``since`` on, if given)."""
+    return execute_restore(
+        plan_restore(index, min_seq=since, run_id=index.run_id),
+        archive.store,
+        workers=archive.config.restore_workers,
+        keyring=archive.keyring,
+    )
+
+
 def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None) -> Run:
     """Take over a running run from the bucket and return its writer. See
     :meth:`Archive.resume`."""
@@ -156,32 +169,48 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
             f"{index.owner_host or 'another host'} took it over already"
         )
     writer = new_writer_id()
-    taken = index.model_copy(
-        update={
-            "epoch": index.epoch + 1,
-            "writer": writer,
-            "owner_host": archive.config.host_id,
-            "owner_pid": archive.engine.pid,
-            "updated_at": utcnow(),
-        }
-    )
     # Read before taking: a run whose segments cannot be read (one is missing while
     # its writer has not healed it yet) must not lose its owner to a host that cannot
-    # continue it. The If-Match below proves these records are still the whole run.
-    records = execute_restore(
-        plan_restore(index, run_id=run_id),
-        archive.store,
-        workers=archive.config.restore_workers,
-        keyring=archive.keyring,
-    )
-    body = taken.model_dump_json()
-    try:
-        etag = archive.store.put(key, body.encode(), mode=IfMatch(got.etag))
-    except PreconditionFailedError:
+    # continue it. The If-Match proves these records are still the whole run; an owner
+    # that flushed meanwhile costs only its new segments and another try.
+    records = _read_all(archive, index, None)
+    for _ in range(10):
+        taken = index.model_copy(
+            update={
+                "epoch": index.epoch + 1,
+                "writer": writer,
+                "owner_host": archive.config.host_id,
+                "owner_pid": archive.engine.pid,
+                "updated_at": utcnow(),
+            }
+        )
+        body = taken.model_dump_json()
+        try:
+            etag = archive.store.put(key, body.encode(), mode=IfMatch(got.etag))
+            break
+        except PreconditionFailedError:
+            try:
+                got = archive.store.get(key)
+            except ObjectNotFoundError:
+                raise RunNotFoundError(f"run {run_id!r} was deleted while resuming it") from None
+            newer = parse_index(got.body, key)
+            if (
+                newer.epoch != index.epoch
+                or newer.writer != index.writer
+                or newer.status != "running"
+                or not extends(newer, index)
+            ):
+                raise ResumeConflictError(
+                    f"run {run_id!r} changed while resuming it ({owner_of(newer)} now, "
+                    f"status {newer.status}); check archive.interrupted() and try again"
+                ) from None
+            records += _read_all(archive, newer, index.last_seq + 1)
+            index = newer
+    else:
         raise ResumeConflictError(
-            f"run {run_id!r} changed while resuming it (another host resumed it, or "
-            "its owner is still flushing); check archive.interrupted() and try again"
-        ) from None
+            f"run {run_id!r}: its owner kept flushing through 10 takeover attempts; "
+            "try again, or stop its owner first"
+        )
     checkpoints = [r.seq for r in records if isinstance(r, Checkpoint)]
     row = RunRow(
         run_id=run_id,
