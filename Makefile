@@ -35,7 +35,7 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/mypy src
 	$(BIN)/cfn-lint infra/aws/*.yaml
 	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Opt-in, about 1 minute: the multi-node SeaweedFS of infra/local (2 volume servers, 2
 # S3 gateways), two writer processes, one volume server SIGKILLed mid-run.

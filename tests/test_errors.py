@@ -238,6 +238,8 @@ def test_corrupt_and_missing_segments_are_named(tmp_path: Path) -> None:
         with archive.start_run(agent="x") as run:
             for i in range(9):
                 run.event("e", i)
+                if i % 3 == 2:  # 3 segments, however the background flusher keeps up
+                    run.flush()
         index = archive.index(run.run_id)
     reader = Reader.open(root.as_uri())
     first, second = (root / s.key for s in index.segments[:2])

@@ -20,6 +20,8 @@ def write(archive: Archive, run_id: str, n: int = 40, end: str | None = "complet
         run.checkpoint(("plan", "act", "observe")[i % 3], {"i": i, "pad": "x" * 50})
         if i % 4 == 0:
             run.event("tool", {"i": i})
+        if i % 10 == 9:  # at least 4 segments, however the background flusher keeps up
+            run.flush()
     if end == "complete":
         run.complete({"ok": True})
     elif end == "fail":

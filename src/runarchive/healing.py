@@ -413,7 +413,17 @@ class Healing:
                     self._restore_segments(row)
                     self.cache.set_run_fields(run_id, verified_seq=row.archived_seq)
                     return True
-                if self._read_back(row):
+                try:
+                    done = self._read_back(row)
+                except FencedError:
+                    # Taken over since: loud only if this host holds what the bucket
+                    # lacks (the fence left them stranded); else the next pass checks
+                    # its own segments the new owner's index names, as for any fenced run.
+                    now = self.cache.run(run_id)
+                    if now is None or now.last_seq > now.archived_seq:
+                        raise
+                    continue
+                if done:
                     self.cache.set_run_fields(run_id, verified_seq=row.archived_seq)
                     return True
         raise IndexConflictError(
