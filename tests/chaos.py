@@ -729,7 +729,7 @@ def run_history(
     try:
         with credentials(env):
             for h in procs:
-                h.start(rng.randint(22, 40))
+                h.start(rng.randint(20, 36))
             t0 = time.monotonic()
             deadline = t0 + 90
             while time.monotonic() < deadline:
