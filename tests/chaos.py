@@ -735,7 +735,7 @@ def run_history(
     try:
         with credentials(env):
             for h in procs:
-                h.start(rng.randint(25, 45))
+                h.start(rng.randint(20, 36))
             t0 = time.monotonic()
             deadline = t0 + 90
             while time.monotonic() < deadline:
@@ -745,7 +745,7 @@ def run_history(
                     if h.proc.exitcode is None:
                         h.kill()
                         out.kills += 1
-                        h.start(rng.randint(10, 30))
+                        h.start(rng.randint(8, 20))
                 if not kill_plan and all(h.done for h in procs):
                     break
                 time.sleep(0.01)
