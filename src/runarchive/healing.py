@@ -33,10 +33,21 @@ from runarchive.errors import (
 )
 from runarchive.logs import log_run
 from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, parse_index
-from runarchive.ownership import held_through, owner_of, reconcile
+from runarchive.ownership import Verdict, held_through, owner_of, reconcile
 from runarchive.store import IfMatch, PutMode, Store
 
 log = logging.getLogger(__name__)
+
+
+def _verdict(row: RunRow, ours: RunIndex | None, remote: tuple[RunIndex, str] | None) -> Verdict:
+    return reconcile(
+        epoch=row.epoch,
+        writer=row.writer,
+        archived_seq=row.archived_seq,
+        last_seq=row.last_seq,
+        ours=ours,
+        remote=remote[0] if remote else None,
+    )
 
 
 @dataclass
@@ -153,14 +164,7 @@ class Healing:
         """Act on the bucket's index when it is not the one this writer last wrote
         (:func:`~runarchive.ownership.reconcile`): adopt it, heal it, or be fenced."""
         ours = RunIndex.model_validate_json(row.index_json) if row.index_json else None
-        verdict = reconcile(
-            epoch=row.epoch,
-            writer=row.writer,
-            archived_seq=row.archived_seq,
-            last_seq=row.last_seq,
-            ours=ours,
-            remote=remote[0] if remote else None,
-        )
+        verdict = _verdict(row, ours, remote)
         if verdict.action == "fence":
             self._fence(row, verdict.reason, remote[0] if remote else None)
         if verdict.action == "conflict":
@@ -189,20 +193,7 @@ class Healing:
         have = len(remote[0].segments) if remote else 0
         todo = list(ours.segments[have:])
         present = self._present(row.run_id, todo)
-        lost: list[tuple[int, int]] = []
-        bodies: list[tuple[SegmentRef, bytes]] = []
-        for ref in todo:
-            if ref.key in present:
-                continue
-            body = self._reencode(row, ours, ref)
-            if body is None:
-                lost.append((ref.first_seq, ref.last_seq))
-            else:
-                bodies.append((ref, body))
-        if lost:
-            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
-        for ref, body in bodies:
-            self._put_segment(row.run_id, ref, body)
+        reuploaded = self._reupload(row, ours, todo, present)
         body_json = row.index_json or ours.model_dump_json()
         mode: PutMode = IfMatch(remote[1]) if remote else "create"
         etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
@@ -215,9 +206,31 @@ class Healing:
             "healed (%s): index written again through seq %d, %d lost segments re-uploaded",
             reason,
             ours.last_seq,
-            len(bodies),
+            len(reuploaded),
         )
-        return HealReport(row.run_id, True, [r.key for r, _ in bodies], reason)
+        return HealReport(row.run_id, True, reuploaded, reason)
+
+    def _reupload(
+        self, row: RunRow, ours: RunIndex, refs: list[SegmentRef], present: dict[str, int]
+    ) -> list[str]:
+        """PUT again, from the cache, each of ``refs`` the bucket lacks (not in
+        ``present``); their keys. If the cache cannot give back one of them, raises
+        ``MissingRecordsError`` naming every such range, having written nothing."""
+        bodies: list[tuple[SegmentRef, bytes]] = []
+        lost: list[tuple[int, int]] = []
+        for ref in refs:
+            if ref.key in present:
+                continue
+            body = self._reencode(row, ours, ref)
+            if body is None:
+                lost.append((ref.first_seq, ref.last_seq))
+            else:
+                bodies.append((ref, body))
+        if lost:
+            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
+        for ref, body in bodies:
+            self._put_segment(row.run_id, ref, body)
+        return [ref.key for ref, _ in bodies]
 
     def _present(self, run_id: str, refs: list[SegmentRef]) -> dict[str, int]:
         """Sizes of the objects of ``refs`` the bucket has (HEADs for a few, else one
@@ -360,14 +373,7 @@ class Healing:
             if ours is None:
                 return HealReport(run_id, False, [], "nothing archived from this host yet")
             remote = self._remote_index(run_id)
-            verdict = reconcile(
-                epoch=row.epoch,
-                writer=row.writer,
-                archived_seq=row.archived_seq,
-                last_seq=row.last_seq,
-                ours=ours,
-                remote=remote[0] if remote else None,
-            )
+            verdict = _verdict(row, ours, remote)
             if verdict.action == "heal":
                 self._synced.discard(run_id)
                 return self._heal(row, ours, remote, verdict.reason)
@@ -379,19 +385,7 @@ class Healing:
             # and never stored leaves an index naming a missing object).
             index, etag = remote
             present = self._present(run_id, list(index.segments))
-            lost: list[tuple[int, int]] = []
-            fixed: list[str] = []
-            for ref in index.segments:
-                if ref.key in present:
-                    continue
-                body = self._reencode(row, ours, ref)
-                if body is None:
-                    lost.append((ref.first_seq, ref.last_seq))
-                    continue
-                self._put_segment(run_id, ref, body)
-                fixed.append(ref.key)
-            if lost:
-                raise MissingRecordsError(run_id, lost, f"this host's cache {self.cache.path}")
+            fixed = self._reupload(row, ours, list(index.segments), present)
             self.cache.mark_archived(run_id, index.last_seq, etag, index.model_dump_json(), None)
             return HealReport(
                 run_id, bool(fixed), fixed, "segments re-uploaded" if fixed else "nothing missing"
@@ -445,25 +439,15 @@ class Healing:
         if not named:
             return
         present = self._present(row.run_id, named)
-        for ref in named:
-            if ref.key in present:
-                continue
-            body = self._reencode(row, ours, ref)
-            if body is None:
-                raise MissingRecordsError(
-                    row.run_id,
-                    [(ref.first_seq, ref.last_seq)],
-                    f"this host's cache {self.cache.path}",
-                )
-            self._put_segment(row.run_id, ref, body)
+        for key in self._reupload(row, ours, named, present):
             log_run(
                 log,
                 logging.WARNING,
                 row.run_id,
-                ref.last_seq,
+                row.archived_seq,
                 "re-uploaded %s, lost before another host took the run over",
-                ref.key,
-                key=ref.key,
+                key,
+                key=key,
             )
 
     def _read_back(self, row: RunRow) -> bool:
@@ -486,15 +470,7 @@ class Healing:
         gone = [ref for ref in index.segments if ref.key not in present]
         if not gone:
             return True
-        lost: list[tuple[int, int]] = []
-        for ref in gone:
-            body = self._reencode(row, index, ref)
-            if body is None:
-                lost.append((ref.first_seq, ref.last_seq))
-            else:
-                self._put_segment(row.run_id, ref, body)
-        if lost:
-            raise MissingRecordsError(row.run_id, lost, f"this host's cache {self.cache.path}")
+        self._reupload(row, index, gone, present)
         log_run(
             log,
             logging.WARNING,
