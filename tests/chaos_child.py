@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import time
 import traceback
@@ -277,7 +278,20 @@ class Host:
         # Every run of the cache, one by one: an error names its run.
         for row in self.a.status().runs:
             self.call(row.run_id, "final_flush", lambda r=row.run_id: self.a.run(r).flush())
-        self.call("*", "final_close", self.a.close)
+        ok, err = self.call("*", "final_close", self.a.close)
+        if not ok:
+            # close() raises the first failing run's error (the others only as notes,
+            # not attributed here): its message names the run it was about.
+            for run in sorted(set(re.findall(r"^run '([^']+)'", str(err)))):
+                expected, fence = classify("final_close", err)
+                self.say(
+                    "error",
+                    run,
+                    "final_close",
+                    type(err).__name__,
+                    "expected" if expected else "unexpected",
+                    "fence" if fence else "-",
+                )
         self.say("closed", "final")
         Path(self.cfg["finished"]).touch()
 

@@ -455,7 +455,7 @@ class Healing:
         writer wrote: its index (1 conditional GET: 304 when it is the one written) and
         every segment the index names (1 LIST per 1,000 segments). A lost write is
         healed from the cache; ``MissingRecordsError`` names what the cache cannot
-        give back. Returns ``False`` when the run must be flushed again first."""
+        give back. Returns ``False`` when it changed something: look again."""
         try:
             remote = self._remote_index(row.run_id, row.index_etag)
         except _Unchanged:
@@ -479,4 +479,4 @@ class Healing:
             "read-back found %d segments missing from the bucket; re-uploaded them",
             len(gone),
         )
-        return True
+        return False  # look again: a re-upload can be lost like the first PUT
