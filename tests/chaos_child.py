@@ -278,6 +278,11 @@ class Host:
         # Every run of the cache, one by one: an error names its run.
         for row in self.a.status().runs:
             self.call(row.run_id, "final_flush", lambda r=row.run_id: self.a.run(r).flush())
+        # A fence found in the background (a flush, a read-back, a lease renewal) after
+        # the last append reaches the caller through archive.flush_errors.
+        for run, failure in sorted(self.a.flush_errors.items()):
+            if isinstance(failure.error, FencedError):
+                self.say("error", run, "flush_errors", "FencedError", "expected", "fence")
         ok, err = self.call("*", "final_close", self.a.close)
         if not ok:
             # close() raises the first failing run's error (the others only as notes,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from runarchive import telemetry
 from runarchive.config import ArchiveConfig
+from runarchive.errors import FencedError
 from runarchive.flush import FlushEngine
 from runarchive.logs import log_run
 from runarchive.model import format_ts, utcnow
@@ -151,6 +152,16 @@ class Flusher:
             if self.config.read_back and time.monotonic() >= next_verify:
                 next_verify = time.monotonic() + verify_every
                 self._verify()
+            self._note_stranded()
+
+    def _note_stranded(self) -> None:
+        """Runs fenced in the background with records the bucket lacks stay listed in
+        :attr:`errors` (``archive.flush_errors``) until forked or forgotten."""
+        if not self.engine.fenced:
+            return
+        for run_id, exc in self.engine.stranded_errors().items():
+            if not isinstance(getattr(self.errors.get(run_id), "error", None), FencedError):
+                self.errors[run_id] = FlushError(run_id, exc)
 
     def _verify(self) -> None:
         """Read back this process's runs that archived records since their last

@@ -391,6 +391,23 @@ class Healing:
                 run_id, bool(fixed), fixed, "segments re-uploaded" if fixed else "nothing missing"
             )
 
+    def stranded_errors(self) -> dict[str, FencedError]:
+        """A ``FencedError`` for each run this process was fenced from that holds
+        records the bucket lacks (run id -> error): found in the background (a flush,
+        a read-back, a lease renewal), they reach the caller through
+        ``archive.flush_errors`` and the next append."""
+        out: dict[str, FencedError] = {}
+        for run_id, why in sorted(self.fenced.items()):
+            row = self.cache.run(run_id)
+            if row is not None and row.last_seq > row.archived_seq:
+                out[run_id] = FencedError(
+                    f"run {run_id!r} was {why}; seqs {row.archived_seq + 1}-"
+                    f"{row.last_seq} acknowledged here are not in the bucket and stay in "
+                    f"{self.cache.path}: `runarchive fork {run_id} --to NEW_ID` archives "
+                    "them as a new run"
+                )
+        return out
+
     def verify_stored(self, run_id: str) -> bool:
         """Read back a run this host archived records of since its last read-back
         (``read_back``): the index and the segments it names are in the bucket, or are
