@@ -1,0 +1,127 @@
+"""A segment deleted under a reader (issue 13): a concurrent compaction merged it and
+``gc`` deleted it after the reader had read the index. The reader reads the index once
+more and goes on from where it was; only a segment the new index still names is an error.
+
+Simulated with a store that serves the index as it was before the compaction to the
+first GET, and answers "not found" for the segments ``gc`` would have deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runarchive import Archive, Reader
+from runarchive.codec import index_key
+from runarchive.errors import CorruptObjectError, ObjectNotFoundError
+from runarchive.model import parse_index
+from runarchive.restore import execute_restore, plan_restore
+from runarchive.store import FileStore, GetResult
+
+RUN = "long"
+
+
+class CompactedUnderneath(FileStore):
+    """The first GET of the run's index returns ``before`` (bytes of an older index);
+    GETs of ``gone`` keys fail as if deleted. Counts index GETs."""
+
+    def __init__(self, root: Path, before: bytes, gone: set[str]) -> None:
+        super().__init__(root, create=False)
+        self.before, self.gone, self.index_gets = before, gone, 0
+
+    def get(self, key: str) -> GetResult:
+        if key == index_key(RUN):
+            self.index_gets += 1
+            if self.index_gets == 1:
+                return GetResult(self.before, "old-etag")
+        if key in self.gone:
+            raise ObjectNotFoundError(f"no object {key!r} (deleted by gc)", key=key)
+        return super().get(key)
+
+
+@pytest.fixture
+def compacted(tmp_path: Path) -> tuple[Path, bytes]:
+    """A run of 20 events in 10 segments, then compacted (into 1): the bucket root and
+    the index bytes from before the compaction (its segments are retired, not deleted)."""
+    root = tmp_path / "bucket"
+    with Archive.open(root.as_uri(), cache_dir=tmp_path / "c", max_segment_records=2) as archive:
+        with archive.start_run(agent="a", run_id=RUN) as run:
+            for i in range(20):
+                run.event("step", {"i": i})
+        before = (root / index_key(RUN)).read_bytes()
+        (result,) = archive.compact(RUN)
+        assert result.done
+    assert len(parse_index(before, "k").segments) == 10
+    assert len(parse_index((root / index_key(RUN)).read_bytes(), "k").segments) < 10
+    return root, before
+
+
+def _old_keys(before: bytes) -> list[str]:
+    return [s.key for s in parse_index(before, "k").segments]
+
+
+@pytest.mark.parametrize("prefetch", [1, 2, 8])
+def test_iteration_goes_on_with_the_new_index(compacted: tuple[Path, bytes], prefetch: int) -> None:
+    root, before = compacted
+    old = _old_keys(before)
+    store = CompactedUnderneath(root, before, gone=set(old[3:]))  # 3 read before gc ran
+    with Reader.open(root.as_uri(), store=store) as reader:
+        seqs = [r.seq for r in reader.iter_records(RUN, prefetch=prefetch)]
+        assert seqs == list(range(1, 21))  # the merged segment's 1-6 skipped, none twice
+        assert store.index_gets == 2
+        assert [r.seq for r in reader.iter_records(RUN, seq=9, types=["event"])] == list(
+            range(1, 10)
+        )
+
+
+def test_restore_goes_on_and_returns_the_index_it_read_last(
+    compacted: tuple[Path, bytes],
+) -> None:
+    root, before = compacted
+    store = CompactedUnderneath(root, before, gone=set(_old_keys(before)[5:]))
+    with Reader.open(root.as_uri(), store=store) as reader:
+        restored = reader.restore(RUN)
+        assert [r.seq for r in restored.records] == list(range(1, 21))
+        assert restored.index.compactions  # the index after the compaction
+        assert store.index_gets == 2
+
+
+def test_a_segment_still_named_after_the_re_read_is_missing(compacted: tuple[Path, bytes]) -> None:
+    root, _ = compacted
+    now = (root / index_key(RUN)).read_bytes()
+    merged = _old_keys(now)[0]
+    store = CompactedUnderneath(root, now, gone={merged})
+    with Reader.open(root.as_uri(), store=store) as reader:
+        with pytest.raises(CorruptObjectError, match="still named") as err:
+            list(reader.iter_records(RUN))
+        assert err.value.key == merged
+        assert store.index_gets == 2
+
+
+def test_a_second_missing_segment_without_progress_is_an_error(
+    compacted: tuple[Path, bytes],
+) -> None:
+    # The old segments are gone and so is the merged one: the re-read index names a
+    # segment that is missing too, before anything more was read.
+    root, before = compacted
+    merged = _old_keys((root / index_key(RUN)).read_bytes())
+    store = CompactedUnderneath(root, before, gone={*_old_keys(before)[2:], *merged})
+    with Reader.open(root.as_uri(), store=store) as reader:
+        records = reader.iter_records(RUN)
+        got = [next(records).seq for _ in range(4)]
+        with pytest.raises(CorruptObjectError, match="missing") as err:
+            next(records)
+        assert err.value.key in merged
+        assert got == [1, 2, 3, 4]
+        assert store.index_gets == 2
+
+
+def test_without_a_re_read_a_missing_segment_is_an_error(compacted: tuple[Path, bytes]) -> None:
+    # execute_restore on a plan (RunView, rollback, recovery) has no index to re-read.
+    root, before = compacted
+    old = _old_keys(before)
+    store = CompactedUnderneath(root, before, gone={old[4]})
+    with pytest.raises(CorruptObjectError, match="missing") as err:
+        execute_restore(plan_restore(parse_index(before, "k"), run_id=RUN), store)
+    assert err.value.key == old[4]
