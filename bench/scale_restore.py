@@ -1,17 +1,18 @@
 """Peak memory of reading a long run back (issue 13, last row of the targets table).
 
-Writes runs of small records (≈ 160 bytes of JSON each: nine events for one
-checkpoint) into a ``file://`` archive in a temporary directory, segment by segment
-with the writer's own encoding (``segment_header``, ``encode_segment``, the hash
-chain, the index as the writer dumps it), then measures, each in a fresh child
+Writes runs of small records (≈ 170 bytes of JSON each, nine events for one
+checkpoint; ≈ 9 times smaller compressed) into a ``file://`` archive in a temporary
+directory, segment by segment with the writer's own encoding (``segment_header``,
+``encode_segment``, the hash chain, the index as the writer dumps it; a test checks
+that ``verify`` finds nothing wrong with it), then measures, each in a fresh child
 process (peak RSS = ``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would carry the
 parent's peak across ``exec``):
 
 * **baseline**: a child that imports runarchive, opens the ``Reader`` and reads the
   run's index (everything a restore needs before its first segment);
 * ``Reader.iter_records`` consuming 1,000,000 records, with the writer's default
-  segments (4,096 records, ≈ 0.6 MiB of JSON: decoded once, held while yielded) and
-  with large ones (65,536 records, ≈ 10 MiB: checked in a first pass, parsed again
+  segments (4,096 records, ≈ 0.7 MB of JSON: decoded once, held while yielded) and
+  with large ones (65,536 records, ≈ 11 MB: checked in a first pass, parsed again
   while yielded);
 * ``Reader.restore`` of a 200,000-record run and of the 1,000,000-record one;
 * with ``--compare-src DIR``: the same restores with another checkout's
@@ -19,13 +20,14 @@ parent's peak across ``exec``):
 
 Target: iter_records of 1,000,000 records peaks at ≤ 256 MB RSS. Each child also
 checks what it read (count, strictly increasing seqs, the last seq). About 1.5 minutes
-on 2 cores (``--quick``: 100,000 records, ≈ 20 s). Run:
+on 2 idle cores (``--quick``: 100,000 records, ≈ 20 s). Run:
 ``.venv/bin/python bench/scale_restore.py [--quick] [--json PATH] [--compare-src DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -83,6 +85,10 @@ print(json.dumps(out))
 """
 
 
+def _call_id(seq: int) -> str:
+    return hashlib.blake2b(seq.to_bytes(8, "big"), digest_size=8).hexdigest()
+
+
 def _records(run_id: str, first: int, last: int, t0: datetime) -> list[bytes]:
     """Small records ``first..last``: a checkpoint every 10th seq, events otherwise."""
     lines = []
@@ -106,7 +112,8 @@ def _records(run_id: str, first: int, last: int, t0: datetime) -> list[bytes]:
                 "type": "event",
                 "kind": "llm_call" if seq % 3 else "tool_call",
                 "lane": "main",
-                "data": {"step": seq // 10, "tokens": 600 + seq % 97},
+                # A call id as agents log them: 16 hex digits that do not compress.
+                "data": {"step": seq // 10, "tokens": 600 + seq % 97, "call": _call_id(seq)},
             }
         lines.append(orjson.dumps(doc))
     return lines
