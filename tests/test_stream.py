@@ -150,6 +150,18 @@ def test_arguments_are_checked_when_called(tmp_path: Path) -> None:
             reader.iter_records(VICTIM, seq=-1)
 
 
+def test_an_archive_streams_what_the_bucket_holds(tmp_path: Path) -> None:
+    root = make_archive(tmp_path)
+    with Archive.open(root.as_uri(), cache_dir=tmp_path / "other-host") as archive:
+        assert list(archive.iter_records(VICTIM)) == list(archive.restore(VICTIM).records)
+        assert [r.seq for r in archive.iter_records(VICTIM, seq=4, types=["event"])] == [
+            1,
+            2,
+            3,
+            4,
+        ]
+
+
 def test_a_consumer_may_stop_early(tmp_path: Path) -> None:
     root = make_archive(tmp_path)
     with Reader.open(root.as_uri()) as reader:

@@ -8,6 +8,7 @@ first GET, and answers "not found" for the segments ``gc`` would have deleted.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,23 @@ RUN = "long"
 
 
 class CompactedUnderneath(FileStore):
-    """The first GET of the run's index returns ``before`` (bytes of an older index);
-    GETs of ``gone`` keys fail as if deleted. Counts index GETs."""
+    """The first GET of the run's index returns ``before`` (bytes of an older index),
+    later ones ``after`` if given (else the stored index); GETs of ``gone`` keys fail as
+    if deleted. Counts index GETs."""
 
-    def __init__(self, root: Path, before: bytes, gone: set[str]) -> None:
+    def __init__(
+        self, root: Path, before: bytes, gone: set[str], after: bytes | None = None
+    ) -> None:
         super().__init__(root, create=False)
-        self.before, self.gone, self.index_gets = before, gone, 0
+        self.before, self.gone, self.after, self.index_gets = before, gone, after, 0
 
     def get(self, key: str) -> GetResult:
         if key == index_key(RUN):
             self.index_gets += 1
             if self.index_gets == 1:
                 return GetResult(self.before, "old-etag")
+            if self.after is not None:
+                return GetResult(self.after, "after-etag")
         if key in self.gone:
             raise ObjectNotFoundError(f"no object {key!r} (deleted by gc)", key=key)
         return super().get(key)
@@ -125,3 +131,21 @@ def test_without_a_re_read_a_missing_segment_is_an_error(compacted: tuple[Path, 
     with pytest.raises(CorruptObjectError, match="missing") as err:
         execute_restore(plan_restore(parse_index(before, "k"), run_id=RUN), store)
     assert err.value.key == old[4]
+
+
+def test_an_index_read_again_that_no_longer_covers_the_segment_is_an_error(
+    compacted: tuple[Path, bytes],
+) -> None:
+    # Not what a compaction writes: the run cut short after seq 6 (a rolled-back index).
+    root, before = compacted
+    doc = json.loads(before)
+    doc["segments"], doc["last_seq"] = doc["segments"][:3], 6
+    old = _old_keys(before)
+    store = CompactedUnderneath(root, before, gone={old[4]}, after=json.dumps(doc).encode())
+    with Reader.open(root.as_uri(), store=store) as reader:
+        records = reader.iter_records(RUN)
+        got = [next(records).seq for _ in range(8)]
+        with pytest.raises(CorruptObjectError, match="no longer covers its seqs 9-10") as err:
+            next(records)
+    assert err.value.key == old[4]
+    assert got == list(range(1, 9))

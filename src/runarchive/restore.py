@@ -187,8 +187,9 @@ class RecordStream:
     unless ``reread`` is given: it returns a fresh plan, from the run index as it is now
     (a concurrent compaction may have merged the segment into a new one and ``gc``
     deleted it). The stream then goes on from where it was with the new plan's
-    segments, skipping seqs already behind it; a key the new plan still names, or a
-    second missing segment before the stream moved on, is the error. After iterating,
+    segments, skipping seqs already behind it; a key the new plan still names, a new
+    plan that does not reach the missing segment's last seq, or a second missing
+    segment before the stream moved on, is the error. After iterating,
     ``plan`` is the plan last used and ``rereads`` counts the re-reads.
     """
 
@@ -282,6 +283,14 @@ class RecordStream:
         plan = self.reread()
         if any(ref.key == missing.key for ref in plan.segments):
             raise _missing(missing.key, " (still named after the index was read again)")
+        # A compaction never shortens a run: its merged segment covers the missing one's
+        # range. An index that does not would silently lose those records.
+        if max((ref.last_seq for ref in plan.segments), default=0) < missing.last_seq:
+            raise _missing(
+                missing.key,
+                f", and the index read again no longer covers its seqs {missing.first_seq}-"
+                f"{missing.last_seq}",
+            )
         log_run(
             log,
             logging.INFO,
