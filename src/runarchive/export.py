@@ -66,12 +66,12 @@ from runarchive.errors import (
     RunNotFoundError,
     StoreError,
 )
+from runarchive.indexpages import load_index
 from runarchive.model import (
     RunIndex,
     RunStatus,
     SegmentRef,
     format_ts,
-    parse_index,
     utcnow,
     validate_run_id,
 )
@@ -257,7 +257,7 @@ def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
         body = store.get(key).body
     except ObjectNotFoundError:
         raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
-    index = parse_index(body, key)
+    index = load_index(store, body, key)
     check_index_run(index, run_id)  # before index.run_id names any file
     try:
         check_chain(index)
