@@ -116,6 +116,7 @@ class FlushEngine(LiveCompaction):
         self._locks_guard = threading.Lock()
         self._synced: set[str] = set()
         self._policies: dict[str, Policy] = {}
+        self._retiring = {}
 
     def policy(self, run_id: str) -> Policy:
         """The compression policy of a run: its own, else the archive's."""
@@ -266,6 +267,10 @@ class FlushEngine(LiveCompaction):
             )
             ref = self._put_segment(row.run_id, ref, body)
             fault_point("flush.after_segment_put")
+        if base.policy is None:
+            # The run carries the policy it is archived under: live compaction re-applies
+            # it over the whole run, and a host that resumes the run must apply the same.
+            base = base.model_copy(update={"policy": self.policy(row.run_id).model_dump()})
         new = base.model_copy(
             update={
                 "epoch": row.epoch,

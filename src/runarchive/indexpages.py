@@ -41,7 +41,7 @@ from runarchive.model import (
 )
 from runarchive.store import PutMode, Store
 
-HEAD_LEVELS = 2  # refs of levels 0 and 1 stay in the head
+HEAD_LEVELS = 1  # refs of level 0 stay in the head
 PAGE_REFS = 256  # at most this many refs per page
 MAX_PAGE_BYTES = 64 * 1024 * 1024  # decompression ceiling for one page (~100k refs)
 

@@ -9,8 +9,10 @@ under the run's lock, in the process that owns the run:
 3. PUT the merged segment create-only, then HEAD it (a PUT answered and not stored
    must not leave the index naming a missing object: the inputs would be retired);
 4. compare-and-swap the head naming it instead of the window, the replaced objects
-   listed in ``retired`` (at most :data:`RETIRED_CAP`, the newest);
-5. DELETE retired objects older than ``gc_grace_seconds``.
+   listed in ``retired`` (at most :data:`RETIRED_CAP`, the newest: the head stays
+   small; ``gc`` treats the others as orphans, deleted once older than its grace);
+5. DELETE the objects this process retired more than ``gc_grace_seconds`` ago (it
+   remembers them in memory; after a restart ``gc`` collects what it forgot).
 
 Why in the writer and not in a separate ``compact --live`` process: the head is the
 one object whose compare-and-swap fences writers, so a second process rewriting it
@@ -28,7 +30,8 @@ prev.link}`` holds along the index (docs/format.md §12).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections import deque
+from datetime import datetime, timedelta
 
 from runarchive.cache import RunRow
 from runarchive.codec import encode_segment, join_lines, segment_header, segment_key
@@ -47,7 +50,7 @@ from runarchive.store import IfMatch
 
 log = logging.getLogger(__name__)
 
-RETIRED_CAP = 32  # retired objects a head lists; older ones are left to gc as orphans
+RETIRED_CAP = 8  # retired objects a head lists (the newest; bounded head size)
 MAX_STEPS = 4  # steps per flush_run: a backlog (an old run) is worked off over flushes
 
 
@@ -55,6 +58,8 @@ class LiveCompaction(Healing):
     """Live compaction of :class:`~runarchive.flush.FlushEngine` (see the module)."""
 
     config: ArchiveConfig
+    # Objects this process retired and will delete after the grace: run -> (key, when).
+    _retiring: dict[str, deque[tuple[str, datetime]]]
 
     def policy(self, run_id: str) -> Policy:  # provided by FlushEngine
         raise NotImplementedError
@@ -181,7 +186,6 @@ class LiveCompaction(Healing):
         old_pages = {p.key for p in old.pages} if old is not None else set()
         retired = [*index.retired, *(RetiredObject(key=k, retired_at=now) for k in retire)]
         grace = timedelta(seconds=self.config.gc_grace_seconds)
-        due = [r for r in retired if r.retired_at + grace <= now]
         keep = [r for r in retired if r.retired_at + grace > now][-RETIRED_CAP:]
         last = refs[-1] if refs else None
         new = index.model_copy(
@@ -194,9 +198,9 @@ class LiveCompaction(Healing):
         )
         # Pages the new head no longer names are retired too.
         head = to_head(new)[0]
-        gone_pages = old_pages - {p.key for p in head.pages}
+        gone_pages = sorted(old_pages - {p.key for p in head.pages})
         if gone_pages:
-            keep = (keep + [RetiredObject(key=k, retired_at=now) for k in sorted(gone_pages)])[
+            keep = (keep + [RetiredObject(key=k, retired_at=now) for k in gone_pages])[
                 -RETIRED_CAP:
             ]
             new = new.model_copy(update={"retired": tuple(keep)})
@@ -208,8 +212,15 @@ class LiveCompaction(Healing):
         fault_point("live.after_index_put")
         self.cache.mark_archived(row.run_id, row.archived_seq, etag, body, None)
         self.stats.live_steps += 1
-        for obj in due:
-            self.store.delete(obj.key)
+        queue = self._retiring.setdefault(row.run_id, deque())
+        queue.extend((key, now) for key in [*retire, *gone_pages])
+        due = []
+        while queue and queue[0][1] + grace <= now:
+            due.append(queue.popleft()[0])
+        live = {r.key for r in refs} | {p.key for p in head.pages}
+        for key in due:
+            if key not in live:  # never an object the index names (defensive)
+                self.store.delete(key)
         log_run(
             log,
             logging.DEBUG,

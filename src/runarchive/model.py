@@ -244,6 +244,11 @@ class RunIndex(_Persisted):
     # response), never another host's of the same epoch. "" in indexes written
     # before this field existed.
     writer: str = ""
+    # Takeovers: epoch (as a string) -> the index's last_seq when that epoch's owner
+    # took the run (resume). Every seq up to it came from earlier epochs, so a fenced
+    # writer knows what the bucket holds of its records even after the new owner's
+    # live compaction merged its segments away.
+    epoch_starts: dict[str, int] = Field(default_factory=dict)
     # The run's own compression policy (start_run(policy=...)), as Policy fields;
     # None means the writing archive's configured policy. Kept as plain JSON so a
     # reader never fails on a policy field a later version adds; writers validate it.

@@ -179,6 +179,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
     for _ in range(10):
         taken = head.model_copy(
             update={
+                "epoch_starts": {**head.epoch_starts, str(index.epoch + 1): index.last_seq},
                 "epoch": index.epoch + 1,
                 "writer": writer,
                 "owner_host": archive.config.host_id,

@@ -367,9 +367,13 @@ class _Verifier:
                 header, _ = split_header(read_head(body, key), key, CHAIN_FROM_VERSION)
         except (CorruptObjectError, ObjectNotFoundError):
             header = None
+        last = index.segments[-1] if index.segments else None
+        heads = {index.chain_head, last.link if last is not None else None} - {None}
         extends = (
             header is not None
-            and header.get("prev_sha256") == index.chain_head
+            and (
+                header.get("prev_sha256") in heads or header.get("prev_sha256") == index.chain_head
+            )
             and isinstance(header.get("first_seq"), int)
             and header.get("first_seq") == index.last_seq + 1
         )
