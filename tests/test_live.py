@@ -349,3 +349,33 @@ def test_a_fenced_writer_counts_as_held_only_what_its_own_index_held() -> None:
     # Without a record of the takeover, only identical segments count.
     plain = index(2, "w3", [mine[0], _ref(5, 12, [])])
     assert held_through(ours, plain) == 4
+
+
+def test_a_compacted_run_exports_and_the_bundle_verifies(tmp_path: Path) -> None:
+    from runarchive.bundle_verify import verify_export
+
+    url = f"file://{tmp_path}/b"
+    archive = Archive.open(url, cache_dir=tmp_path / "c", compaction_fanout=3, **NEVER)
+    names = _long_run(archive, 60)
+    archive.run("long").complete()
+    archive.close()
+    reader = Reader.open(url)
+    assert any(s.link for s in reader.index("long").segments), "merged segments to export"
+    result = reader.export("long", dest=tmp_path / "bundle")
+    assert [r.run_id for r in result.runs] == ["long"]
+    problems = verify_export(tmp_path / "bundle")
+    assert problems == [], problems
+    run_dir = tmp_path / "bundle" / "runs" / "long"
+    bundled = json.loads((run_dir / "index.json").read_text())  # the head, as stored
+    assert bundled["pages"]
+    assert sorted(p.name for p in (run_dir / "pages").iterdir()) == sorted(
+        p["key"].rsplit("/", 1)[-1] for p in bundled["pages"]
+    )
+    lines = (tmp_path / "bundle" / "runs" / "long" / "records.jsonl").read_text().splitlines()
+    assert sum(1 for ln in lines if json.loads(ln)["type"] == "event") == len(names)
+    # A page altered in the bundle is found.
+    page = next((run_dir / "pages").iterdir())
+    page.write_bytes(indexpages.compress(b'{"format":4,"kind":"index-page","run_id":"long"}'))
+    assert any(
+        "pages" in p.path or "SHA-256" in p.problem for p in verify_export(tmp_path / "bundle")
+    )

@@ -22,6 +22,7 @@ and one a process has read or written is cached in memory (it can never change).
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,21 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024  # decompression ceiling for one page (~100k r
 _cache_lock = threading.Lock()
 _cache: OrderedDict[str, tuple[SegmentRef, ...]] = OrderedDict()
 _CACHE_PAGES = 4096
+
+
+_PAGE_FILE = re.compile(r"[0-9]{12,}-[0-9]{12,}-[0-9a-f]{16}\.json\.zst")
+
+
+def check_page_ref(page: PageRef, run_id: str) -> str:
+    """The page's file name, once its key is checked to be a page of ``run_id`` (a
+    key from the bucket is never trusted to build a path or read another run)."""
+    prefix = f"runs/{run_id}/pages/"
+    name = page.key.removeprefix(prefix)
+    if not page.key.startswith(prefix) or not _PAGE_FILE.fullmatch(name):
+        raise CorruptObjectError(page.key, f"is not a page key of run {run_id!r}")
+    if not 1 <= page.first_seq <= page.last_seq or page.segments < 1:
+        raise CorruptObjectError(page.key, "its page ref has an impossible range or count")
+    return name
 
 
 def page_key(run_id: str, first_seq: int, last_seq: int, sha256: str) -> str:
@@ -134,6 +150,7 @@ def decode_page(body: bytes, page: PageRef, run_id: str) -> tuple[SegmentRef, ..
 
 def read_page(store: Store, page: PageRef, run_id: str) -> tuple[SegmentRef, ...]:
     """A page's refs: from memory if this process met it before, else 1 GET."""
+    check_page_ref(page, run_id)
     got = _cached(page.key)
     if got is not None:
         return got
@@ -155,7 +172,10 @@ def expand(store: Store, head: RunIndex) -> RunIndex:
         return head
     refs: list[SegmentRef] = []
     for page in head.pages:
-        refs.extend(read_page(store, page, head.run_id))
+        got = read_page(store, page, head.run_id)
+        if refs and got[0].first_seq != refs[-1].last_seq + 1:
+            raise CorruptObjectError(page.key, "its refs do not follow the previous page's")
+        refs.extend(got)
     refs.extend(head.segments)
     return head.model_copy(update={"segments": tuple(refs), "pages": ()})
 
