@@ -16,6 +16,7 @@ import pytest
 from conftest import Backend
 
 from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
+from runarchive.bundle_verify import verify_export
 from runarchive.levels import keep_set, name_token, plan_live, recent_floor
 from runarchive.model import EpochStart, RunIndex, SegmentRef
 from runarchive.ownership import held_through
@@ -352,8 +353,6 @@ def test_a_fenced_writer_counts_as_held_only_what_its_own_index_held() -> None:
 
 
 def test_a_compacted_run_exports_and_the_bundle_verifies(tmp_path: Path) -> None:
-    from runarchive.bundle_verify import verify_export
-
     url = f"file://{tmp_path}/b"
     archive = Archive.open(url, cache_dir=tmp_path / "c", compaction_fanout=3, **NEVER)
     names = _long_run(archive, 60)
