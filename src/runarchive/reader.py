@@ -23,9 +23,10 @@ from runarchive.errors import (
     RunNotFoundError,
 )
 from runarchive.export import ExportResult, export_runs
+from runarchive.indexpages import load_index
 from runarchive.keys import KeyProvider
 from runarchive.manifest import Manifest, RunEntry
-from runarchive.model import Checkpoint, Event, RunIndex, RunStatus, parse_index, validate_run_id
+from runarchive.model import Checkpoint, Event, RunIndex, RunStatus, validate_run_id
 from runarchive.restore import (
     RecordStream,
     RestoredRun,
@@ -124,7 +125,7 @@ class Reader:
                 f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
                 "started moments ago, its first flush may not have happened yet."
             ) from None
-        index = parse_index(got.body, key)
+        index = load_index(self.store, got.body, key)
         check_index_run(index, run_id)
         self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index
