@@ -51,7 +51,9 @@ def compacted(tmp_path: Path) -> tuple[Path, bytes]:
     """A run of 20 events in 10 segments, then compacted (into 1): the bucket root and
     the index bytes from before the compaction (its segments are retired, not deleted)."""
     root = tmp_path / "bucket"
-    with Archive.open(root.as_uri(), cache_dir=tmp_path / "c", max_segment_records=2) as archive:
+    with Archive.open(
+        root.as_uri(), cache_dir=tmp_path / "c", max_segment_records=2, live_compaction=False
+    ) as archive:
         with archive.start_run(agent="a", run_id=RUN) as run:
             for i in range(20):
                 run.event("step", {"i": i})
@@ -149,3 +151,36 @@ def test_an_index_read_again_that_no_longer_covers_the_segment_is_an_error(
             next(records)
     assert err.value.key == old[4]
     assert got == list(range(1, 9))
+
+
+def test_a_live_run_compacted_by_its_writer_while_it_is_read(tmp_path: Path) -> None:
+    """The real thing: the writer's live compaction merges the segments a reader has
+    not fetched yet and deletes them at once (grace 0); the reader goes on."""
+    root = tmp_path / "bucket"
+    settings = {
+        "cache_dir": tmp_path / "w",
+        "flush_records": 10**9,
+        "flush_age": 3600.0,
+        "compaction_fanout": 2,
+        "gc_grace_seconds": 0.0,
+    }
+    with Archive.open(root.as_uri(), **settings) as archive:
+        run = archive.start_run(agent="a", run_id=RUN)
+        for i in range(12):
+            run.event("step", {"i": i})
+            archive.flush()
+        with Reader.open(root.as_uri()) as reader:
+            first = reader.index(RUN)
+            records = reader.iter_records(RUN, prefetch=1)
+            seqs = [next(records).seq]
+            before = {s.key for s in first.segments}
+            for i in range(12, 40):
+                run.event("step", {"i": i})
+                archive.flush()
+            assert not all((root / key).exists() for key in before)  # merged and deleted
+            seqs += [r.seq for r in records]
+            index_gets = [k for op, k in reader.store.recent if op == "get" and k == index_key(RUN)]
+            assert len(index_gets) == 2  # read once more, when a segment was gone
+        run.complete()
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) >= first.last_seq
