@@ -135,7 +135,7 @@ def plant_live(
     doc = {
         "format": 2,
         "kind": "live",
-        "writer": key.split("/")[-1].removesuffix(".json.zst"),
+        "writer": key.rsplit("/", maxsplit=1)[-1].removesuffix(".json.zst"),
         "host": host,
         "pid": 4242,
         "lease_seconds": lease,

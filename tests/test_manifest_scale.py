@@ -77,7 +77,8 @@ def test_a_writer_rolls_its_done_object_so_no_put_grows_past_256_runs() -> None:
         m._writers()[2].add(fixed(f"r{n:04d}", status="completed").model_dump(mode="json"), T)
         sizes.append(store.bytes_out - before)
     keys = sorted(meta.key for meta in store.list("manifest/done/"))
-    assert len(keys) == 3 and all("/20260304/10-busy.1." in k for k in keys)
+    assert len(keys) == 3
+    assert all("/20260304/10-busy.1." in k for k in keys)
     assert max(sizes) <= 1.05 * max(sizes[:256])
     assert len(Manifest(store).read_all(("done",))) == 600
 
@@ -102,7 +103,8 @@ def test_renewals_of_many_writers_never_conflict() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(lost) == 1000 and not any(lost)
+    assert len(lost) == 1000
+    assert not any(lost)
     assert sum(m.conflicts for m in writers) == 0  # 1,000 renewals, no 412
 
 
@@ -173,9 +175,11 @@ def test_page_requests_are_bounded_by_the_page(tmp_path: Path) -> None:
         m._writers()[2].add(done.model_dump(mode="json"), ended)
     counting = CountingStore(store)
     got = Manifest(counting).page(limit=100)
-    assert len(got) == 100 and got.next_page is not None
+    assert len(got) == 100
+    assert got.next_page is not None
     # LIST writers, LIST days, LIST the day, 1 batch of GETs (16 objects at most).
-    assert counting.counts["list"] == 3 and counting.counts["get"] <= 16
+    assert counting.counts["list"] == 3
+    assert counting.counts["get"] <= 16
     total = len(got)
     page = got.next_page
     while page is not None:

@@ -28,24 +28,24 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
-from runarchive.codec import index_key
 from runarchive.crypto import Keyring, open_entry_metadata
 from runarchive.errors import (
     CorruptObjectError,
     EncryptionError,
     InvalidInputError,
-    ManifestConflictError,
-    ObjectNotFoundError,
-    PreconditionFailedError,
 )
 from runarchive.logs import log_run
 from runarchive.manifest_done import DoneWriter, candidate_keys, edit_done
+from runarchive.manifest_find import (
+    RunsChange,
+    Whereabouts,
+    legacy_shards,
+    legacy_update,
+    read_whereabouts,
+)
 from runarchive.manifest_format import (
     KINDS,
     LIVE_PREFIX,
@@ -57,7 +57,6 @@ from runarchive.manifest_format import (
     decode_legacy,
     decode_live,
     dump_entry,
-    encode,
     host_prefix,
     lease_of_writer,
     new_writer_key,
@@ -68,7 +67,7 @@ from runarchive.manifest_format import (
 from runarchive.manifest_list import Filters, PageWalk, fetch, scan
 from runarchive.manifest_live import RECENT, LiveWriter, abandoned, edit_remote, stale_before
 from runarchive.model import RunStatus, format_ts, utcnow
-from runarchive.store import IfMatch, PutMode, Store
+from runarchive.store import Store
 
 __all__ = [
     "KINDS",
@@ -97,28 +96,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-@dataclass(frozen=True)
-class Whereabouts:
-    """What locates a run's entry: from its run index (status, end, owner)."""
-
-    status: str
-    ended_at: datetime | None
-    owner_host: str
-    owner_pid: int
-    epoch: int
-
-    @classmethod
-    def of(cls, index: Any) -> Whereabouts:
-        """From a ``RunIndex`` (or anything with its fields)."""
-        return cls(
-            str(index.status),
-            index.ended_at,
-            str(index.owner_host or ""),
-            int(index.owner_pid or 0),
-            int(index.epoch),
-        )
 
 
 class RunList(list[RunEntry]):
@@ -160,7 +137,8 @@ class Manifest:
         self._orphans: LiveWriter | None = None
         self._done: DoneWriter | None = None
         self._hints: dict[str, tuple[str, int]] = {}
-        self._legacy: list[str] | None = None  # legacy shards present (writers cache it)
+        self._legacy: list[str] | None = None  # format 1 shards present
+        self._legacy_until = 0.0
         self._next_cleanup = 0.0
 
     # -- this process's objects ---------------------------------------------------
@@ -343,14 +321,27 @@ class Manifest:
                     on_conflict=self._conflict,
                 )
         elif where.ended_at is not None:
+            listed: list[str] = []  # when the run was listed as done
+
+            def patch_seen(runs: dict[str, dict[str, Any]]) -> bool:
+                listed.append(str(runs.get(run_id, {}).get("updated_at", "")))
+                return patch(runs)
+
+            keys = candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid)
             edit_done(
-                self.store,
-                run_id,
-                candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid),
-                patch,
-                rng=self._rng,
-                on_conflict=self._conflict,
+                self.store, run_id, keys, patch_seen, rng=self._rng, on_conflict=self._conflict
             )
+            if listed and listed[-1] > format_ts(utcnow() - RECENT):
+                # Still in its finisher's `ended`, which paged listings read: patch it too.
+                live.update(lambda runs, ended: patch(ended))
+                for key in self._live_keys_of(where.owner_host, where.owner_pid):
+                    edit_remote(
+                        self.store,
+                        key,
+                        lambda runs, ended: patch(ended),
+                        rng=self._rng,
+                        on_conflict=self._conflict,
+                    )
         self._legacy_update(kind, run_id, patch)
 
     def forget(self, run_id: str, *, where: Whereabouts | None = None) -> None:
@@ -383,21 +374,7 @@ class Manifest:
 
     def whereabouts(self, run_id: str) -> Whereabouts | None:
         """Where the run index says a run's entry is (1 GET), ``None`` if it has none."""
-        key = index_key(run_id)
-        try:
-            doc = orjson.loads(self.store.get(key).body)
-        except ObjectNotFoundError:
-            return None
-        except orjson.JSONDecodeError as exc:
-            raise CorruptObjectError(key, f"not a run index ({exc})") from exc
-        ended = doc.get("ended_at")
-        return Whereabouts(
-            str(doc.get("status", "running")),
-            datetime.fromisoformat(ended) if isinstance(ended, str) else None,
-            str(doc.get("owner_host") or ""),
-            int(doc.get("owner_pid") or 0),
-            int(doc.get("epoch") or 0),
-        )
+        return read_whereabouts(self.store, run_id)
 
     def _live_keys_of(self, host: str, pid: int | None) -> list[str]:
         """Live objects of ``host`` (of its process ``pid`` if given) but this
@@ -430,42 +407,21 @@ class Manifest:
         )
 
     def _legacy_shards(self) -> list[str]:
+        """The format 1 shards present (2 LISTs), remembered for CLEANUP_EVERY: a
+        format 1 writer still running during an upgrade may create one."""
         with self._lock:
-            if self._legacy is not None:
+            if self._legacy is not None and time.monotonic() < self._legacy_until:
                 return self._legacy
-        found = [m.key for m in self.store.list("manifest/active/")]
-        _, top = self.store.list_level("manifest/done/")
-        found += [m.key for m in top]
+        found = legacy_shards(self.store)
         with self._lock:
-            self._legacy = found
+            self._legacy, self._legacy_until = found, time.monotonic() + CLEANUP_EVERY
         return found
 
-    def _legacy_update(self, kind: Kind, run_id: str, change: Any) -> None:
-        """Apply ``change`` to a run's format 1 shard of ``kind``, if it exists (never
-        creates one): format 1 objects are only ever emptied."""
+    def _legacy_update(self, kind: Kind, run_id: str, change: RunsChange) -> None:
+        """Apply ``change`` to a run's format 1 shard of ``kind``, if it exists."""
         key = shard_key(kind, shard_of(run_id))
-        if key not in self._legacy_shards():
-            return
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                got = self.store.get(key)
-            except ObjectNotFoundError:
-                return
-            doc = decode(got.body, key)
-            runs = dict(decode_legacy(got.body, key))
-            if not change(runs):
-                return
-            mode: PutMode = IfMatch(got.etag)
-            try:
-                self.store.put(key, encode({**doc, "runs": runs}), mode=mode)
-            except PreconditionFailedError:
-                self._conflict()
-                continue
-            log.debug("removed or patched %s in legacy shard %s (attempt %d)", run_id, key, attempt)
-            return
-        raise ManifestConflictError(
-            f"manifest shard {key!r} changed under {MAX_ATTEMPTS} attempts; try again"
-        )
+        if key in self._legacy_shards():
+            legacy_update(self.store, key, change, rng=self._rng, on_conflict=self._conflict)
 
     def _sweep(self) -> None:
         """Now and then, delete this host's objects of processes gone for good that
@@ -595,17 +551,19 @@ class Manifest:
                         hit = decode_legacy(body, key).get(run_id, hit)
         if where is None:
             return hit
-        keys = [*self._live_keys_of(where.owner_host, where.owner_pid), self._writers()[0].key]
-        for key, body in zip(keys, fetch(self.store, keys, self._remember), strict=True):
-            if body is not None:
-                hit = decode_live(body, key).runs.get(run_id, hit)
-        if where.ended_at is not None:
-            for key in candidate_keys(
-                self.store, where.ended_at, where.owner_host, where.owner_pid
-            ):
+        if where.ended_at is not None and where.status != "running":
+            found = candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid)
+            for key in found:  # the finisher's objects of that hour first: usually 1 GET
                 body = fetch(self.store, [key], self._remember)[0]
                 if body is not None and (done := decode(body, key)["runs"].get(run_id)):
                     return dict(done)
+        if (where.owner_host, where.owner_pid) == (self.host, self.pid):
+            runs, _ = self._writers()[0].snapshot()
+            hit = runs.get(run_id, hit)
+        keys = self._live_keys_of(where.owner_host, where.owner_pid)
+        for key, body in zip(keys, fetch(self.store, keys, self._remember), strict=True):
+            if body is not None:
+                hit = decode_live(body, key).runs.get(run_id, hit)
         return hit
 
     def interrupted(self, stale_after: timedelta = timedelta(0)) -> list[RunEntry]:

@@ -65,7 +65,7 @@ class DoneWriter:
 
     @telemetry.traced(
         "runarchive.manifest.update",
-        lambda self, data, ended: {"kind": "done", "shard": -1, "attempts": 0},
+        lambda self, data, ended: {"kind": "done", "attempts": 0},
     )
     def add(self, data: dict[str, Any], ended: datetime) -> str:
         """List one finished run; returns the key of the object that holds it."""

@@ -125,7 +125,7 @@ class LiveWriter:
 
     @telemetry.traced(
         "runarchive.manifest.update",
-        lambda self, change: {"kind": "live", "shard": -1, "attempts": 0},
+        lambda self, change: {"kind": "live", "attempts": 0},
     )
     def update(self, change: LiveChange) -> None:
         """Apply ``change`` to this process's object by compare-and-swap. A 412 means
