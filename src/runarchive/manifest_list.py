@@ -176,12 +176,15 @@ class PageWalk:
         t0 = datetime.fromisoformat(self.token.t0)
         self.t0 = self.token.t0
         self.cut = format_ts(t0 - MARGIN)
+        self.created_by = format_ts(t0 + MARGIN)
         self.stale = utcnow() - t0 > LIVE_TTL
         self.rows: list[Row] = []
         self.seen: set[str] = set()
 
     def _wanted(self, d: Row) -> bool:
-        return str(d.get("created_at", "")) <= self.t0 and self.filters.match(d)
+        # "Created by t0", with the skew margin: a run just created on a host whose
+        # clock is ahead is still listed (the same test on every page: never twice).
+        return str(d.get("created_at", "")) <= self.created_by and self.filters.match(d)
 
     def _take(self, key: str, rows: Iterable[Row], phase: Phase) -> PageToken | None:
         """Add ``rows`` (sorted by run id) of object ``key``; the token to stop at if
