@@ -222,41 +222,58 @@ def populate_done(store: Store, runs: int, writers: int, end: datetime) -> int:
 # -- 1. finish() at 1,000 vs 1,000,000 --------------------------------------------------
 
 
-def finish_at(archive_runs: int, samples: int) -> dict[str, Any]:
-    store = CountingStore(MemoryStore())
-    now = datetime.now(UTC)
-    objects = populate_done(store, archive_runs, 1000 if archive_runs >= 100_000 else 10, now)
-    m = Manifest(store, host="measured", pid=1, seed=1)
-    for i in range(samples):
-        m.upsert_active(entry(f"m-{i}", "measured", now))
-    times: list[float] = []
-    puts: list[int] = []
-    sizes: list[int] = []
-    for i in range(samples):
-        before_req, before_bytes = store.total, store.bytes_out
+class _FinishSetup:
+    """An archive of ``archive_runs`` finished runs and a writer with ``samples``
+    running runs to finish."""
+
+    def __init__(self, archive_runs: int, samples: int) -> None:
+        self.store = CountingStore(MemoryStore())
+        self.now = datetime.now(UTC)
+        writers = 1000 if archive_runs >= 100_000 else 10
+        self.archive_runs = archive_runs
+        self.objects = populate_done(self.store, archive_runs, writers, self.now)
+        self.m = Manifest(self.store, host="measured", pid=1, seed=1)
+        for i in range(samples):
+            self.m.upsert_active(entry(f"m-{i}", "measured", self.now))
+        self.times: list[float] = []
+        self.requests: list[int] = []
+        self.sizes: list[int] = []
+
+    def finish(self, i: int) -> None:
+        before_req, before_bytes = self.store.total, self.store.bytes_out
+        done = entry(f"m-{i}", "measured", self.now, status="completed", ended_at=self.now)
         t0 = time.perf_counter()
-        m.finish(entry(f"m-{i}", "measured", now, status="completed", ended_at=now))
-        times.append(time.perf_counter() - t0)
-        puts.append(store.total - before_req)
-        sizes.append(store.bytes_out - before_bytes)
-    return {
-        "archive_runs": archive_runs,
-        "done_objects": objects,
-        "finish_ms_median": statistics.median(times) * 1000,
-        "finish_ms_p95": sorted(times)[int(0.95 * (len(times) - 1))] * 1000,
-        "requests_per_finish": statistics.mean(puts),
-        "bytes_per_finish": statistics.mean(sizes),
-    }
+        self.m.finish(done)
+        self.times.append(time.perf_counter() - t0)
+        self.requests.append(self.store.total - before_req)
+        self.sizes.append(self.store.bytes_out - before_bytes)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "archive_runs": self.archive_runs,
+            "done_objects": self.objects,
+            "finish_ms_median": statistics.median(self.times) * 1000,
+            "finish_ms_p95": sorted(self.times)[int(0.95 * (len(self.times) - 1))] * 1000,
+            "requests_per_finish": statistics.mean(self.requests),
+            "bytes_per_finish": statistics.mean(self.sizes),
+            "bytes_per_finish_max": max(self.sizes),
+        }
 
 
 def finish_scaling(small: int = 1000, big: int = 1_000_000, samples: int = 300) -> dict[str, Any]:
-    a, b = finish_at(small, samples), finish_at(big, samples)
+    """finish() of one writer in an archive of ``small`` vs ``big`` finished runs. The
+    two are measured alternately, so that load on the machine hits both alike."""
+    a, b = _FinishSetup(small, samples), _FinishSetup(big, samples)
+    for i in range(samples):
+        a.finish(i)
+        b.finish(i)
+    fa, fb = a.figures(), b.figures()
     return {
-        "small": a,
-        "big": b,
-        "time_ratio": b["finish_ms_median"] / a["finish_ms_median"],
-        "bytes_ratio": b["bytes_per_finish"] / a["bytes_per_finish"],
-        "requests_ratio": b["requests_per_finish"] / a["requests_per_finish"],
+        "small": fa,
+        "big": fb,
+        "time_ratio": fb["finish_ms_median"] / fa["finish_ms_median"],
+        "bytes_ratio": fb["bytes_per_finish"] / fa["bytes_per_finish"],
+        "requests_ratio": fb["requests_per_finish"] / fa["requests_per_finish"],
     }
 
 

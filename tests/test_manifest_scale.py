@@ -162,7 +162,11 @@ def test_paged_listing_lists_every_run_once_while_runs_finish(tmp_path: Path) ->
         if got.next_page is None:
             break
         page = got.next_page
-    assert sorted(seen) == sorted(expected), "a run was listed twice, or not at all"
+    assert len(seen) == len(set(seen)), "a run was listed twice"
+    assert expected <= set(seen), "a run was not listed"
+    # Runs started during the walk may be listed (created within the skew margin of
+    # the first page) or not, never twice.
+    assert set(seen) - expected <= {f"late-{n}" for n in range(pages + 1)}
     assert pages >= 240 // 17
 
 
