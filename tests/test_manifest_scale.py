@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,30 @@ def test_takeover_and_renewal_cas_on_seaweedfs(seaweed: S3Server) -> None:
     taker.finish(entry("r1", epoch=2, status="completed", ended_at=utcnow()))
     assert sorted(Manifest(store).read_all(("done",))) == ["r1", "r2"]
     assert owner.conflicts + taker.conflicts == 1
+
+
+def test_a_dead_process_backlog_listed_by_its_successor_still_looks_interrupted(
+    tmp_path: Path,
+) -> None:
+    """The successor flushes a run the dead process never listed: it lists it in its
+    lease-0 object, which nothing renews, so the run still becomes interrupted."""
+    url = (tmp_path / "b").as_uri()
+    first = Archive.open(url, cache_dir=tmp_path / "c", host_id="h", flush_age=3600)
+    first.start_run(agent="x", run_id="never-listed").event("e")
+    abandon(first)  # died before the first flush: not in the manifest
+    second = Archive.open(url, cache_dir=tmp_path / "c", host_id="h", lease_seconds=3)
+    second.flush()
+    keys = [m.key for m in second.store.list("manifest/live/")]
+    assert len(keys) == 1
+    assert keys[0].endswith(".0.json.zst")  # the object no renewal vouches for
+    assert second.engine.renew_leases() == 0
+    deadline = time.monotonic() + 10
+    while not second.interrupted() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [e.run_id for e in second.interrupted()] == ["never-listed"]
+    again = second.run("never-listed")  # taken up by this process: vouched for again
+    assert second.engine.renew_leases() == 1
+    assert second.interrupted() == []
+    again.complete()
+    second.close()
+    assert [m.key for m in FileStore(tmp_path / "b").list("manifest/live/")] != keys
