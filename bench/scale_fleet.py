@@ -548,15 +548,25 @@ def seaweed_fleet(
             )
             now = datetime.now(UTC)
 
+            fleet: dict[int, tuple[Manifest, list[RunEntry]]] = {}
+
             def fill(w: int) -> None:
                 # 5 processes with a 3 s lease stop renewing: stale by the time we look.
                 m = Manifest(store, host=f"w{w:04d}", pid=w + 1, lease_seconds=3 if w < 5 else 60)
-                for j in range(10):
-                    m.upsert_active(entry(f"w{w}-{j}", f"w{w:04d}", now))
+                runs = [entry(f"w{w}-{j}", f"w{w:04d}", now) for j in range(10)]
+                for e in runs:
+                    m.upsert_active(e)
+                fleet[w] = (m, runs)
+
+            def renew(w: int) -> None:
+                m, runs = fleet[w]
+                m.renew(runs)
 
             with ThreadPoolExecutor(32) as pool:
                 list(pool.map(fill, range(writers)))
-            time.sleep(4)
+                time.sleep(4)
+                # The healthy ones renew as they do every 20 s (filling took longer).
+                list(pool.map(renew, range(5, writers)))
             counting = CountingStore(store)
             t1 = time.perf_counter()
             found = Manifest(counting).interrupted()
