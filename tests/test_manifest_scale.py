@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -349,3 +350,23 @@ def test_a_dead_process_backlog_listed_by_its_successor_still_looks_interrupted(
     again.complete()
     second.close()
     assert [m.key for m in FileStore(tmp_path / "b").list("manifest/live/")] != keys
+
+
+def test_every_manifest_key_matches_the_regexes_of_format_md(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
+    patterns = [
+        re.compile(line.split(None, 1)[1].strip())
+        for line in text.splitlines()
+        if line.startswith(("live:  ^manifest/", "done:  ^manifest/"))
+    ]
+    assert len(patterns) == 2
+    url = (tmp_path / "b").as_uri()
+    with Archive.open(url, cache_dir=tmp_path / "c", host_id="ip-10-0-0-1.ec2.internal") as a:
+        with a.start_run(agent="x") as run:
+            run.event("e")
+        a.start_run(agent="x").event("e")
+        a.flush()
+        keys = [m.key for m in a.store.list("manifest/")]
+    assert {k.split("/")[1] for k in keys} == {"live", "done"}
+    for key in keys:
+        assert any(p.fullmatch(key) for p in patterns), key
