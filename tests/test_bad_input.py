@@ -288,7 +288,7 @@ def test_the_numeric_settings_are_all_found() -> None:
         "read_back_seconds",
     } <= names
     assert {"price_get_per_1000", "retention_days", "object_lock_days"} <= names
-    assert len(NUMERIC) == 23
+    assert len(NUMERIC) == 25
 
 
 @pytest.mark.parametrize(("setting", "variable"), NUMERIC)

@@ -52,7 +52,8 @@ def test_verify_compact_gc_round_trip(tmp_path: Path) -> None:
 
 def test_verify_exit_code_and_problem_lines(tmp_path: Path) -> None:
     url = make_archive(tmp_path)
-    seg = sorted((tmp_path / "bucket" / "runs" / "b" / "seg").iterdir())[0]
+    index = json.loads((tmp_path / "bucket" / "runs" / "b" / "index.json").read_text())
+    seg = tmp_path / "bucket" / index["segments"][0]["key"]  # one the index names
     seg.write_bytes(seg.read_bytes()[:-3])  # truncated
     bad = run_cli(["--url", url, "verify", "--all", "--json"], tmp_path)
     assert bad.returncode == 1

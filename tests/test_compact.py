@@ -54,6 +54,7 @@ def test_random_histories_compact_to_the_policy_over_the_whole_run(
         policy=policy,
         flush_records=rng.choice([3, 7, 50]),
         max_segment_records=rng.choice([4, 256]),
+        live_compaction=False,  # offline compaction is what is tested here
     )
     written = random_run(archive, rng, f"run-{seed}")
     before = archive.index(f"run-{seed}")
@@ -77,7 +78,9 @@ def test_random_histories_compact_to_the_policy_over_the_whole_run(
 
 
 def test_compaction_on_the_real_server_drops_superseded_and_merges(backend: Backend) -> None:
-    archive = backend.open(flush_records=10)  # default policy; 10-record segments
+    archive = backend.open(
+        flush_records=10, live_compaction=False
+    )  # default policy; 10-record segments
     run = archive.start_run(agent="c", run_id="long")
     for i in range(200):
         run.checkpoint(("plan", "act", "observe")[i % 3], {"i": i, "pad": "x" * 200})
@@ -103,7 +106,7 @@ def test_compaction_on_the_real_server_drops_superseded_and_merges(backend: Back
 
 
 def test_a_restore_that_read_the_old_index_still_succeeds(backend: Backend) -> None:
-    archive = backend.open(flush_records=5)
+    archive = backend.open(flush_records=5, live_compaction=False)
     run = archive.start_run(agent="c", run_id="r")
     for i in range(40):
         run.checkpoint("x", {"i": i})
@@ -116,7 +119,7 @@ def test_a_restore_that_read_the_old_index_still_succeeds(backend: Backend) -> N
 
 
 def test_dry_run_writes_nothing_and_running_runs_are_refused(backend: Backend) -> None:
-    archive = backend.open(flush_records=5)
+    archive = backend.open(flush_records=5, live_compaction=False)
     run = archive.start_run(agent="c", run_id="done")
     for i in range(30):
         run.checkpoint("x", {"i": i})
@@ -162,7 +165,9 @@ def test_compacted_segments_carry_the_object_lock_too(tmp_path: Path) -> None:
 
 
 def test_a_second_compaction_repairs_a_manifest_left_on_the_old_chain(tmp_path: Path) -> None:
-    with Archive.open((tmp_path / "b").as_uri(), cache_dir=tmp_path / "c", flush_records=5) as a:
+    with Archive.open(
+        (tmp_path / "b").as_uri(), cache_dir=tmp_path / "c", flush_records=5, live_compaction=False
+    ) as a:
         run = a.start_run(agent="c", run_id="r")
         for i in range(30):
             run.checkpoint("x", {"i": i})

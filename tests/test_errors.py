@@ -261,8 +261,8 @@ def test_index_from_a_newer_format_is_refused(tmp_path: Path) -> None:
         run = archive.start_run(agent="x")
         run.complete()
     path = root / index_key(run.run_id)
-    path.write_bytes(path.read_bytes().replace(b'"format":2', b'"format":4', 1))
-    with pytest.raises(FormatVersionError, match=r"format version 4.*Upgrade runarchive"):
+    path.write_bytes(path.read_bytes().replace(b'"format":2', b'"format":5', 1))
+    with pytest.raises(FormatVersionError, match=r"format version 5.*Upgrade runarchive"):
         Reader.open(root.as_uri()).restore(run.run_id)
 
 

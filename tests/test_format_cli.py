@@ -495,9 +495,9 @@ def test_newer_index_format_is_refused(written: Written, tmp_path: Path) -> None
     root = tmp_path / "copy"
     shutil.copytree(written.root, root)
     path = root / "runs" / written.full.run_id / "index.json"
-    newer = _run(["jq", "-c", '.format = 4 | .added_in_v4 = "x"'], path.read_bytes())
+    newer = _run(["jq", "-c", '.format = 5 | .added_in_v5 = "x"'], path.read_bytes())
     path.write_bytes(newer)
-    with Reader.open(root.as_uri()) as reader, pytest.raises(FormatVersionError, match="version 4"):
+    with Reader.open(root.as_uri()) as reader, pytest.raises(FormatVersionError, match="version 5"):
         reader.index(written.full.run_id)
     # An additive field within version 2 is ignored by a version-2 reader.
     added = _run(["jq", "-c", '.added_in_v2_1 = {"x": 1}'], _index_bytes(written, written.full))

@@ -38,6 +38,7 @@ from runarchive.errors import (
 from runarchive.flush import FlushEngine, HealReport
 from runarchive.flusher import Flusher, FlushError
 from runarchive.gc import GcReport, run_gc
+from runarchive.indexpages import load_index
 from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.keys import KeyProvider
 from runarchive.logs import log_run
@@ -46,7 +47,6 @@ from runarchive.model import (
     format_ts,
     new_run_id,
     new_writer_id,
-    parse_index,
     utcnow,
     validate_name,
     validate_run_id,
@@ -406,7 +406,7 @@ class Archive(Reader):
                 got = self.store.get(key)
             except ObjectNotFoundError:
                 raise RunNotFoundError(f"no run {rid!r} in {self.store.description}") from None
-            index = parse_index(got.body, key)
+            index = load_index(self.store, got.body, key)
             if run_id is None and index.keys and not self.keyring.writes:
                 log_run(
                     log,

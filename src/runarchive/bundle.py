@@ -81,6 +81,7 @@ def check_chain(index: RunIndex) -> None:
     ``sha256``, ``chain_head`` the last one. Raises ``CheckFailed`` with the key of the
     offending segment (or none: the index)."""
     expected, prev = 1, None
+    links: set[str | None] = {None}
     names: set[str] = set()
     for ref in index.segments:
         if ref.format > FORMAT_VERSION:
@@ -102,7 +103,7 @@ def check_chain(index: RunIndex) -> None:
             raise CheckFailed("records + dropped does not equal the size of its seq range", ref.key)
         if ref.checkpoints + ref.events != ref.records:
             raise CheckFailed("checkpoints + events does not equal records", ref.key)
-        if ref.format >= CHAIN_FROM_VERSION and ref.prev_sha256 != prev:
+        if ref.format >= CHAIN_FROM_VERSION and ref.prev_sha256 not in links:
             raise CheckFailed(
                 f"prev_sha256 is {_short(ref.prev_sha256)}, the previous segment's sha256 "
                 f"is {_short(prev)}: the hash chain is broken",
@@ -113,6 +114,7 @@ def check_chain(index: RunIndex) -> None:
             raise CheckFailed("two segments of the run have the same file name", ref.key)
         names.add(name)
         expected, prev = ref.last_seq + 1, ref.sha256
+        links = {prev, ref.link} if ref.link else {prev}  # format 4: a merged segment
     if index.last_seq != expected - 1:
         raise CheckFailed(f"last_seq is {index.last_seq}, the segments end at {expected - 1}")
     chained = any(r.format >= CHAIN_FROM_VERSION for r in index.segments)
@@ -121,6 +123,16 @@ def check_chain(index: RunIndex) -> None:
             f"chain_head is {_short(index.chain_head)}, the last segment's sha256 is "
             f"{_short(prev)}: the hash chain does not end at the head"
         )
+
+
+def chain_prev(ref: SegmentRef, before: SegmentRef | None) -> str | None:
+    """The ``prev_sha256`` the header of ``ref`` must carry, ``before`` being the
+    previous ref: its ``sha256``, or its ``link`` when ``ref`` names that (format 4)."""
+    if before is None:
+        return None
+    if before.link is not None and ref.prev_sha256 == before.link:
+        return before.link
+    return before.sha256
 
 
 def check_segment(

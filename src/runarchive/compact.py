@@ -175,6 +175,20 @@ def _read_lines(
     return out
 
 
+def read_lines_of(
+    store: Store,
+    index: RunIndex,
+    refs: list[SegmentRef],
+    keyring: Keyring | None = None,
+    workers: int = 8,
+) -> list[list[Line]]:
+    """The record lines of each of ``refs`` (1 GET each, in parallel; checked)."""
+    if len(refs) <= 1:
+        return [_read_lines(store, ref, index, keyring) for ref in refs]
+    with ThreadPoolExecutor(max_workers=min(workers, len(refs))) as pool:
+        return list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), refs))
+
+
 def read_lines(
     store: Store, index: RunIndex, workers: int = 8, keyring: Keyring | None = None
 ) -> list[Line]:

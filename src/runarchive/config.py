@@ -146,6 +146,20 @@ class ArchiveConfig(BaseSettings):
         min_length=1,
         description="this host's name in the manifest (owner of its runs)",
     )
+    live_compaction: bool = Field(
+        default=True,
+        description="the writer merges a running run's segments as they pile up (levels), "
+        "re-applying the policy over the whole run",
+    )
+    compaction_fanout: int = Field(
+        default=8, ge=2, le=64, description="live compaction merges this many segments of a level"
+    )
+    compaction_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="live compaction writes no merged segment above this raw size",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         ge=0,

@@ -46,6 +46,7 @@ from runarchive.bundle import (
     README,
     CheckFailed,
     ExportProblem,
+    chain_prev,
     check_chain,
     check_segment,
     manifest_text,
@@ -66,6 +67,7 @@ from runarchive.errors import (
     RunNotFoundError,
     StoreError,
 )
+from runarchive.indexpages import check_page_ref, load_index
 from runarchive.model import (
     RunIndex,
     RunStatus,
@@ -257,7 +259,7 @@ def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
         body = store.get(key).body
     except ObjectNotFoundError:
         raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
-    index = parse_index(body, key)
+    index = load_index(store, body, key)
     check_index_run(index, run_id)  # before index.run_id names any file
     try:
         check_chain(index)
@@ -309,19 +311,25 @@ def _stage_run(
     without one it is staged sealed, with no ``records.jsonl``."""
     base = f"runs/{index.run_id}/"
     staged.write(base + "index.json", [raw_index])
+    # A paged index (format 4) travels with its pages, as stored: the bundle's
+    # index.json is the head, byte for byte.
+    for page in parse_index(raw_index, base + "index.json").pages:
+        name = check_page_ref(page, index.run_id)
+        staged.write(base + "pages/" + name, [store.get(page.key).body])
     opened = open_index(index, keyring, base + "index.json") if keyring and index.keys else None
     sealed_only = bool(index.keys) and keyring is None
 
     def records() -> Iterator[bytes]:
-        prev: str | None = None
+        before: SegmentRef | None = None
         with contextlib.closing(_fetch(store, index.segments, workers)) as bodies:
             for ref, body in zip(index.segments, bodies, strict=True):
+                prev = chain_prev(ref, before)
                 try:
                     got = check_segment(ref, body, prev, index.run_id, keyring, index.keys)
                 except CheckFailed as bad:
                     raise CorruptObjectError(ref.key, bad.problem) from None
                 staged.write(base + segment_file(ref), [body])
-                prev = ref.sha256
+                before = ref
                 bar.step()
                 yield got[0] if got is not None else b""
 

@@ -29,7 +29,6 @@ from runarchive import telemetry
 from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import (
     encode_segment,
-    index_key,
     join_lines,
     segment_header,
     segment_key,
@@ -43,8 +42,10 @@ from runarchive.errors import (
     PreconditionFailedError,
 )
 from runarchive.faults import fault_point
-from runarchive.healing import FlushStats, Healing, HealReport
+from runarchive.healing import FlushStats, HealReport
 from runarchive.jsonvalue import loads
+from runarchive.levels import name_token
+from runarchive.livecompact import LiveCompaction
 from runarchive.logs import log_run
 from runarchive.manifest import Manifest, RunEntry
 from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, utcnow
@@ -94,7 +95,7 @@ def _with_status(index: RunIndex, row: RunRow) -> RunIndex:
     )
 
 
-class FlushEngine(Healing):
+class FlushEngine(LiveCompaction):
     """Runs the flush protocol for one run at a time (per-run lock); thread-safe."""
 
     def __init__(
@@ -117,6 +118,7 @@ class FlushEngine(Healing):
         self._locks_guard = threading.Lock()
         self._synced: set[str] = set()
         self._policies: dict[str, Policy] = {}
+        self._retiring = {}
 
     def policy(self, run_id: str) -> Policy:
         """The compression policy of a run: its own, else the archive's."""
@@ -195,6 +197,8 @@ class FlushEngine(Healing):
                         # Ended, all in the bucket, listed as done: nothing of this run
                         # is needed in memory any more (a process may write millions).
                         self.forget(run_id)
+                    elif row.status == "running":
+                        self._compact_quietly(run_id)
                     return upto
                 try:
                     done = self._flush_once(row, batch)
@@ -213,15 +217,32 @@ class FlushEngine(Healing):
                         "is another process writing this run?"
                     )
 
+    def _compact_quietly(self, run_id: str) -> None:
+        """Live compaction after a flush. Its failure loses nothing (the records are in
+        segments the index names) and is retried after the next flush: logged, not
+        raised; a fence is raised, as from a flush."""
+        try:
+            self.compact_live(run_id)
+        except FencedError:
+            raise
+        except Exception as exc:
+            self.stats.live_errors += 1
+            log_run(
+                log,
+                logging.WARNING,
+                run_id,
+                None,
+                "live compaction failed (retried later): %s",
+                exc,
+            )
+
     @telemetry.traced(
         "runarchive.flush",
         lambda self, row, batch: {"run_id": row.run_id, "records": 0, "stored_bytes": 0},
     )
     def _flush_once(self, row: RunRow, batch: list[RecordInfo]) -> bool:
         """One segment (or a status-only index update). False if the index moved under us."""
-        base = (
-            RunIndex.model_validate_json(row.index_json) if row.index_json else _index_from_row(row)
-        )
+        base = self._ours(row) or _index_from_row(row)
         keyring = self.keyring if self.keyring is not None and self.keyring.writes else None
         if keyring is None and base.keys:
             raise EncryptionError(
@@ -248,6 +269,10 @@ class FlushEngine(Healing):
             )
             ref = self._put_segment(row.run_id, ref, body)
             fault_point("flush.after_segment_put")
+        if base.policy is None:
+            # The run carries the policy it is archived under: live compaction re-applies
+            # it over the whole run, and a host that resumes the run must apply the same.
+            base = base.model_copy(update={"policy": self.policy(row.run_id).model_dump()})
         new = base.model_copy(
             update={
                 "epoch": row.epoch,
@@ -273,10 +298,9 @@ class FlushEngine(Healing):
             new = _with_status(new, now_row)
         if keyring is not None:
             new = seal_index(new, keyring)
-        body_json = new.model_dump_json()
         mode: PutMode = IfMatch(row.index_etag) if row.index_etag else "create"
         try:
-            etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
+            etag, body_json = self._save_index(row, new, mode)
         except PreconditionFailedError:
             log_run(
                 log,
@@ -323,7 +347,7 @@ class FlushEngine(Healing):
 
     def entry(self, row: RunRow) -> RunEntry:
         """The manifest entry of a cached run, with a fresh lease if it is running."""
-        index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+        index = self._ours(row)
         running = row.status == "running"
         sealed = sealed_metadata(index) if index is not None and index.keys else None
         return RunEntry(
@@ -434,6 +458,7 @@ class FlushEngine(Healing):
         first, last = batch[0].seq, batch[-1].seq
         level = self.config.compression_level
         dek: str | None = None
+        plain: bytes | None = None
         if keyring is None:
             header = segment_header(row.run_id, first, last, len(chosen), prev_sha256)
             enc = encode_segment(lines, level, header)
@@ -459,6 +484,9 @@ class FlushEngine(Healing):
             first_ts=datetime.fromisoformat(batch[0].ts),
             last_ts=datetime.fromisoformat(batch[-1].ts),
             prev_sha256=prev_sha256,
+            ckpts=tuple(
+                (r.seq, name_token(r.name, plain)) for r in chosen if r.type == "checkpoint"
+            ),
             **({"format": SEALED_FORMAT, "dek": dek} if dek is not None else {}),
         )
         return ref, enc.body

@@ -34,6 +34,7 @@ from runarchive.errors import (
     PreconditionFailedError,
 )
 from runarchive.faults import fault_point
+from runarchive.indexpages import expand
 from runarchive.logs import log_run
 from runarchive.model import RunIndex, parse_index, utcnow
 from runarchive.store import IfMatch, ObjectMeta, Store
@@ -109,7 +110,8 @@ def plan_gc(
         ):
             plan.expired_runs.append(run_id)
             continue
-        listed = {s.key for s in index.segments}
+        # read_indexes keeps the head's pages beside the expanded refs.
+        listed = {s.key for s in index.segments} | {p.key for p in index.pages}
         retired = {r.key: r.retired_at for r in index.retired}
         for meta in metas:
             if meta.key == index_key(run_id) or meta.key in listed:
@@ -117,7 +119,7 @@ def plan_gc(
             if meta.key in retired:
                 if retired[meta.key] < cutoff:
                     plan.objects.append(Doomed(meta.key, meta.size, "retired"))
-            elif "/seg/" in meta.key and _old(meta, cutoff):
+            elif ("/seg/" in meta.key or "/pages/" in meta.key) and _old(meta, cutoff):
                 plan.objects.append(Doomed(meta.key, meta.size, "orphan"))
         present = {m.key for m in metas}
         plan.forget.extend(key for key, at in retired.items() if key not in present and at < cutoff)
@@ -137,12 +139,14 @@ class GcReport:
 
 def read_indexes(store: Store, run_ids: set[str]) -> dict[str, RunIndex]:
     """The readable indexes of these runs (unreadable or newer ones are left out:
-    gc never deletes around an index it cannot read)."""
+    gc never deletes around an index it cannot read), every segment ref expanded and
+    ``pages`` still naming the head's pages (both are live objects)."""
     out: dict[str, RunIndex] = {}
     for run_id in sorted(run_ids):
         key = index_key(run_id)
         try:
-            out[run_id] = parse_index(store.get(key).body, key)
+            head = parse_index(store.get(key).body, key)
+            out[run_id] = expand(store, head).model_copy(update={"pages": head.pages})
         except (ObjectNotFoundError, CorruptObjectError, FormatVersionError):
             continue
     return out

@@ -31,8 +31,9 @@ from runarchive.errors import (
     RunNotFoundError,
     StoreUnavailableError,
 )
+from runarchive.indexpages import expand, head_json, load_index, put_pages, save_index, to_head
 from runarchive.logs import log_run
-from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef, parse_index
+from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef
 from runarchive.ownership import Verdict, held_through, owner_of, reconcile
 from runarchive.store import IfMatch, PutMode, Store
 
@@ -60,6 +61,8 @@ class FlushStats:
     raw_bytes: int = 0
     stored_bytes: int = 0
     index_writes: int = 0
+    live_steps: int = 0  # live compaction steps (merges, promotions, sweeps)
+    live_errors: int = 0  # live compaction steps that failed (retried after a flush)
 
 
 class _Unchanged(Exception):
@@ -113,7 +116,19 @@ class Healing:
                 got = changed
         except ObjectNotFoundError:
             return None
-        return parse_index(got.body, key), got.etag
+        return load_index(self.store, got.body, key), got.etag
+
+    def _ours(self, row: RunRow) -> RunIndex | None:
+        """This writer's copy of the run's index (the head it last wrote or read,
+        its pages expanded: from memory, or 1 GET per page after a restart)."""
+        if row.index_json is None:
+            return None
+        return expand(self.store, RunIndex.model_validate_json(row.index_json))
+
+    def _save_index(self, row: RunRow, index: RunIndex, mode: PutMode) -> tuple[str, str]:
+        """PUT a full index as its pages and head; the ``(etag, head JSON)`` written."""
+        known = RunIndex.model_validate_json(row.index_json).pages if row.index_json else ()
+        return save_index(self.store, index, mode, [p.key for p in known])
 
     def _sync(self, row: RunRow) -> None:
         """Make this writer agree with the bucket before it writes (first flush of the
@@ -131,9 +146,9 @@ class Healing:
             # What this writer archived counts only as far as the bucket's index still
             # holds it: a lost index write followed by another host's claim leaves
             # records this writer took for archived in no index at all.
-            archived = min(
-                archived, held_through(RunIndex.model_validate_json(row.index_json), remote)
-            )
+            ours = self._ours(row)
+            assert ours is not None
+            archived = min(archived, held_through(ours, remote))
         self.cache.set_run_fields(row.run_id, fenced=1, archived_seq=archived)
         if archived < row.evicted_seq:
             log_run(
@@ -163,7 +178,7 @@ class Healing:
     def _adopt(self, row: RunRow, remote: tuple[RunIndex, str] | None) -> None:
         """Act on the bucket's index when it is not the one this writer last wrote
         (:func:`~runarchive.ownership.reconcile`): adopt it, heal it, or be fenced."""
-        ours = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+        ours = self._ours(row)
         verdict = _verdict(row, ours, remote)
         if verdict.action == "fence":
             self._fence(row, verdict.reason, remote[0] if remote else None)
@@ -179,9 +194,8 @@ class Healing:
             return
         if remote is not None:
             index, etag = remote
-            self.cache.mark_archived(
-                row.run_id, index.last_seq, etag, index.model_dump_json(), index.status
-            )
+            body = head_json(index)
+            self.cache.mark_archived(row.run_id, index.last_seq, etag, body, index.status)
 
     def _heal(
         self, row: RunRow, ours: RunIndex, remote: tuple[RunIndex, str] | None, reason: str
@@ -190,13 +204,15 @@ class Healing:
         cache every segment it names that the bucket lacks. Raises
         ``MissingRecordsError`` (once, naming every gap) when the cache no longer holds
         a lost segment's records, and writes nothing then."""
-        have = len(remote[0].segments) if remote else 0
-        todo = list(ours.segments[have:])
+        have = {ref.key for ref in remote[0].segments} if remote else set()
+        todo = [ref for ref in ours.segments if ref.key not in have]
         present = self._present(row.run_id, todo)
         reuploaded = self._reupload(row, ours, todo, present)
-        body_json = row.index_json or ours.model_dump_json()
         mode: PutMode = IfMatch(remote[1]) if remote else "create"
-        etag = self.store.put(index_key(row.run_id), body_json.encode(), mode=mode)
+        # Pages too: the lost write may have been the one that created them.
+        head, pages = to_head(ours)
+        put_pages(self.store, pages)
+        etag, body_json = save_index(self.store, ours, mode, [p.key for p in head.pages])
         self.cache.mark_archived(row.run_id, ours.last_seq, etag, body_json, ours.status)
         log_run(
             log,
@@ -369,7 +385,7 @@ class Healing:
                     f"run {run_id!r} is not in this host's cache {self.cache.directory}: "
                     "repair runs on a host whose cache holds the run's records"
                 )
-            ours = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+            ours = self._ours(row)
             if ours is None:
                 return HealReport(run_id, False, [], "nothing archived from this host yet")
             remote = self._remote_index(run_id)
@@ -386,7 +402,7 @@ class Healing:
             index, etag = remote
             present = self._present(run_id, list(index.segments))
             fixed = self._reupload(row, ours, list(index.segments), present)
-            self.cache.mark_archived(run_id, index.last_seq, etag, index.model_dump_json(), None)
+            self.cache.mark_archived(run_id, index.last_seq, etag, head_json(index), None)
             return HealReport(
                 run_id, bool(fixed), fixed, "segments re-uploaded" if fixed else "nothing missing"
             )
@@ -448,9 +464,9 @@ class Healing:
         takeover) go up again from its cache, create-only under their content-derived
         keys; the index is never touched. Cost: 1 GET + 1 LIST per 1,000 segments."""
         remote = self._remote_index(row.run_id)
-        if remote is None or row.index_json is None:
+        ours = self._ours(row)
+        if remote is None or ours is None:
             return
-        ours = RunIndex.model_validate_json(row.index_json)
         mine = {ref.key for ref in ours.segments}
         named = [ref for ref in remote[0].segments if ref.key in mine]
         if not named:
@@ -480,9 +496,24 @@ class Healing:
         else:
             self._adopt(row, remote)  # heals, adopts, or fences (raises)
             return False  # the next pass of the flush loop looks again
-        index = RunIndex.model_validate_json(row.index_json) if row.index_json else None
+        index = self._ours(row)
         if index is None or not index.segments:
             return True
+        pages = to_head(index)[1]
+        if pages:
+            there = {m.key for m in self.store.list(run_prefix(row.run_id) + "pages/")}
+            lost = [p for p in pages if p[0].key not in there]
+            if lost:
+                put_pages(self.store, lost)
+                log_run(
+                    log,
+                    logging.WARNING,
+                    row.run_id,
+                    row.archived_seq,
+                    "read-back found %d index pages missing from the bucket; wrote them again",
+                    len(lost),
+                )
+                return False
         present = {m.key: m.size for m in self.store.list(run_prefix(row.run_id) + "seg/")}
         gone = [ref for ref in index.segments if ref.key not in present]
         if not gone:

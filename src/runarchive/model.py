@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from runarchive.errors import CorruptObjectError, FormatVersionError, InvalidInputError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Version 2: segment bodies start with a header line that links each segment to the
 # previous one (the hash chain); version-1 segments (no header) stay readable.
 CHAIN_FROM_VERSION = 2
@@ -27,6 +27,11 @@ CHAIN_FROM_VERSION = 2
 # versions that read up to 2 keep reading every run that does not need 3.
 PLAIN_FORMAT = 2
 SEALED_FORMAT = 3
+# Version 4: a paged run index (a head naming immutable pages of segment refs) and
+# live compaction (merged segments that carry the chain link of what they replaced,
+# and the kept checkpoints' seqs and names in each ref). Written only when a run needs
+# it (pages or a merged segment); a run of a few flushes stays version 2 (or 3).
+PAGED_FORMAT = 4
 
 RunStatus = Literal["running", "completed", "failed"]
 
@@ -137,6 +142,37 @@ class SegmentRef(_Persisted):
     # encrypts it; sha256 is then of the stored object, so the chain can be checked
     # without the key.
     dek: str | None = None
+    # Format 4 (live compaction). ``level``: 0 for a flush's segment, L+1 for one that
+    # merged segments of level L. ``link``: for a merged segment, the chain value the
+    # next segment's ``prev_sha256`` may name instead of this one's ``sha256`` (the
+    # ``sha256`` or ``link`` of the last segment it replaced). ``ckpts``: the seq and
+    # name of every checkpoint in the segment (for an encrypted run, a keyed hash of
+    # the name), so a compactor can apply the policy over the whole run from the index
+    # alone; None when unknown (segments written before format 4).
+    level: StrictInt = 0
+    link: str | None = None
+    ckpts: tuple[tuple[int, str], ...] | None = None
+
+
+class PageRef(_Persisted):
+    """One page of a paged run index (format 4), as the head names it."""
+
+    key: str
+    first_seq: int  # of its first segment
+    last_seq: int  # of its last segment
+    segments: int  # refs in the page
+    sha256: str  # of the page's uncompressed JSON
+    stored_bytes: int
+
+
+class IndexPage(_Persisted):
+    """``runs/<run_id>/pages/<first>-<last>-<sha16>.json.zst``: an immutable run of
+    consecutive segment refs that a head names instead of listing them."""
+
+    format: StrictInt = PAGED_FORMAT
+    kind: Literal["index-page"] = "index-page"
+    run_id: str
+    segments: tuple[SegmentRef, ...]
 
 
 class DataKey(_Persisted):
@@ -180,6 +216,13 @@ class CompactionRecord(_Persisted):
     old_chain_head: str | None  # the head it replaced (an older export names this one)
 
 
+class EpochStart(_Persisted):
+    """Where a takeover began (``RunIndex.epoch_starts``)."""
+
+    seq: int  # the index's last_seq when the epoch began
+    writer: str  # the writer id of the index it took over
+
+
 class RunIndex(_Persisted):
     """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
 
@@ -208,6 +251,11 @@ class RunIndex(_Persisted):
     # response), never another host's of the same epoch. "" in indexes written
     # before this field existed.
     writer: str = ""
+    # Takeovers: epoch (as a string) -> where that epoch's owner took the run over
+    # (resume): the index's last_seq then, and the writer id that index had. A fenced
+    # writer that is that writer knows the bucket holds its records up to there, even
+    # after the new owner's live compaction merged its segments away.
+    epoch_starts: dict[str, EpochStart] = Field(default_factory=dict)
     # The run's own compression policy (start_run(policy=...)), as Policy fields;
     # None means the writing archive's configured policy. Kept as plain JSON so a
     # reader never fails on a policy field a later version adds; writers validate it.
@@ -217,6 +265,11 @@ class RunIndex(_Persisted):
     # empty in plaintext. Reader.index() opens them when the key is configured.
     keys: tuple[DataKey, ...] = ()
     sealed: dict[str, SealedValue] = Field(default_factory=dict)
+    # Format 4: pages of segment refs that precede ``segments`` (see IndexPage). In
+    # the bucket's head, ``segments`` holds only the refs after the last page. Once
+    # expanded (runarchive.indexpages.expand / load_index) a RunIndex has every ref in
+    # ``segments`` and no ``pages``.
+    pages: tuple[PageRef, ...] = ()
 
     @property
     def stored_bytes(self) -> int:

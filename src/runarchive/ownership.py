@@ -38,9 +38,17 @@ class Verdict:
 
 
 def extends(longer: RunIndex, shorter: RunIndex) -> bool:
-    """Whether ``longer``'s segments start with exactly ``shorter``'s."""
-    have = [s.key for s in shorter.segments]
-    return [s.key for s in longer.segments[: len(have)]] == have
+    """Whether ``longer`` holds every segment of ``shorter``: the same object, or
+    inside the range of a segment live compaction merged (level > 0), and
+    ``shorter``'s segments come first (same writer: merges only ever join them)."""
+    keys = {s.key for s in longer.segments}
+    merged = [(s.first_seq, s.last_seq) for s in longer.segments if s.level > 0]
+    for ref in shorter.segments:
+        if ref.key in keys:
+            continue
+        if not any(a <= ref.first_seq and ref.last_seq <= b for a, b in merged):
+            return False
+    return longer.last_seq >= shorter.last_seq
 
 
 def held_through(ours: RunIndex, remote: RunIndex | None) -> int:
@@ -54,6 +62,12 @@ def held_through(ours: RunIndex, remote: RunIndex | None) -> int:
         if mine.key != theirs.key:
             break
         held = mine.last_seq
+    # The next epoch began from an index this writer wrote: what it held then is this
+    # writer's, wherever the new owner's live compaction has moved it since. (Not when
+    # that index was another writer's of the same epoch: a claim this writer lost.)
+    start = remote.epoch_starts.get(str(ours.epoch + 1))
+    if remote.epoch > ours.epoch and start is not None and start.writer == ours.writer:
+        held = max(held, min(start.seq, ours.last_seq))
     return held
 
 

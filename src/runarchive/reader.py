@@ -23,9 +23,10 @@ from runarchive.errors import (
     RunNotFoundError,
 )
 from runarchive.export import ExportResult, export_runs
+from runarchive.indexpages import load_index
 from runarchive.keys import KeyProvider
 from runarchive.manifest import Manifest, RunEntry, RunList
-from runarchive.model import RunIndex, RunStatus, parse_index, validate_run_id
+from runarchive.model import RunIndex, RunStatus, validate_run_id
 from runarchive.restore import RestoredRun, check_index_run, execute_restore, plan_restore
 from runarchive.stats import Stats, archive_stats, run_stats
 from runarchive.store import CountingStore, FileStore, S3Settings, S3Store, Store
@@ -115,7 +116,7 @@ class Reader:
                 f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
                 "started moments ago, its first flush may not have happened yet."
             ) from None
-        index = parse_index(got.body, key)
+        index = load_index(self.store, got.body, key)
         check_index_run(index, run_id)
         self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index

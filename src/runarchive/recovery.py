@@ -26,10 +26,12 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
+from runarchive.indexpages import expand
 from runarchive.jsonvalue import dumps, loads
 from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
+    EpochStart,
     Event,
     RunIndex,
     format_ts,
@@ -145,7 +147,8 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
         got = archive.store.get(key)
     except ObjectNotFoundError:
         raise RunNotFoundError(f"no run {run_id!r} in {archive.store.description}") from None
-    index = parse_index(got.body, key)
+    head = parse_index(got.body, key)
+    index = expand(archive.store, head)
     archive._check_required(index)
     if index.status != "running":
         raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
@@ -175,8 +178,12 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
     # that flushed meanwhile costs only its new segments and another try.
     records = _read_all(archive, index, None)
     for _ in range(10):
-        taken = index.model_copy(
+        taken = head.model_copy(
             update={
+                "epoch_starts": {
+                    **head.epoch_starts,
+                    str(index.epoch + 1): EpochStart(seq=index.last_seq, writer=index.writer),
+                },
                 "epoch": index.epoch + 1,
                 "writer": writer,
                 "owner_host": archive.config.host_id,
@@ -193,7 +200,8 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
                 got = archive.store.get(key)
             except ObjectNotFoundError:
                 raise RunNotFoundError(f"run {run_id!r} was deleted while resuming it") from None
-            newer = parse_index(got.body, key)
+            head = parse_index(got.body, key)
+            newer = expand(archive.store, head)
             if (
                 newer.epoch != index.epoch
                 or newer.writer != index.writer

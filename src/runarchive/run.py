@@ -19,6 +19,7 @@ from runarchive.errors import (
     RecordTooLargeError,
     RunStateError,
 )
+from runarchive.indexpages import expand
 from runarchive.jsonvalue import check_json_value, dumps, loads
 from runarchive.logs import log_run
 from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
@@ -287,7 +288,7 @@ class Run:
         row = self.archive.cache.run(self.run_id)
         if row is None or row.index_json is None or lo > row.archived_seq:
             return []
-        index = RunIndex.model_validate_json(row.index_json)
+        index = expand(self.archive.store, RunIndex.model_validate_json(row.index_json))
         plan = plan_restore(index, seq=hi, min_seq=lo, run_id=self.run_id)
         return execute_restore(
             plan, self.archive.store, workers=self.archive.config.restore_workers

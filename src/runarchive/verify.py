@@ -14,6 +14,7 @@ flush or ``gc`` resolves.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +36,9 @@ from runarchive.errors import (
     KeyUnavailableError,
     ObjectNotFoundError,
 )
+from runarchive.indexpages import load_index
 from runarchive.manifest import RunEntry
-from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, RunIndex, parse_index
+from runarchive.model import CHAIN_FROM_VERSION, Checkpoint, RunIndex
 from runarchive.restore import progress_for
 from runarchive.store import Store
 
@@ -92,6 +94,7 @@ def check_index(index: RunIndex) -> list[Problem]:
     out: list[Problem] = []
     run, ikey = index.run_id, index_key(index.run_id)
     expected_first, prev_sha = 1, None
+    links: set[str | None] = {None}  # what the next ref may name as prev_sha256
     for ref in index.segments:
         if ref.first_seq != expected_first:
             kind = "seq-gap" if ref.first_seq > expected_first else "seq-overlap"
@@ -126,7 +129,7 @@ def check_index(index: RunIndex) -> list[Problem]:
                     f"records {ref.records} != checkpoints {ref.checkpoints} + events {ref.events}",
                 )
             )
-        if ref.format >= CHAIN_FROM_VERSION and ref.prev_sha256 != prev_sha:
+        if ref.format >= CHAIN_FROM_VERSION and ref.prev_sha256 not in links:
             out.append(
                 _p(
                     "out-of-chain",
@@ -138,6 +141,9 @@ def check_index(index: RunIndex) -> list[Problem]:
                 )
             )
         expected_first, prev_sha = ref.last_seq + 1, ref.sha256
+        # A merged segment (format 4) may be named by its own hash or by the hash of
+        # the last segment it replaced, which the next segment was chained to.
+        links = {ref.sha256, ref.link} if ref.link else {ref.sha256}
     last = index.segments[-1].last_seq if index.segments else 0
     if index.last_seq != last:
         out.append(
@@ -163,6 +169,24 @@ def check_index(index: RunIndex) -> list[Problem]:
             )
         )
     return out
+
+
+def _merged_away(index: RunIndex, key: str) -> bool:
+    """Whether ``key`` is a segment live compaction replaced: listed as retired, or
+    its seq range (from its key) inside a merged segment of the index. Such objects
+    wait for the writer or ``gc`` to delete them after the grace period."""
+    if any(r.key == key for r in index.retired):
+        return True
+    m = _SEG_RANGE.search(key)
+    if m is None:
+        return False
+    first, last = int(m.group(1)), int(m.group(2))
+    return any(
+        ref.level > 0 and ref.first_seq <= first and last <= ref.last_seq for ref in index.segments
+    )
+
+
+_SEG_RANGE = re.compile(r"/seg/([0-9]+)-([0-9]+)-[0-9a-f]{16}\.")
 
 
 def _short(sha: str | None) -> str:
@@ -269,7 +293,9 @@ class _Verifier:
                 )
             )
         if header is not None:
-            prev = index.segments[pos - 1].sha256 if pos else None
+            before = index.segments[pos - 1] if pos else None
+            prev = before.sha256 if before else None
+            links = {prev, before.link} if before is not None and before.link else {prev}
             want = {
                 "run": run,
                 "first_seq": ref.first_seq,
@@ -287,7 +313,7 @@ class _Verifier:
                         f"header {got} does not match the index {want}",
                     )
                 )
-            if header.get("prev_sha256") != prev:
+            if header.get("prev_sha256") not in links:
                 res.problems.append(
                     _p(
                         "out-of-chain",
@@ -341,9 +367,13 @@ class _Verifier:
                 header, _ = split_header(read_head(body, key), key, CHAIN_FROM_VERSION)
         except (CorruptObjectError, ObjectNotFoundError):
             header = None
+        last = index.segments[-1] if index.segments else None
+        heads = {index.chain_head, last.link if last is not None else None} - {None}
         extends = (
             header is not None
-            and header.get("prev_sha256") == index.chain_head
+            and (
+                header.get("prev_sha256") in heads or header.get("prev_sha256") == index.chain_head
+            )
             and isinstance(header.get("first_seq"), int)
             and header.get("first_seq") == index.last_seq + 1
         )
@@ -393,7 +423,7 @@ class _Verifier:
             return None, res
         res.objects, res.bytes = 1, len(got.body)
         try:
-            index = parse_index(got.body, ikey)
+            index = load_index(self.store, got.body, ikey)
         except FormatVersionError as exc:
             res.problems.append(_p("format", "error", run_id, ikey, str(exc)))
             return None, res
@@ -406,7 +436,11 @@ class _Verifier:
             res.problems.extend(_against_manifest(index, entry))
         if listed is not None:
             known = {s.key for s in index.segments} | {r.key for r in index.retired} | {ikey}
-            res.problems.extend(self.orphan(index, k) for k in sorted(set(listed) - known))
+            res.problems.extend(
+                self.orphan(index, k)
+                for k in sorted(set(listed) - known)
+                if not _merged_away(index, k)
+            )
         return index, res
 
 
@@ -452,7 +486,13 @@ def _against_manifest(index: RunIndex, entry: RunEntry) -> list[Problem]:
             )
         )
     head = getattr(entry, "chain_head", None)
-    if isinstance(head, str) and head not in chain:
+    chain |= {s.link for s in index.segments if s.link}
+    # A head live compaction merged away inside a window can no longer be named;
+    # the seq range check above still catches a rollback.
+    merged = any(
+        s.level > 0 and s.first_seq <= entry.last_seq <= s.last_seq for s in index.segments
+    )
+    if isinstance(head, str) and head not in chain and not merged:
         out.append(
             _p(
                 "out-of-chain",

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from runarchive.codec import index_key
 from runarchive.crypto import open_index
 from runarchive.errors import ObjectNotFoundError, RunNotFoundError, RunStateError
-from runarchive.model import Checkpoint, Event, RunIndex, parse_index
+from runarchive.indexpages import load_index
+from runarchive.model import Checkpoint, Event, RunIndex
 from runarchive.ownership import extends
 from runarchive.restore import execute_restore, plan_restore
 
@@ -64,7 +65,7 @@ class RunView:
                     f"no run {self.run_id!r} in {store.description} (it was deleted, or "
                     "never flushed)"
                 ) from None
-            index = parse_index(got.body, key)
+            index = load_index(store, got.body, key)
             self.reader._check_required(index)
             opened = open_index(index, self.reader.keyring, key)
             prior = self.index
