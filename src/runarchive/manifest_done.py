@@ -138,8 +138,7 @@ def edit_done(
 ) -> str | None:
     """Find ``run_id`` in the first of ``keys`` that lists it and apply ``change`` to
     that object by compare-and-swap. Returns its key, or ``None`` if none lists it.
-    An object left empty is deleted (nobody appends to a finished hour but its
-    writer, whose next append re-creates it)."""
+    An object left empty stays (an empty partition object costs a GET to listings)."""
     for key in keys:
         for attempt in range(MAX_ATTEMPTS):
             try:
