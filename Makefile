@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
+.PHONY: demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench: $(STAMP)
 
 bench-manifest: $(STAMP)
 	$(BIN)/python bench/bench_manifest.py
+
+# Manifest format 2 at fleet scale (issue 13): finish() at 1k vs 1M runs, a simulated
+# hour of 1,000 hosts, and (ARGS=--seaweed) a real SeaweedFS run; ~3-5 min.
+bench-fleet: $(STAMP)
+	$(BIN)/python bench/scale_fleet.py $(ARGS)
 
 # Head-to-head vs the LangGraph S3 checkpointers on PyPI, each installed into its own
 # bench-only venv under .venv/peers/<name> (never the project's); ~10 min, --quick ~1 min.

@@ -413,12 +413,12 @@ def test_index_keys_equal_files_present_no_orphans(written: Written) -> None:
     # manifest lists every run as finished, readable with zstd and jq.
     manifest = {o for o in objects if o.startswith("manifest/")}
     assert objects - manifest == expected
-    listed: dict[str, list[str]] = {"active": [], "done": []}
+    listed: dict[str, list[str]] = {"live": [], "done": []}
     for key in sorted(manifest):
-        kind = key.split("/")[1]
+        kind = key.split("/")[1]  # manifest format 2 (format.md §10.1)
         body = _run(["zstd", "-dc", str(written.root / key)], b"")
         listed[kind] += _run(["jq", "-r", ".runs | keys[]"], body).decode().split()
-    assert listed["active"] == []
+    assert listed["live"] == []
     assert sorted(listed["done"]) == sorted(
         r.run_id for r in (written.full, written.pruned, written.empty)
     )

@@ -26,7 +26,7 @@ from servers import S3Server
 
 from runarchive import Archive, PreconditionFailedError, telemetry
 from runarchive.codec import index_key
-from runarchive.manifest import Manifest, shard_of
+from runarchive.manifest import Manifest
 from runarchive.store import FileStore, IfMatch, S3Settings, S3Store
 
 
@@ -102,11 +102,9 @@ def test_a_workload_reports_every_span_and_metric(otel: Otel, tmp_path: Path) ->
     assert otel.value("runarchive.flushed_bytes") == index.stored_bytes
 
     manifest_spans = otel.finished("runarchive.manifest.update")
-    assert {(dict(s.attributes or {})["kind"]) for s in manifest_spans} == {"active", "done"}
+    assert {(dict(s.attributes or {})["kind"]) for s in manifest_spans} == {"live", "done"}
     for s in manifest_spans:
-        attrs = dict(s.attributes or {})
-        assert attrs["shard"] == shard_of(run.run_id)
-        assert attrs["attempts"] >= 1
+        assert dict(s.attributes or {})["attempts"] >= 1
 
     restored = archive.restore(run.run_id)
     (restore,) = otel.finished("runarchive.restore")
@@ -117,18 +115,17 @@ def test_a_workload_reports_every_span_and_metric(otel: Otel, tmp_path: Path) ->
     }
     assert len(restored.records) == 9
 
-    # Another host rewrites the run's manifest entry: this archive's next CAS of that
-    # shard (from the ETag it wrote last) meets a 412, re-reads and succeeds.
+    # Another host patches the run's entry, also where this process keeps it after
+    # the finish (its live object's `ended`): this archive's next write of that
+    # object (from the ETag it wrote last) meets a 412, re-reads and succeeds.
     Manifest(FileStore(bucket)).patch_done(run.run_id, {"records": 10})
-    archive.manifest.patch_done(run.run_id, {"records": 9})
+    other = archive.start_run(agent="t2")
+    other.event("e", {"i": 0})
+    other.flush()  # listing it is a write of this process's live object
     assert otel.value("runarchive.conflicts", object="manifest") == 1
     assert otel.value("runarchive.retries", source="manifest") == 1
     patch = otel.finished("runarchive.manifest.update")[-1]
-    assert dict(patch.attributes or {}) == {
-        "kind": "done",
-        "shard": shard_of(run.run_id),
-        "attempts": 2,
-    }
+    assert dict(patch.attributes or {}) == {"kind": "live", "attempts": 2}
 
     (result,) = archive.compact(run.run_id)
     assert result.done

@@ -27,6 +27,7 @@ from runarchive.errors import (
     ObjectLockedError,
     ObjectLockUnsupportedError,
     ObjectNotFoundError,
+    PageExpiredError,
     PreconditionFailedError,
     RecordTooLargeError,
     ResumeConflictError,
@@ -39,7 +40,7 @@ from runarchive.errors import (
     StoreUnavailableError,
 )
 from runarchive.keys import KeyProvider, KmsKeyProvider, LocalKeyProvider
-from runarchive.manifest import RunEntry
+from runarchive.manifest import RunEntry, RunList
 from runarchive.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
 from runarchive.policy import Policy
 from runarchive.reader import Reader
@@ -76,6 +77,7 @@ __all__ = [
     "ObjectLockUnsupportedError",
     "ObjectLockedError",
     "ObjectNotFoundError",
+    "PageExpiredError",
     "Policy",
     "PreconditionFailedError",
     "Reader",
@@ -87,6 +89,7 @@ __all__ = [
     "RunEntry",
     "RunExistsError",
     "RunIndex",
+    "RunList",
     "RunNotFoundError",
     "RunStateError",
     "SegmentRef",

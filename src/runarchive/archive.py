@@ -358,9 +358,10 @@ class Archive(Reader):
         # Checked before deleting anything: a versioned, locked bucket would accept
         # plain DELETEs (as delete markers) and keep the data, silently.
         check_deletable(self.store, run_id, keys, bypass_governance=bypass_governance)
+        where = self.manifest.whereabouts(run_id)  # the index says where its entry is
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
             self.store.delete(key, bypass_governance=bypass_governance)
-        self.manifest.forget(run_id)
+        self.manifest.forget(run_id, where=where)
         self.engine.forget(run_id)
         with self._lock:
             self._runs.pop(run_id, None)

@@ -132,9 +132,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
             agent=args.agent,
             since=args.since,
             until=args.until,
-            limit=args.limit,
+            limit=args.limit or None,
+            page=args.page,
         )
     _emit_entries(entries, as_json=args.json)
+    if entries.next_page is not None:
+        # stderr: --json output stays one JSON document
+        print(f"more: --page {entries.next_page}", file=sys.stderr)
     return 0
 
 
@@ -430,7 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--agent")
     runs.add_argument("--since", type=_parse_time, help="created at or after (ISO 8601)")
     runs.add_argument("--until", type=_parse_time, help="created at or before (ISO 8601)")
-    runs.add_argument("--limit", type=int, default=1000)
+    runs.add_argument(
+        "--limit", type=int, default=1000, help="runs per page (0: every run, one whole scan)"
+    )
+    runs.add_argument("--page", help="the page token the previous page printed (on stderr)")
     runs.add_argument("--json", action="store_true", help="print the manifest entries as JSON")
     runs.set_defaults(func=cmd_runs)
 

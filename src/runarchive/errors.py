@@ -10,7 +10,8 @@ happened and what to do; they never contain credentials or object bodies.
     ├── InvalidInputError (ValueError)      bad run id, name, kind, seq...
     │   ├── StateNotSerializableError (TypeError too)  names the offending path
     │   ├── RecordTooLargeError             a record over max_record_bytes
-    │   └── RunExistsError                  the run id (or thread) is taken, here or by another host
+    │   ├── RunExistsError                  the run id (or thread) is taken, here or by another host
+    │   └── PageExpiredError                a list_runs page token too old to continue from
     ├── RunStateError                       append to a completed/failed/closed run
     │   ├── FencedError                     another host resumed this run
     │   └── ResumeConflictError             another host won the race to resume it
@@ -19,7 +20,7 @@ happened and what to do; they never contain credentials or object bodies.
     ├── BackpressureError                   too much unflushed data: the bucket is behind
     ├── IndexConflictError                  bucket index and cache disagree irreconcilably
     ├── MissingRecordsError                 the bucket lacks acked records no cache holds any more
-    ├── ManifestConflictError               a manifest shard kept changing under retries
+    ├── ManifestConflictError               a manifest object kept changing under retries
     ├── CorruptObjectError                  checksum/format mismatch; names the object key
     │   └── DecryptionError (EncryptionError too)  ciphertext fails authentication
     ├── EncryptionError                     client-side encryption (docs/encryption.md)
@@ -75,6 +76,11 @@ class RunExistsError(InvalidInputError):
     """The run id is taken: by a run of this host's cache, by a run in the bucket, or by
     another host that claimed it first (a LangGraph thread new to this host included).
     Nothing was recorded; read the run (or thread) again and decide, or pick another id."""
+
+
+class PageExpiredError(InvalidInputError):
+    """A ``list_runs`` page token is too old to continue the listing exactly: list
+    again from the first page."""
 
 
 class RunStateError(RunArchiveError):

@@ -103,7 +103,9 @@ class FlushEngine(LiveCompaction):
     ) -> None:
         self.cache, self.store, self.config = cache, store, config
         self.keyring = keyring
-        self.manifest = Manifest(store, keyring)
+        self.manifest = Manifest(
+            store, keyring, host=config.host_id, lease_seconds=config.lease_seconds
+        )
         self.pid = os.getpid()
         # Runs another host took over (appends refuse), with what this host learnt of it.
         self.fenced: dict[str, str] = {}
@@ -386,14 +388,17 @@ class FlushEngine(LiveCompaction):
                 return -1
             self.cache.set_run_fields(row.run_id, verified_seq=row.archived_seq)
         if want == 1:
-            self.manifest.upsert_active(self.entry(row))
+            # A run this process does not write (a dead process's backlog) is listed
+            # where no renewal vouches for it: it must be allowed to look interrupted.
+            self.manifest.upsert_active(self.entry(row), vouched=row.run_id in self.live)
         else:
-            self.manifest.finish(self.entry(row))
+            self.manifest.finish(self.entry(row), listed=row.manifest_state >= 1)
         self.cache.set_run_fields(row.run_id, manifest_state=want)
         return want
 
     def renew_leases(self) -> int:
-        """Renew the leases of every running run this host owns: one CAS per shard.
+        """Renew the leases of every running run this process owns: one PUT of its own
+        manifest object (with none, it only tidies that object now and then).
 
         Returns the number of runs renewed.
         """
@@ -405,9 +410,9 @@ class FlushEngine(LiveCompaction):
             and row.manifest_state == 1
             and not row.fenced
         ]
+        lost = self.manifest.renew(entries)
         if not entries:
             return 0
-        lost = self.manifest.renew(entries)
         log.debug("renewed the leases of %d runs (%d lost)", len(entries) - len(lost), len(lost))
         for run_id in lost:
             row = self.cache.run(run_id)

@@ -1,147 +1,94 @@
-"""The manifest: one index of every run, shared by many hosts, updated only by CAS.
+"""The manifest: the index of every run that lets any host list runs and find the
+interrupted ones without listing the bucket. Format 2 (``docs/format.md`` §10)::
 
-Layout (format version 1; see ``docs/format.md``)::
+    manifest/live/<writer>.json.zst                       a writer process's running runs
+    manifest/done/<YYYYMMDD>/<HH>-<writer>-<n>.json.zst   runs it finished, by end hour
 
-    manifest/active/<s>.json.zst    runs whose status is "running", shard s = 0..7
-    manifest/done/<s>.json.zst      completed and failed runs, shard s = 0..7
+Each process writes only its own objects (:mod:`runarchive.manifest_live`,
+:mod:`runarchive.manifest_done`), so no write's cost grows with the number of runs
+and lease renewals of different hosts never contend: a renewal is one PUT of the
+process's own live object, a finish one PUT of its current done object (≤ 256
+entries) plus one of its live object. Other hosts touch those objects only to take a
+run over, delete it, or patch a finished run's fields, by compare-and-swap.
 
-A run's shard is ``int(sha256(run_id)[:8], 16) % 8``. Each shard object is a zstd
-frame of one JSON document ``{"format": 1, "kind": ..., "shard": s, "runs": {run_id:
-entry}}``. Splitting running from finished runs keeps the objects that change
-often (leases, progress) small, and makes ``interrupted()`` read only them.
-
-Every write is a compare-and-swap: create-only for a missing shard, ``If-Match``
-the ETag read otherwise; a 412/409 re-reads the shard and re-applies the change
-after a jittered pause, so no update is ever lost. A run moves from ``active`` to
-``done`` in two writes (upsert into done, then removal from active); a reader that
-sees it in both takes the ``done`` entry.
+``interrupted()`` is one LIST of ``manifest/live/`` (the objects' LastModified tell
+which writers stopped renewing) plus GETs of the stale ones only. Listings are paged
+(:mod:`runarchive.manifest_list`). The format 1 shards (``manifest/active|done/<s>``)
+of older archives stay readable, and are rewritten only to remove a run from them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import logging
+import os
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-import zstandard
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer
-
-from runarchive import telemetry
-from runarchive.codec import decompress_bounded
 from runarchive.crypto import Keyring, open_entry_metadata
 from runarchive.errors import (
     CorruptObjectError,
     EncryptionError,
-    FormatVersionError,
     InvalidInputError,
-    ManifestConflictError,
-    ObjectNotFoundError,
-    PreconditionFailedError,
 )
-from runarchive.faults import fault_point
 from runarchive.logs import log_run
-from runarchive.model import DataKey, RunStatus, SealedValue, format_ts, utcnow
-from runarchive.store import IfMatch, PutMode, Store
+from runarchive.manifest_done import DoneWriter, candidate_keys, edit_done
+from runarchive.manifest_find import (
+    RunsChange,
+    Whereabouts,
+    legacy_shards,
+    legacy_update,
+    read_whereabouts,
+)
+from runarchive.manifest_format import (
+    KINDS,
+    LIVE_PREFIX,
+    MANIFEST_FORMAT,
+    SHARDS,
+    Kind,
+    RunEntry,
+    decode,
+    decode_legacy,
+    decode_live,
+    dump_entry,
+    host_prefix,
+    lease_of_writer,
+    new_writer_key,
+    shard_key,
+    shard_of,
+    writer_of_live_key,
+)
+from runarchive.manifest_list import Filters, PageWalk, fetch, scan
+from runarchive.manifest_live import RECENT, LiveWriter, abandoned, edit_remote, stale_before
+from runarchive.model import RunStatus, format_ts, utcnow
+from runarchive.store import Store
 
-SHARDS = 8
-Kind = Literal["active", "done"]
-KINDS: tuple[Kind, ...] = ("active", "done")
-# The manifest's own format version (docs/format.md §10), apart from the runs' formats.
-MANIFEST_FORMAT = 1
-MAX_ATTEMPTS = 50
-# The most a shard may decompress to (a crafted one must not exhaust memory): an entry
-# is ~400 bytes of JSON without metadata, so 256 MiB is ~600,000 runs per shard.
-MAX_SHARD_BYTES = 256 << 20
+__all__ = [
+    "KINDS",
+    "MANIFEST_FORMAT",
+    "SHARDS",
+    "Manifest",
+    "RunEntry",
+    "RunList",
+    "Whereabouts",
+    "shard_key",
+    "shard_of",
+]
 log = logging.getLogger(__name__)
-
-
-class RunEntry(BaseModel):
-    """One run as the manifest lists it."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    run_id: str
-    agent: str
-    status: RunStatus = "running"
-    created_at: datetime
-    updated_at: datetime
-    ended_at: datetime | None = None
-    owner_host: str = ""
-    owner_pid: int = 0
-    epoch: StrictInt = 0
-    lease_expires_at: datetime | None = None
-    last_seq: int = 0
-    records: int = 0
-    stored_bytes: int = 0
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    chain_head: str | None = None  # the run index's chain head when this entry was written
-    # An encrypted run's metadata, sealed as in its index, and the data key that opens
-    # it; readers with the key fill ``metadata`` in when they list.
-    sealed_metadata: SealedValue | None = None
-    metadata_key: DataKey | None = None
-
-    @field_serializer("created_at", "updated_at", "ended_at", "lease_expires_at")
-    def _fixed_width_utc(self, value: datetime | None) -> str | None:
-        # Always UTC with 6 fraction digits, so that the text sorts as the time does.
-        return None if value is None else format_ts(value)
-
-
-def _dump(entry: RunEntry) -> dict[str, Any]:
-    data = entry.model_dump(mode="json")
-    # Plaintext runs' entries keep the shape they had before encryption existed.
-    for name in ("sealed_metadata", "metadata_key"):
-        if data.get(name) is None:
-            data.pop(name, None)
-    return data
-
-
-def shard_of(run_id: str) -> int:
-    """The shard (0..7) a run id belongs to."""
-    return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % SHARDS
-
-
-def shard_key(kind: Kind, shard: int) -> str:
-    """Key of one manifest shard object."""
-    return f"manifest/{kind}/{shard}.json.zst"
-
-
-def _encode(kind: Kind, shard: int, runs: dict[str, dict[str, Any]]) -> bytes:
-    doc = {"format": MANIFEST_FORMAT, "kind": kind, "shard": shard, "runs": runs}
-    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(orjson.dumps(doc))
-
-
-def _decode(body: bytes, key: str) -> dict[str, dict[str, Any]]:
-    raw = decompress_bounded(body, key, MAX_SHARD_BYTES, "the ceiling of a manifest shard")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptObjectError(key, f"not a manifest shard ({exc})") from exc
-    version = doc.get("format") if isinstance(doc, dict) else None
-    if not isinstance(version, int) or not isinstance(doc.get("runs"), dict):
-        raise CorruptObjectError(key, "not a manifest shard (no format/runs)")
-    if version > MANIFEST_FORMAT:
-        raise FormatVersionError(
-            f"{key!r} was written by format version {version}; this runarchive reads up to "
-            f"{MANIFEST_FORMAT}. Upgrade runarchive to read it."
-        )
-    runs: dict[str, dict[str, Any]] = doc["runs"]
-    return runs
+MAX_ATTEMPTS = 50
+CLEANUP_EVERY = 600.0  # seconds between sweeps of this host's stale, emptied objects
 
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    # Decoding a large manifest allocates ~100,000 dicts; the cyclic GC would rescan
-    # them over and over (half the time of a full listing, measured), and they hold
-    # no cycles.
+    # Decoding many entries allocates ~100,000 dicts with no cycles; the cyclic GC
+    # would rescan them over and over (half the time of a full listing, measured).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -151,41 +98,347 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-Change = Callable[[dict[str, dict[str, Any]]], bool]
-"""Mutates a shard's ``runs`` in place; returns False when there is nothing to write."""
+class RunList(list[RunEntry]):
+    """A page of runs; ``next_page`` is the token of the next one (``None``: the last)."""
+
+    next_page: str | None = None
 
 
 class Manifest:
-    """Reads and CAS-updates the manifest shards of one store. Thread-safe.
+    """Reads the manifest, and writes this process's part of it. Thread-safe.
 
-    It remembers the last body and ETag of each shard it wrote or read, so an
-    update of a shard nobody else touched costs one PUT; otherwise a GET and a PUT
-    per attempt.
+    ``host``/``pid``/``lease_seconds`` name this process as a writer (its objects'
+    keys); a reader never writes, so never needs them.
     """
 
     def __init__(
-        self, store: Store, keyring: Keyring | None = None, *, seed: int | None = None
+        self,
+        store: Store,
+        keyring: Keyring | None = None,
+        *,
+        seed: int | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        lease_seconds: float = 60.0,
     ) -> None:
         self.store = store
         self.keyring = keyring  # opens encrypted runs' metadata when listing
         # Whether listing may ask a remote key provider (KMS: one Decrypt per run not
         # seen yet by this process) to open metadata; local keys are always used.
         self.decrypt_remote = False
-        self._known: dict[str, tuple[bytes, str]] = {}  # key -> (compressed body, ETag)
-        self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self.host = host or socket.gethostname()
+        self.pid = pid or os.getpid()
+        self.lease_seconds = lease_seconds
         self.conflicts = 0  # 412/409 answers seen, for benchmarks and status
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._known: dict[str, bytes] = {}  # key -> body of objects read, for locate()
+        self._live: LiveWriter | None = None
+        self._orphans: LiveWriter | None = None
+        self._done: DoneWriter | None = None
+        self._hints: dict[str, tuple[str, int]] = {}
+        self._legacy: list[str] | None = None  # format 1 shards present
+        self._legacy_until = 0.0
+        self._next_cleanup = 0.0
 
-    def locate(self, run_id: str) -> str | None:
-        """The key of a shard read by this manifest that lists ``run_id`` (for naming a
-        bad entry in an error; decodes the remembered shards, no request)."""
+    # -- this process's objects ---------------------------------------------------
+
+    def _conflict(self) -> None:
         with self._lock:
-            known = list(self._known.items())
-        for key, (body, _) in sorted(known):
-            runs = _decode(body, key)
-            if run_id in runs or any(d.get("run_id") == run_id for d in runs.values()):
-                return key
-        return None
+            self.conflicts += 1
+
+    def _remember(self, key: str, body: bytes) -> None:
+        with self._lock:
+            self._known[key] = body
+
+    def _writers(self) -> tuple[LiveWriter, LiveWriter, DoneWriter]:
+        with self._lock:
+            if self._live is None or self._orphans is None or self._done is None:
+                writer = new_writer_key(self.host, self.pid, self.lease_seconds)
+                orphan = writer.rsplit(".", 1)[0] + ".0"  # lease 0: never vouched for
+                args: dict[str, Any] = {"rng": self._rng, "on_conflict": self._conflict}
+                self._live = LiveWriter(
+                    self.store, writer, self.host, self.pid, refresh=True, **args
+                )
+                self._orphans = LiveWriter(
+                    self.store, orphan, self.host, self.pid, refresh=False, **args
+                )
+                self._done = DoneWriter(self.store, writer, **args)
+            return self._live, self._orphans, self._done
+
+    @property
+    def writer(self) -> str:
+        """This process's writer key (``<host>.<pid>.<random>.<lease>``)."""
+        return self._writers()[0].writer
+
+    def moved(self, run_id: str, host: str, pid: int) -> None:
+        """Say that ``run_id`` was listed by process ``pid`` of ``host`` (a takeover):
+        the next upsert of it removes it from there."""
+        with self._lock:
+            self._hints[run_id] = (host, pid)
+
+    # -- run life cycle -----------------------------------------------------------
+
+    def upsert_active(self, entry: RunEntry, *, vouched: bool = True) -> None:
+        """List a running run in this process's live object (1 PUT). ``vouched=False``
+        (a run this process flushes but does not own) lists it where its lease is
+        never renewed. A run moved here from another process (:meth:`moved`) is then
+        removed from that process's object (1 LIST, 1 GET, 1 PUT)."""
+        live, orphans, _ = self._writers()
+        data = dump_entry(entry)
+
+        def change(runs: dict[str, dict[str, Any]], ended: dict[str, dict[str, Any]]) -> bool:
+            current = runs.get(entry.run_id)
+            if current is not None and current.get("epoch", 0) > entry.epoch:
+                return False  # a newer owner wrote it: never move it back
+            runs[entry.run_id] = data
+            ended.pop(entry.run_id, None)
+            return True
+
+        (live if vouched else orphans).update(change)
+        with self._lock:
+            hint = self._hints.pop(entry.run_id, None)
+        if hint is not None:
+            self._remove_elsewhere(entry.run_id, entry.epoch, hint[0], hint[1])
+        elif vouched and orphans.has(entry.run_id):
+            orphans.update(lambda runs, ended: runs.pop(entry.run_id, None) is not None)
+
+    def renew(self, entries: Iterable[RunEntry]) -> set[str]:
+        """Renew the leases (and progress) of runs this process owns: one PUT of its
+        own live object, contended by no other host.
+
+        A run that was in the object and is gone (taken over, finished or deleted
+        elsewhere), or is there at a higher epoch, is not put back: its id is
+        returned, so that its writer stops. A run never listed by this process (it
+        reattached a run another process of this host listed) is moved here.
+        """
+        live, orphans, _ = self._writers()
+        group = list(entries)
+        lost: set[str] = set()
+        adopted: list[RunEntry] = []
+        if not group:
+            self._idle(live)
+            return lost
+
+        def change(runs: dict[str, dict[str, Any]], ended: dict[str, dict[str, Any]]) -> bool:
+            lost.clear()  # recomputed per attempt
+            adopted.clear()
+            for e in group:
+                current = runs.get(e.run_id)
+                if e.run_id in ended or (current is None and e.run_id in live.seen):
+                    lost.add(e.run_id)
+                    continue
+                if current is not None and current.get("epoch", 0) > e.epoch:
+                    lost.add(e.run_id)
+                    continue
+                if current is None:
+                    adopted.append(e)
+                runs[e.run_id] = dump_entry(e)
+            return len(lost) < len(group)
+
+        live.update(change)
+        for e in adopted:
+            self._drop_orphan(orphans, e.run_id)
+            self._remove_elsewhere(e.run_id, e.epoch, self.host, None)
+        self._sweep()
+        return lost
+
+    @staticmethod
+    def _drop_orphan(orphans: LiveWriter, run_id: str) -> None:
+        if orphans.has(run_id):
+            orphans.update(lambda runs, ended: runs.pop(run_id, None) is not None)
+
+    def _idle(self, live: LiveWriter) -> None:
+        """No run to renew: drop finished runs older than RECENT from the object (it
+        is deleted once empty); no request otherwise."""
+        runs, _ = live.snapshot()
+        cut = format_ts(utcnow() - RECENT)
+
+        def change(runs: dict[str, dict[str, Any]], ended: dict[str, dict[str, Any]]) -> bool:
+            return any(str(d.get("updated_at", "")) < cut for d in ended.values())
+
+        if not runs:
+            live.update(change)
+
+    def finish(self, entry: RunEntry, *, listed: bool = True) -> None:
+        """List a completed or failed run as done: 1 PUT of this process's current
+        done object, then 1 PUT of its live object (the run leaves ``runs`` for
+        ``ended``). ``listed=False``: the run was never listed as running, so no
+        other object can hold it."""
+        live, orphans, done = self._writers()
+        data = dump_entry(entry)
+        ended_at = entry.ended_at or entry.updated_at
+        key = done.add(data, ended_at)
+        log_run(log, logging.DEBUG, entry.run_id, entry.last_seq, "listed as done in %s", key)
+        here = live.has(entry.run_id) or entry.run_id in live.seen
+
+        def change(runs: dict[str, dict[str, Any]], ended: dict[str, dict[str, Any]]) -> bool:
+            runs.pop(entry.run_id, None)
+            ended[entry.run_id] = data  # for paged listings (format.md §10.4)
+            return True
+
+        live.update(change)
+        if orphans.has(entry.run_id):
+            orphans.update(lambda runs, ended: runs.pop(entry.run_id, None) is not None)
+        elif listed and not here:
+            # Listed by another process of this host (it died; this one flushed its
+            # backlog), or by a format 1 writer: remove it there (1 LIST + GETs).
+            self._remove_elsewhere(entry.run_id, entry.epoch, self.host, None)
+
+    def patch_done(
+        self,
+        run_id: str,
+        fields: dict[str, Any],
+        kind: Kind = "done",
+        *,
+        where: Whereabouts | None = None,
+    ) -> None:
+        """Update fields of a finished run's entry (after a compaction, a rekey), or of
+        a running one's with ``kind="active"``. The entry is found from the run index
+        (``where``, else 1 GET of it): 1 LIST + 1-2 GETs + 1 PUT."""
+
+        def patch(runs: dict[str, dict[str, Any]]) -> bool:
+            current = runs.get(run_id)
+            if current is None:
+                return False
+            runs[run_id] = {**current, **fields}
+            return True
+
+        live, _, _ = self._writers()
+        if kind == "active" and live.has(run_id):
+            live.update(lambda runs, ended: patch(runs))
+            return
+        where = where or self.whereabouts(run_id)
+        if where is None:
+            return
+        if kind == "active":
+            for key in self._live_keys_of(where.owner_host, where.owner_pid):
+                edit_remote(
+                    self.store,
+                    key,
+                    lambda runs, ended: patch(runs),
+                    rng=self._rng,
+                    on_conflict=self._conflict,
+                )
+        elif where.ended_at is not None:
+            listed: list[str] = []  # when the run was listed as done
+
+            def patch_seen(runs: dict[str, dict[str, Any]]) -> bool:
+                listed.append(str(runs.get(run_id, {}).get("updated_at", "")))
+                return patch(runs)
+
+            keys = candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid)
+            edit_done(
+                self.store, run_id, keys, patch_seen, rng=self._rng, on_conflict=self._conflict
+            )
+            if listed and listed[-1] > format_ts(utcnow() - RECENT):
+                # Still in its finisher's `ended`, which paged listings read: patch it too.
+                live.update(lambda runs, ended: patch(ended))
+                for key in self._live_keys_of(where.owner_host, where.owner_pid):
+                    edit_remote(
+                        self.store,
+                        key,
+                        lambda runs, ended: patch(ended),
+                        rng=self._rng,
+                        on_conflict=self._conflict,
+                    )
+        self._legacy_update(kind, run_id, patch)
+
+    def forget(self, run_id: str, *, where: Whereabouts | None = None) -> None:
+        """Remove a run from the manifest (after its objects were deleted). ``where``
+        (from its index, read before deleting it) says where its entry is; without
+        it, this process's objects, its host's and the legacy shards are searched."""
+        live, orphans, _ = self._writers()
+        for own in (live, orphans):
+            if own.has(run_id):
+                own.update(lambda runs, ended: runs.pop(run_id, None) is not None)
+        live.update(lambda runs, ended: ended.pop(run_id, None) is not None)
+        pop = lambda runs: runs.pop(run_id, None) is not None  # noqa: E731
+        if where is not None and where.status != "running" and where.ended_at is not None:
+            keys = candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid)
+            edit_done(self.store, run_id, keys, pop, rng=self._rng, on_conflict=self._conflict)
+        host = where.owner_host if where is not None else self.host
+        pid = where.owner_pid if where is not None else None
+        for key in self._live_keys_of(host, pid):
+            edit_remote(
+                self.store,
+                key,
+                lambda runs, ended: bool(runs.pop(run_id, None)) | bool(ended.pop(run_id, None)),
+                rng=self._rng,
+                on_conflict=self._conflict,
+            )
+        for kind in KINDS:
+            self._legacy_update(kind, run_id, pop)
+
+    # -- finding entries elsewhere -------------------------------------------------
+
+    def whereabouts(self, run_id: str) -> Whereabouts | None:
+        """Where the run index says a run's entry is (1 GET), ``None`` if it has none."""
+        return read_whereabouts(self.store, run_id)
+
+    def _live_keys_of(self, host: str, pid: int | None) -> list[str]:
+        """Live objects of ``host`` (of its process ``pid`` if given) but this
+        process's main one: 1 LIST."""
+        mine = self._writers()[0].key
+        prefix = host_prefix(host, pid or None)
+        return [
+            m.key for m in self.store.list(prefix) if m.key != mine and writer_of_live_key(m.key)
+        ]
+
+    def _remove_elsewhere(self, run_id: str, epoch: int, host: str, pid: int | None) -> None:
+        """Remove ``run_id`` (at ``epoch`` or older) from other processes' objects of
+        ``host`` and from the legacy shards: a takeover or an adoption."""
+
+        def change(runs: dict[str, dict[str, Any]], ended: dict[str, dict[str, Any]]) -> bool:
+            current = runs.get(run_id)
+            if current is None or current.get("epoch", 0) > epoch:
+                return False
+            del runs[run_id]
+            return True
+
+        for key in self._live_keys_of(host, pid):
+            edit_remote(self.store, key, change, rng=self._rng, on_conflict=self._conflict)
+        self._legacy_update(
+            "active",
+            run_id,
+            lambda runs: (
+                runs.get(run_id, {}).get("epoch", 0) <= epoch and runs.pop(run_id, None) is not None
+            ),
+        )
+
+    def _legacy_shards(self) -> list[str]:
+        """The format 1 shards present (2 LISTs), remembered for CLEANUP_EVERY: a
+        format 1 writer still running during an upgrade may create one."""
+        with self._lock:
+            if self._legacy is not None and time.monotonic() < self._legacy_until:
+                return self._legacy
+        found = legacy_shards(self.store)
+        with self._lock:
+            self._legacy, self._legacy_until = found, time.monotonic() + CLEANUP_EVERY
+        return found
+
+    def _legacy_update(self, kind: Kind, run_id: str, change: RunsChange) -> None:
+        """Apply ``change`` to a run's format 1 shard of ``kind``, if it exists."""
+        key = shard_key(kind, shard_of(run_id))
+        if key in self._legacy_shards():
+            legacy_update(self.store, key, change, rng=self._rng, on_conflict=self._conflict)
+
+    def _sweep(self) -> None:
+        """Now and then, delete this host's objects of processes gone for good that
+        hold no running run (what a clean exit leaves): 1 LIST + a GET of each stale one."""
+        if time.monotonic() < self._next_cleanup:
+            return
+        self._next_cleanup = time.monotonic() + CLEANUP_EVERY
+        now = utcnow()
+        live, orphans, _ = self._writers()
+        for meta in self.store.list(host_prefix(self.host)):
+            writer = writer_of_live_key(meta.key)
+            if writer is None or meta.key in (live.key, orphans.key):
+                continue
+            if stale_before(meta, lease_of_writer(writer), now, RECENT):
+                abandoned(self.store, meta.key)
+
+    # -- queries ----------------------------------------------------------------
 
     def _entry(self, data: dict[str, Any], remote: bool | None = None) -> RunEntry:
         sealed, key = data.get("sealed_metadata"), data.get("metadata_key")
@@ -208,156 +461,24 @@ class Manifest:
             return RunEntry.model_validate(data)
         return RunEntry.model_validate({**data, "metadata": meta})
 
-    def _read(self, kind: Kind, shard: int) -> tuple[dict[str, dict[str, Any]], str | None]:
-        key = shard_key(kind, shard)
-        try:
-            got = self.store.get(key)
-        except ObjectNotFoundError:
-            return {}, None
-        runs = _decode(got.body, key)
-        # The compressed body is what is remembered (≈ 80 B per run, not ≈ 1.6 KB of
-        # decoded dicts): a Reader that listed 100,000 runs keeps 8 MB, not 160 MB.
+    def locate(self, run_id: str) -> str | None:
+        """The key of an object read by this manifest that lists ``run_id`` (for naming
+        a bad entry in an error; decodes the remembered objects, no request)."""
         with self._lock:
-            self._known[key] = (got.body, got.etag)
-        return runs, got.etag
-
-    @telemetry.traced(
-        "runarchive.manifest.update",
-        lambda self, kind, shard, change: {"kind": kind, "shard": shard, "attempts": 0},
-    )
-    def update(self, kind: Kind, shard: int, change: Change) -> None:
-        """Apply ``change`` to one shard by compare-and-swap, retrying until it lands."""
-        key = shard_key(kind, shard)
-        with self._lock:
-            known = self._known.get(key)
-        etag: str | None
-        if known is not None:
-            runs, etag = _decode(known[0], key), known[1]
-        else:
-            runs, etag = self._read(kind, shard)
-        for attempt in range(MAX_ATTEMPTS):
-            runs = dict(runs)
-            if not change(runs):
-                return
-            mode: PutMode = IfMatch(etag) if etag else "create"
-            body = _encode(kind, shard, runs)
-            fault_point("manifest.before_put")
-            telemetry.hooks.annotate(attempts=attempt + 1)
-            try:
-                new_etag = self.store.put(key, body, mode=mode)
-            except PreconditionFailedError:
-                with self._lock:
-                    self.conflicts += 1
-                log.debug(
-                    "manifest shard %s changed meanwhile (attempt %d); re-reading", key, attempt + 1
-                )
-                telemetry.hooks.retried.add(1, {"source": "manifest"})
-                # Jitter spreads writers that collided; the cap keeps retries snappy.
-                time.sleep(self._rng.uniform(0, min(0.2, 0.005 * 2**attempt)))
-                runs, etag = self._read(kind, shard)
-                continue
-            fault_point("manifest.after_put")
-            with self._lock:
-                self._known[key] = (body, new_etag)
-            return
-        raise ManifestConflictError(
-            f"manifest shard {key!r} changed under {MAX_ATTEMPTS} attempts; try again"
-        )
-
-    # -- run life cycle ---------------------------------------------------------
-
-    def upsert_active(self, entry: RunEntry) -> None:
-        """Add or replace a running run's entry."""
-        data = _dump(entry)
-
-        def change(runs: dict[str, dict[str, Any]]) -> bool:
-            current = runs.get(entry.run_id)
-            if current is not None and current.get("epoch", 0) > entry.epoch:
-                return False  # a newer owner wrote it: never move it back
-            runs[entry.run_id] = data
-            return True
-
-        self.update("active", shard_of(entry.run_id), change)
-
-    def renew(self, entries: Iterable[RunEntry]) -> set[str]:
-        """Write fresh leases/progress for runs this host owns, one CAS per shard.
-
-        Only entries still listed as running with this epoch are renewed: a run that
-        another host took over (higher epoch), finished or deleted is never put back.
-        Returns the ids of those lost runs, so that their writer can stop.
-        """
-        by_shard: dict[int, list[RunEntry]] = {}
-        for e in entries:
-            by_shard.setdefault(shard_of(e.run_id), []).append(e)
-        lost: set[str] = set()
-        for shard, group in by_shard.items():
-
-            def change(runs: dict[str, dict[str, Any]], group: list[RunEntry] = group) -> bool:
-                lost.difference_update(e.run_id for e in group)  # recomputed per attempt
-                changed = False
-                for e in group:
-                    current = runs.get(e.run_id)
-                    if current is None or current.get("epoch", 0) > e.epoch:
-                        lost.add(e.run_id)
-                        continue
-                    runs[e.run_id] = _dump(e)
-                    changed = True
-                return changed
-
-            self.update("active", shard, change)
-        return lost
-
-    def finish(self, entry: RunEntry) -> None:
-        """Move a completed or failed run from ``active`` to ``done`` (2 CAS writes)."""
-        shard = shard_of(entry.run_id)
-        data = _dump(entry)
-
-        def add(runs: dict[str, dict[str, Any]]) -> bool:
-            runs[entry.run_id] = data
-            return True
-
-        def remove(runs: dict[str, dict[str, Any]]) -> bool:
-            return runs.pop(entry.run_id, None) is not None
-
-        self.update("done", shard, add)
-        self.update("active", shard, remove)
-
-    def patch_done(self, run_id: str, fields: dict[str, Any], kind: Kind = "done") -> None:
-        """Update fields of an ended run's entry (e.g. after a compaction), or of a
-        running one's with ``kind="active"``; 1-2 requests."""
-
-        def change(runs: dict[str, dict[str, Any]]) -> bool:
-            current = runs.get(run_id)
-            if current is None:
-                return False
-            runs[run_id] = {**current, **fields}
-            return True
-
-        self.update(kind, shard_of(run_id), change)
-
-    def forget(self, run_id: str) -> None:
-        """Remove a run from the manifest (after its objects were deleted)."""
-        shard = shard_of(run_id)
-        for kind in KINDS:
-            self.update(kind, shard, lambda runs: runs.pop(run_id, None) is not None)
-
-    # -- queries --------------------------------------------------------------
+            known = sorted(self._known.items())
+        for key, body in known:
+            runs = decode(body, key)["runs"]
+            if run_id in runs or any(d.get("run_id") == run_id for d in runs.values()):
+                return key
+        return None
 
     def read_all(self, kinds: tuple[Kind, ...] = KINDS) -> dict[str, dict[str, Any]]:
-        """Every entry of the given kinds, ``done`` winning over ``active``.
-
-        Cost: one GET per shard (8 per kind), fetched in parallel.
-        """
+        """Every entry of the given kinds (``active``: running), done winning. Reads
+        the whole manifest: 1 LIST per 1,000 objects and 1 GET per object."""
         with _gc_paused():
-            return self._read_all(kinds)
-
-    def _read_all(self, kinds: tuple[Kind, ...]) -> dict[str, dict[str, Any]]:
-        jobs = [(kind, shard) for kind in kinds for shard in range(SHARDS)]
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            parts = list(pool.map(lambda job: (job[0], self._read(*job)[0]), jobs))
-        merged: dict[str, dict[str, Any]] = {}
-        for _kind, runs in sorted(parts, key=lambda p: p[0] == "done"):
-            merged.update(runs)  # "done" parts come last and win
+            merged = scan(self.store, self._remember, "active" in kinds, "done" in kinds)
+        if kinds == ("active",):
+            return {r: d for r, d in merged.items() if d.get("status") == "running"}
         return merged
 
     def entries(
@@ -370,62 +491,119 @@ class Manifest:
         limit: int | None = None,
         decrypt_remote: bool | None = None,
     ) -> list[RunEntry]:
-        """Runs matching the filters (on ``created_at``, inclusive), newest first.
+        """Runs matching the filters (on ``created_at``, inclusive), newest first,
+        from a whole scan (:meth:`read_all`); :meth:`page` bounds the cost instead.
         ``decrypt_remote`` overrides :attr:`decrypt_remote` for this call."""
-        for bound in (since, until):
-            if bound is not None and bound.tzinfo is None:
-                raise InvalidInputError("since/until must be timezone-aware datetimes")
-        kinds: tuple[Kind, ...] = (
-            ("active",) if status == "running" else ("done",) if status else KINDS
-        )
-        lo = format_ts(since) if since else None
-        hi = format_ts(until) if until else None
-        # One pause for the whole call: re-enabling the GC between reading and
-        # filtering made it rescan the 100,000 fresh dicts right away (0.15 s).
+        filters = _filters(status, agent, since, until)
+        remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
         with _gc_paused():
-            runs = self._read_all(kinds)
-            # Filter and sort the raw dicts (timestamps are fixed-width UTC text, so
-            # text order is time order); build models only for what is returned.
-            rows = [
-                d
-                for d in runs.values()
-                if (status is None or d.get("status") == status)
-                and (agent is None or d.get("agent") == agent)
-                and (lo is None or d["created_at"] >= lo)
-                and (hi is None or d["created_at"] <= hi)
-            ]
+            merged = scan(
+                self.store, self._remember, status in (None, "running"), status != "running"
+            )
+            rows = [d for d in merged.values() if filters.match(d)]
             rows.sort(key=lambda d: (d["created_at"], d["run_id"]), reverse=True)
             if limit is not None:
                 rows = rows[:limit]
-            remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
             return [self._entry(d, remote) for d in rows]
 
-    def lookup(self, run_ids: Iterable[str]) -> dict[str, RunEntry]:
-        """The entries of these runs (absent ids are left out), ``done`` winning.
+    def page(
+        self,
+        *,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        page: str | None = None,
+        decrypt_remote: bool | None = None,
+    ) -> RunList:
+        """One page of at most ``limit`` runs (newest created first within the page;
+        across pages: running runs, then finished ones newest end first, then legacy
+        format 1 entries) and ``next_page``. Cost: bounded by the page — 1 LIST of
+        writers, 1 LIST per day visited, 1 GET per object read (docs/format.md §10.4)."""
+        filters = _filters(status, agent, since, until)
+        remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
+        with _gc_paused():
+            rows, token = PageWalk(self.store, filters, limit, page, self._remember).run()
+            rows.sort(key=lambda d: (d["created_at"], d["run_id"]), reverse=True)
+            out = RunList(self._entry(d, remote) for d in rows)
+        out.next_page = token
+        return out
 
-        Cost: 2 GETs per distinct shard of the ids (at most 16).
-        """
-        wanted = set(run_ids)
+    def lookup(self, run_ids: Iterable[str]) -> dict[str, RunEntry]:
+        """The entries of these runs (absent ids are left out), done winning. Cost per
+        run: 1 GET of its index, then 1 LIST + 1-2 GETs where it says the entry is."""
         found: dict[str, RunEntry] = {}
-        for kind in KINDS:  # "done" last: it wins over a stale "active" copy
-            for shard in sorted({shard_of(r) for r in wanted}):
-                runs, _ = self._read(kind, shard)
-                found.update((rid, self._entry(d)) for rid, d in runs.items() if rid in wanted)
+        for run_id in dict.fromkeys(run_ids):
+            data = self._find(run_id)
+            if data is not None:
+                found[run_id] = self._entry(data)
         return found
+
+    def _find(self, run_id: str) -> dict[str, Any] | None:
+        where = self.whereabouts(run_id)
+        hit: dict[str, Any] | None = None
+        for kind in KINDS:  # legacy first: format 2 wins
+            key = shard_key(kind, shard_of(run_id))
+            if key in self._legacy_shards():
+                for body in fetch(self.store, [key], self._remember):
+                    if body is not None:
+                        hit = decode_legacy(body, key).get(run_id, hit)
+        if where is None:
+            return hit
+        if where.ended_at is not None and where.status != "running":
+            found = candidate_keys(self.store, where.ended_at, where.owner_host, where.owner_pid)
+            for key in found:  # the finisher's objects of that hour first: usually 1 GET
+                body = fetch(self.store, [key], self._remember)[0]
+                if body is not None and (done := decode(body, key)["runs"].get(run_id)):
+                    return dict(done)
+        if (where.owner_host, where.owner_pid) == (self.host, self.pid):
+            runs, _ = self._writers()[0].snapshot()
+            hit = runs.get(run_id, hit)
+        keys = self._live_keys_of(where.owner_host, where.owner_pid)
+        for key, body in zip(keys, fetch(self.store, keys, self._remember), strict=True):
+            if body is not None:
+                hit = decode_live(body, key).runs.get(run_id, hit)
+        return hit
 
     def interrupted(self, stale_after: timedelta = timedelta(0)) -> list[RunEntry]:
         """Running runs whose owner's lease expired more than ``stale_after`` ago.
 
-        Reads only the ``active`` shards (8 GETs): completed and failed runs are
-        never candidates.
-        """
-        cutoff = format_ts(utcnow() - stale_after)
+        1 LIST of ``manifest/live/`` (per 1,000 writer processes), a GET of each
+        object whose writer stopped renewing it (its LastModified says so), and 1
+        LIST of the legacy ``manifest/active/`` (plus its shards' GETs, if any).
+        Completed and failed runs are never candidates."""
+        now = utcnow()
+        cutoff = format_ts(now - stale_after)
+        stale = []
+        for meta in self.store.list(LIVE_PREFIX):
+            writer = writer_of_live_key(meta.key)
+            if writer is not None and stale_before(meta, lease_of_writer(writer), now, stale_after):
+                stale.append(meta.key)
+        legacy = [m.key for m in self.store.list("manifest/active/")]
+        best: dict[str, dict[str, Any]] = {}
         with _gc_paused():
-            out = [
-                self._entry(data, True)  # few runs: opening their metadata is cheap
-                for data in self._read_all(("active",)).values()
-                if data.get("status") == "running"
-                and (data.get("lease_expires_at") or "") < cutoff  # fixed-width UTC text
-            ]
+            bodies = fetch(self.store, stale + legacy, self._remember)
+            for key, body in zip(stale + legacy, bodies, strict=True):
+                if body is None:
+                    continue
+                runs = decode_live(body, key).runs if key in stale else decode_legacy(body, key)
+                for run_id, d in runs.items():
+                    if d.get("status") != "running" or (d.get("lease_expires_at") or "") >= cutoff:
+                        continue
+                    if run_id not in best or d.get("epoch", 0) > best[run_id].get("epoch", 0):
+                        best[run_id] = d
+            out = [self._entry(d, True) for d in best.values()]  # few: opening is cheap
         out.sort(key=lambda e: (e.created_at, e.run_id))
         return out
+
+
+def _filters(
+    status: RunStatus | None, agent: str | None, since: datetime | None, until: datetime | None
+) -> Filters:
+    for bound in (since, until):
+        if bound is not None and bound.tzinfo is None:
+            raise InvalidInputError("since/until must be timezone-aware datetimes")
+    return Filters(
+        status, agent, format_ts(since) if since else None, format_ts(until) if until else None
+    )

@@ -25,7 +25,7 @@ from runarchive.errors import (
 from runarchive.export import ExportResult, export_runs
 from runarchive.indexpages import load_index
 from runarchive.keys import KeyProvider
-from runarchive.manifest import Manifest, RunEntry
+from runarchive.manifest import Manifest, RunEntry, RunList
 from runarchive.model import Checkpoint, Event, RunIndex, RunStatus, validate_run_id
 from runarchive.restore import (
     RecordStream,
@@ -239,29 +239,52 @@ class Reader:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = 1000,
+        page: str | None = None,
         decrypt_metadata: bool = False,
-    ) -> list[RunEntry]:
-        """Runs from the manifest, newest first, filtered on status, agent and creation
-        time. Never lists the bucket. Cost: 8 GETs for ``status="running"`` (or a
-        finished status), 16 otherwise, in parallel.
+    ) -> RunList:
+        """Runs from the manifest, filtered on status, agent and creation time
+        (inclusive), at most ``limit`` per page, newest created first within a page.
+        Never lists the bucket's runs.
+
+        Paged: the result's ``next_page`` (``None`` on the last page) is the ``page``
+        of the next call, with the same filters. Across pages come running runs, then
+        finished runs newest end first; a run finishing meanwhile is listed once
+        (docs/format.md §10.4). Cost bounded by the page: 1 LIST of the writers'
+        objects, 1 LIST per day of finished runs visited, 1 GET per object read (≤ 256
+        finished runs each), whatever the size of the archive. ``limit=None`` reads
+        the whole manifest in one call (no ``next_page``).
 
         Encrypted runs' metadata is opened with local keys; under a KMS key it stays
         sealed (``metadata == {}``, ``sealed_metadata`` set) unless
         ``decrypt_metadata=True``: one KMS ``Decrypt`` per run not yet seen by this
         process. A run whose key is missing is listed sealed, never an error."""
-        return self.manifest.entries(
+        if limit is None:
+            if page is not None:
+                raise InvalidInputError("page needs a limit: pages are limit runs long")
+            return RunList(
+                self.manifest.entries(
+                    status=status,
+                    agent=agent,
+                    since=since,
+                    until=until,
+                    decrypt_remote=decrypt_metadata,
+                )
+            )
+        return self.manifest.page(
             status=status,
             agent=agent,
             since=since,
             until=until,
             limit=limit,
+            page=page,
             decrypt_remote=decrypt_metadata,
         )
 
     def interrupted(self, stale_after: timedelta | float = 0.0) -> list[RunEntry]:
         """Running runs whose owner stopped renewing its lease more than ``stale_after``
         ago (process killed, host gone): candidates for :meth:`Archive.resume`.
-        Completed and failed runs never are. Cost: 8 GETs."""
+        Completed and failed runs never are. Cost: 1 LIST per 1,000 writer processes
+        and 1 GET per process that stopped renewing (docs/format.md §10.3)."""
         if not isinstance(stale_after, timedelta):
             stale_after = timedelta(seconds=stale_after)
         return self.manifest.interrupted(stale_after)

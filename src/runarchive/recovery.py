@@ -267,6 +267,8 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
         index.last_seq,
     )
     handle = archive._handle(run_id)
+    # The manifest entry moves from the previous owner's object to this process's.
+    archive.engine.manifest.moved(run_id, index.owner_host, index.owner_pid)
     # Nothing is pending: this flush only lists this host as the owner.
     archive.flusher.flushed(run_id, archive.engine.flush_run(run_id))
     return handle

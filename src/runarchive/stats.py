@@ -2,7 +2,7 @@
 
 What ``runarchive stats`` and :meth:`Reader.stats` compute. Everything comes from
 what the bucket already keeps: a run's figures from its index (1 GET), the
-archive's from the manifest (16 GETs, whatever the number of runs). Counting the
+archive's from the manifest (a whole scan: 1 GET per manifest object). Counting the
 archive's objects needs a LIST of ``runs/`` (1 LIST per 1,000 objects), so it is
 opt-in (``objects=True``, ``--objects``).
 
@@ -10,8 +10,8 @@ Request rates of running runs are the model of ``docs/design.md`` ("Costs") at
 this configuration's ``flush_age`` and ``lease_seconds``: an active run flushes at
 most every ``flush_age`` seconds, 2 requests per flush (segment PUT + index PUT),
 and every running run's lease is renewed every ``lease_seconds / 3`` by one
-manifest PUT (shared by the host's runs in the same shard, so per run it is an
-upper bound). Costs use the ``price_*`` settings (AWS S3 Standard us-east-1 list
+manifest PUT (shared by all the running runs of the writer process, so per run it
+is an upper bound). Costs use the ``price_*`` settings (AWS S3 Standard us-east-1 list
 prices by default): they are estimates, not a bill; the output states the prices.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 HOURS_PER_MONTH = 730.0  # AWS bills a month as 730 hours
-MANIFEST_REQUESTS_PER_RUN = 5  # listed: shard GET + PUT; finished: done GET + PUT, active PUT
+MANIFEST_REQUESTS_PER_RUN = 3  # listed: live PUT; finished: done PUT + live PUT
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def run_stats(reader: Reader, run_id: str, index: RunIndex, index_bytes: int) ->
 
 
 def archive_stats(reader: Reader, *, objects: bool = False) -> Stats:
-    """Figures of the whole archive from the manifest (16 GETs); with ``objects``, also
+    """Figures of the whole archive from the manifest (a whole scan); with ``objects``, also
     count and size every object under ``runs/`` (1 LIST request per 1,000 objects)."""
     prices, rates = _base(reader)
     entries = reader.manifest.entries(limit=None)

@@ -237,7 +237,7 @@ class ArchiveCheckpointer:
         """The run ids this adapter recorded in the archive, most recently updated first.
 
         Unlike the SQLite original (runs with a snapshot only), a run with events
-        and no snapshot is listed too. Reads the manifest (16 GETs) and this
+        and no snapshot is listed too. Reads the whole manifest and this
         host's cache; never lists the bucket.
         """
         found: dict[str, str] = {}

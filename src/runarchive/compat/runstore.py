@@ -195,7 +195,8 @@ class ArchiveRunStore:
         That is: runs the manifest lists as running whose lease expired more than
         ``stale_after`` ago (any host), and runs in this host's cache that a previous
         process left running (listed at once, without waiting for their lease).
-        Runs this process is writing are never listed. Cost: 8 GETs for the manifest,
+        Runs this process is writing are never listed. Cost: ``interrupted()`` (2 LISTs
+        and a GET per writer process that stopped renewing),
         plus 1 GET for the index + 1 per segment of each run not in this host's cache.
         """
         live = self.archive.engine.live

@@ -44,6 +44,7 @@ from runarchive.store.base import (
     Capabilities,
     GetResult,
     IfMatch,
+    Level,
     ObjectMeta,
     PutMode,
     Store,
@@ -162,7 +163,11 @@ class FileStore(Store):
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         keys: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        # Walk only the deepest directory the prefix names: listing manifest/live/
+        # must not read every run's directory.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = self.root / base if base else self.root
+        for dirpath, dirnames, filenames in os.walk(top):
             rel_dir = os.path.relpath(dirpath, self.root)
             if rel_dir == ".":
                 dirnames[:] = [d for d in dirnames if d != _TMP]
@@ -175,6 +180,17 @@ class FileStore(Store):
             meta = self.head(key)
             if meta is not None:  # deleted while listing
                 yield meta
+
+    def list_level(self, prefix: str) -> Level:
+        base = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
+        try:
+            found = sorted((e.name, e.is_dir()) for e in os.scandir(base) if e.name != _TMP)
+        except (FileNotFoundError, NotADirectoryError):
+            return [], []
+        # A directory left empty by deletes holds no key: skipped, as S3 would.
+        dirs = [f"{prefix}{n}/" for n, d in found if d and any(os.scandir(base / n))]
+        objects = [m for n, d in found if not d and (m := self.head(prefix + n)) is not None]
+        return dirs, objects
 
     def delete(self, key: str, *, bypass_governance: bool = False) -> None:
         # Empty directories are left in place: removing them would race with a

@@ -46,6 +46,7 @@ from runarchive.store.base import (
     Capabilities,
     GetResult,
     IfMatch,
+    Level,
     LockMode,
     LockState,
     ObjectMeta,
@@ -455,6 +456,25 @@ class S3Store(Store):
                     )
         except Exception as exc:
             self._raise(exc, "LIST", prefix or None)
+
+    def list_level(self, prefix: str) -> Level:
+        paginator = self._client.get_paginator("list_objects_v2")
+        cut = len(self._prefix)
+        dirs: list[str] = []
+        objects: list[ObjectMeta] = []
+        try:
+            for page in paginator.paginate(
+                Bucket=self.settings.bucket, Prefix=self._prefix + prefix, Delimiter="/"
+            ):
+                body = self._ok(page)
+                dirs.extend(p["Prefix"][cut:] for p in body.get("CommonPrefixes", []))
+                objects.extend(
+                    ObjectMeta(o["Key"][cut:], o["Size"], o["ETag"], o.get("LastModified"))
+                    for o in body.get("Contents", [])
+                )
+        except Exception as exc:
+            self._raise(exc, "LIST", prefix or None)
+        return dirs, objects
 
     def delete(self, key: str, *, bypass_governance: bool = False) -> None:
         """Delete ``key``. Cost: one DELETE.

@@ -115,6 +115,10 @@ class ObjectMeta:
     modified: datetime | None = None  # last write time (UTC); gc ages orphans by it
 
 
+Level = tuple[list[str], list[ObjectMeta]]
+"""What :meth:`Store.list_level` returns: (directory prefixes, objects), in key order."""
+
+
 @dataclass(frozen=True)
 class GetResult:
     """An object's body with the ETag it had when read (for a later ``IfMatch``)."""
@@ -217,6 +221,25 @@ class Store(ABC):
 
         Cost on S3: one request per 1,000 keys. runarchive's hot paths never list.
         """
+
+    def list_level(self, prefix: str) -> Level:
+        """One level below ``prefix`` (which ends with ``/``): the "directories"
+        (distinct ``prefix + name + "/"`` of deeper keys) and the objects directly
+        under it, each in key order.
+
+        Cost on S3: one delimited LIST per 1,000 entries (the manifest finds its day
+        partitions this way without listing their objects). This default lists every
+        key below ``prefix``; backends override it.
+        """
+        dirs: dict[str, None] = {}
+        objects: list[ObjectMeta] = []
+        for meta in self.list(prefix):
+            rest = meta.key[len(prefix) :]
+            if "/" in rest:
+                dirs.setdefault(prefix + rest.split("/", 1)[0] + "/")
+            else:
+                objects.append(meta)
+        return list(dirs), objects
 
     @abstractmethod
     def delete(self, key: str, *, bypass_governance: bool = False) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from runarchive.errors import PreconditionFailedError
 from runarchive.store.base import (
     GetResult,
+    Level,
     LockState,
     ObjectMeta,
     PutMode,
@@ -100,6 +101,10 @@ class CountingStore(Store):
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         self._count("list", prefix)
         yield from self.inner.list(prefix)
+
+    def list_level(self, prefix: str) -> Level:
+        self._count("list", prefix)
+        return self.inner.list_level(prefix)
 
     @property
     def retention(self) -> Retention | None:
