@@ -160,13 +160,7 @@ def decompress_bounded(body: bytes, key: str, limit: int, bound: str) -> bytes:
     counted, stopping one chunk past ``limit``, then decompressed. Either way a small
     object cannot make a reader allocate more than ``limit``.
     """
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
-    if declared > limit:
-        holds = f"declares {declared:,} bytes, more than"
-        raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    declared = _declared_size(body, key, limit, bound)
     try:
         if declared >= 0:
             # Allocates exactly ``declared``; zstd fails a frame that holds more.
@@ -174,6 +168,18 @@ def decompress_bounded(body: bytes, key: str, limit: int, bound: str) -> bytes:
         return _decompress_unsized(body, key, limit, bound)
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+
+
+def _declared_size(body: bytes, key: str, limit: int, bound: str) -> int:
+    """The frame's declared content size (-1: not declared), refused above ``limit``."""
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+    if declared > limit:
+        holds = f"declares {declared:,} bytes, more than"
+        raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    return int(declared)
 
 
 def _too_big(holds: str, limit: int, bound: str) -> str:
@@ -214,13 +220,7 @@ def iter_frame(body: bytes, key: str, limit: int, bound: str) -> Iterator[bytes]
     treat what it read as unchecked until the iterator is exhausted. Bytes after the
     first frame are ignored, as by :func:`decompress_bounded`.
     """
-    try:
-        declared = zstandard.frame_content_size(body)
-    except zstandard.ZstdError as exc:
-        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
-    if declared > limit:
-        holds = f"declares {declared:,} bytes, more than"
-        raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    _declared_size(body, key, limit, bound)  # refuses a frame declaring too much
     obj = zstandard.ZstdDecompressor().decompressobj()
     view, size = memoryview(body), 0
     for start in range(0, len(body), _IN_STEP):
