@@ -30,7 +30,12 @@ import orjson
 from pydantic import ValidationError
 
 from runarchive.codec import compress, decompress_bounded, index_key
-from runarchive.errors import CorruptObjectError, ObjectNotFoundError, PreconditionFailedError
+from runarchive.errors import (
+    CorruptObjectError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreUnavailableError,
+)
 from runarchive.model import (
     PAGED_FORMAT,
     IndexPage,
@@ -205,6 +210,17 @@ def put_pages(store: Store, pages: Iterable[Page], known: Iterable[str] = ()) ->
                 written += 1
             else:
                 decode_page(there, page, refs[0].key.split("/", 2)[1])
+                _remember(page.key, refs)
+                continue
+        # A PUT answered 200 and never stored must not leave a head naming a missing
+        # page: the refs it holds would be in no object once the writer is gone (its
+        # copy of the index is a head too). 1 HEAD per page written, as for merges.
+        if store.head(page.key) is None:
+            raise StoreUnavailableError(
+                f"the index page {page.key!r} was answered as stored and is not in "
+                f"{store.description}; the index naming it is not written",
+                key=page.key,
+            )
         _remember(page.key, refs)
     return written
 
