@@ -11,19 +11,24 @@ request: a 412 for an object that is not there, a PUT answered 200 and never sto
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 from conftest import abandon
 from faultproxy import FaultProxy
 from servers import S3Server
-from trust_helpers import Hosts, cli_env, content
+from test_hostile import run_limited
+from trust_helpers import Hosts, cli, cli_env, content
 
-from runarchive import Archive, Policy, Reader, indexpages
+from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
 from runarchive.run import Run
+from runarchive.store import CountingStore, FileStore
 
 KEEP_ALL = Policy(keep_all=True)
 # Flushes are the test's own calls; merges every 2 segments of a level.
@@ -200,3 +205,257 @@ def test_a_lie_then_a_crash_loses_nothing(hosts: Hosts, proxy: FaultProxy, targe
     steps(again, run, i, 4, acked)
     again.close()
     check_complete(fresh_reader(hosts), "crashed", acked)
+
+
+# -- 5. a hostile bucket: pages and merged refs crafted by someone with write access ---
+
+VICTIM, OTHER = "victim", "other"
+
+
+def paged_archive(tmp_path: Path) -> Path:
+    """A ``file://`` archive with two completed, paged and compacted runs."""
+    root = tmp_path / "bucket"
+    with Archive.open(root.as_uri(), cache_dir=tmp_path / "writer", **LIVE) as archive:
+        for run_id, n in ((VICTIM, 24), (OTHER, 12)):
+            run = archive.start_run(agent="a", run_id=run_id, policy=KEEP_ALL)
+            steps(archive, run, 0, n, [], tag=run_id)
+            run.complete()
+    head = read_head(root, VICTIM)
+    assert len(head["pages"]) >= 2, head["pages"]
+    indexpages._cache.clear()
+    return root
+
+
+def read_head(root: Path, run_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((root / "runs" / run_id / "index.json").read_text())
+    return doc
+
+
+def write_head(root: Path, run_id: str, doc: dict[str, Any]) -> None:
+    (root / "runs" / run_id / "index.json").write_text(json.dumps(doc))
+
+
+def read_page(root: Path, key: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        zstandard.ZstdDecompressor().decompress((root / key).read_bytes())
+    )
+    return doc
+
+
+def plant_page(
+    root: Path, run_id: str, pos: int, doc: dict[str, Any], key: str | None = None
+) -> str:
+    """Store ``doc`` as page ``pos`` of ``run_id``'s head, the head's page ref forged to
+    match (sha256, ranges, count, size): what someone with write access can do. The
+    page goes under ``key``, by default the key format 4 gives it."""
+    raw = json.dumps(doc).encode()
+    sha = hashlib.sha256(raw).hexdigest()
+    segs = doc["segments"]
+    first, last = segs[0]["first_seq"], segs[-1]["last_seq"]
+    key = key or indexpages.page_key(run_id, first, last, sha)
+    body = zstandard.ZstdCompressor(write_checksum=True).compress(raw)
+    (root / key).parent.mkdir(parents=True, exist_ok=True)
+    (root / key).write_bytes(body)
+    head = read_head(root, run_id)
+    head["pages"][pos] = {
+        "key": key,
+        "first_seq": first,
+        "last_seq": last,
+        "segments": len(segs),
+        "sha256": sha,
+        "stored_bytes": len(body),
+    }
+    write_head(root, run_id, head)
+    return key
+
+
+def reads(store: CountingStore) -> set[str]:
+    return {key for op, key in store.recent if op in ("get", "head")}
+
+
+def _refs_of_another_run(root: Path) -> str:
+    page = read_page(root, read_head(root, VICTIM)["pages"][0]["key"])
+    other = read_page(root, read_head(root, OTHER)["pages"][0]["key"])
+    page["segments"][0]["key"] = other["segments"][0]["key"]
+    plant_page(root, VICTIM, 0, page)
+    return str(other["segments"][0]["key"])
+
+
+def _dot_dot_ref(root: Path) -> str:
+    page = read_page(root, read_head(root, VICTIM)["pages"][0]["key"])
+    bad = f"runs/{VICTIM}/seg/../../{OTHER}/seg/" + page["segments"][0]["key"].rsplit("/", 1)[1]
+    page["segments"][0]["key"] = bad
+    plant_page(root, VICTIM, 0, page)
+    return bad
+
+
+def _page_of_another_run(root: Path) -> str:
+    # The head names OTHER's genuine page (its sha256 right): a reader must not even
+    # GET it, and never splice another run's refs into this one.
+    other = read_head(root, OTHER)["pages"][0]
+    head = read_head(root, VICTIM)
+    head["pages"][0] = other
+    write_head(root, VICTIM, head)
+    return str(other["key"])
+
+
+def _page_key_climbs(root: Path) -> str:
+    page = read_page(root, read_head(root, VICTIM)["pages"][0]["key"])
+    key = f"runs/{VICTIM}/pages/../../{OTHER}/pages/x.json.zst"
+    return plant_page(root, VICTIM, 0, page, key=key)
+
+
+def _page_of_wrong_run_id(root: Path) -> str:
+    page = read_page(root, read_head(root, VICTIM)["pages"][0]["key"])
+    page["run_id"] = OTHER
+    return plant_page(root, VICTIM, 0, page)
+
+
+def _pages_overlap(root: Path) -> str:
+    head = read_head(root, VICTIM)
+    head["pages"].insert(1, head["pages"][0])
+    write_head(root, VICTIM, head)
+    return str(head["pages"][1]["key"])
+
+
+def _pages_leave_a_gap(root: Path) -> str:
+    head = read_head(root, VICTIM)
+    del head["pages"][0]
+    write_head(root, VICTIM, head)
+    return str(head["pages"][0]["key"])
+
+
+def _gap_inside_a_page(root: Path) -> str:
+    page = read_page(root, read_head(root, VICTIM)["pages"][0]["key"])
+    first = page["segments"][0]
+    first["last_seq"] -= 2  # the page says 1-(n-2), the next ref still starts at n+1
+    first["records"] -= 2
+    return plant_page(root, VICTIM, 0, page)
+
+
+CRAFTED = [
+    _refs_of_another_run,
+    _dot_dot_ref,
+    _page_of_another_run,
+    _page_key_climbs,
+    _page_of_wrong_run_id,
+    _pages_overlap,
+    _pages_leave_a_gap,
+    _gap_inside_a_page,
+]
+
+
+@pytest.mark.parametrize("craft", CRAFTED, ids=lambda f: f.__name__.strip("_"))
+def test_a_crafted_page_is_refused_and_nothing_outside_the_run_is_read(
+    craft: Callable[[Path], str], tmp_path: Path
+) -> None:
+    root = paged_archive(tmp_path)
+    craft(root)
+    for op in ("index", "restore", "export"):
+        indexpages._cache.clear()
+        store = CountingStore(FileStore(root, create=False))
+        out = tmp_path / "out" / op
+        out.parent.mkdir(exist_ok=True)
+        before = tree(tmp_path)
+        with pytest.raises(CorruptObjectError):
+            attempt(Reader.open(root.as_uri(), store=store), op, out)
+        # Nothing of another run is read (the manifest is not a run's).
+        outside = {
+            k for k in reads(store) if k.startswith("runs/") and not k.startswith(f"runs/{VICTIM}/")
+        }
+        assert outside == set(), outside
+        assert tree(tmp_path) == before  # an export left nothing behind
+    report = Reader.open(root.as_uri()).verify(VICTIM)
+    assert not report.ok
+
+
+def attempt(reader: Reader, op: str, out: Path) -> object:
+    if op == "index":
+        return reader.index(VICTIM)
+    if op == "restore":
+        return reader.restore(VICTIM)
+    return reader.export([VICTIM], dest=out)
+
+
+def tree(where: Path) -> set[Path]:
+    return set(where.rglob("*"))
+
+
+def test_cli_export_of_a_run_with_a_tampered_page_writes_nothing(tmp_path: Path) -> None:
+    root = paged_archive(tmp_path)
+    key = _page_key_climbs(root)
+    work = tmp_path / "w" / "a"
+    work.mkdir(parents=True)
+    before = tree(tmp_path)
+    code = cli("--url", root.as_uri(), "export", VICTIM, "--out", str(work / "b.tar"))
+    assert code == 1
+    assert tree(tmp_path) == before  # nothing under --out's parent, nothing outside
+    assert key.startswith(f"runs/{VICTIM}/pages/../")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "design: format 4's chain rule (format.md 12.3) lets the next ref's prev_sha256 "
+        "name a ref's `link` instead of its sha256, and `link` is an unauthenticated "
+        "field of the index (the segments it stands for are deleted by the merge). "
+        "Whoever can write the bucket replaces any segment in the middle of a run by "
+        "one of their own, sets its ref's sha256 and `link` (= the value the next "
+        "segment's header names), and chain_head, the manifest's head and every later "
+        "segment stay unchanged: verify, restore and export accept the altered history "
+        "and an auditor's anchored chain_head still matches. In format 2 the same "
+        "substitution breaks the next header's link (compliance.md's table)."
+    ),
+)
+def test_a_segment_substituted_behind_a_forged_link_is_caught(tmp_path: Path) -> None:
+    root = paged_archive(tmp_path)
+    head = read_head(root, VICTIM)
+    anchored = head["chain_head"]
+    page = read_page(root, head["pages"][0]["key"])
+    ref = page["segments"][-1]  # the oldest merged segment, seqs 1-32
+    raw = zstandard.ZstdDecompressor().decompress((root / ref["key"]).read_bytes())
+    header, *lines = raw.splitlines()
+    doctored = [json.loads(line) for line in lines]
+    event = next(r for r in doctored if r["type"] == "event")
+    event["data"] = {"i": -1, "host": "the attacker"}  # history rewritten
+    new_raw = b"\n".join([header, *(json.dumps(r).encode() for r in doctored)]) + b"\n"
+    sha = hashlib.sha256(new_raw).hexdigest()
+    key = f"runs/{VICTIM}/seg/{ref['first_seq']:012d}-{ref['last_seq']:012d}-{sha[:16]}.jsonl.zst"
+    body = zstandard.ZstdCompressor(write_checksum=True).compress(new_raw)
+    (root / key).write_bytes(body)
+    # What the next segment's header names: this ref's sha256 (or its link).
+    ref["link"] = ref["sha256"]
+    ref.update(key=key, sha256=sha, raw_bytes=len(new_raw), stored_bytes=len(body))
+    plant_page(root, VICTIM, 0, page)
+    indexpages._cache.clear()
+    reader = Reader.open(root.as_uri())
+    assert reader.index(VICTIM).chain_head == anchored  # the anchor still matches
+    assert {"i": -1, "host": "the attacker"} in [e.data for e in reader.restore(VICTIM).events]
+    report = reader.verify(VICTIM)
+    assert not report.ok, f"verify accepts a rewritten history: {report.problems}"
+
+
+def _streamed_bomb(size: int) -> bytes:
+    """``size`` bytes of zeros as one zstd frame that does not declare its size."""
+    obj = zstandard.ZstdCompressor(level=1, write_checksum=True).compressobj(size=-1)
+    chunk = bytes(16 << 20)
+    return b"".join([*(obj.compress(chunk) for _ in range(size // len(chunk))), obj.flush()])
+
+
+@pytest.mark.parametrize("op", ["restore", "verify"])
+def test_a_page_bomb_is_refused_in_bounded_memory(op: str, tmp_path: Path) -> None:
+    """A page that decompresses to 2 GiB (the head's ref to it unchanged: the bomb is
+    caught before the hash): refused at ``MAX_PAGE_BYTES``, in a child limited to
+    1 GiB of address space, never a MemoryError or a hang."""
+    root = paged_archive(tmp_path)
+    page = read_head(root, VICTIM)["pages"][0]
+    (root / page["key"]).write_bytes(_streamed_bomb(2 << 30))
+    got = run_limited(root, op)
+    if op == "verify":
+        assert got["error"] is None, got
+        assert any(key == page["key"] for _, key in got["problems"]), got
+    else:
+        assert got["error"] == "CorruptObjectError", got
+        assert got["key"] == page["key"]
+        assert f"{indexpages.MAX_PAGE_BYTES:,}" in got["message"]
+    assert got["maxrss_mib"] < 64 + indexpages.MAX_PAGE_BYTES / (1 << 20) * 2

@@ -146,7 +146,7 @@ def read_indexes(store: Store, run_ids: set[str]) -> dict[str, RunIndex]:
         key = index_key(run_id)
         try:
             head = parse_index(store.get(key).body, key)
-            out[run_id] = expand(store, head).model_copy(update={"pages": head.pages})
+            out[run_id] = expand(store, head, key).model_copy(update={"pages": head.pages})
         except (ObjectNotFoundError, CorruptObjectError, FormatVersionError):
             continue
     return out
