@@ -11,10 +11,13 @@ request: a 412 for an object that is not there, a PUT answered 200 and never sto
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from test_hostile import run_limited
 from trust_helpers import Hosts, cli, cli_env, content
 
 from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
+from runarchive.errors import FencedError, RunArchiveError, StoreError
+from runarchive.gc import run_gc
 from runarchive.run import Run
 from runarchive.store import CountingStore, FileStore
 
@@ -459,3 +464,138 @@ def test_a_page_bomb_is_refused_in_bounded_memory(op: str, tmp_path: Path) -> No
         assert got["key"] == page["key"]
         assert f"{indexpages.MAX_PAGE_BYTES:,}" in got["message"]
     assert got["maxrss_mib"] < 64 + indexpages.MAX_PAGE_BYTES / (1 << 20) * 2
+
+
+# -- 3. transient faults across a long compacting run ---------------------------------
+
+
+@pytest.mark.real_server
+def test_transient_faults_across_a_long_compacting_run(hosts: Hosts, proxy: FaultProxy) -> None:
+    """12 % of requests fail (5xx, resets, cut answers, lost answers of writes that
+    landed, spurious 412s) while the writer flushes and merges: 0 lost, 0 duplicated."""
+    a = open_live(hosts, "host-a", proxy, gc_grace_seconds=0)
+    run = a.start_run("agent", run_id="noisy", policy=KEEP_ALL)
+    acked: Acked = []
+    proxy.set_rate(0.12, ("500", "503", "reset", "truncated", "lost", "412"))
+    for i in range(40):
+        step(run, i, acked)
+        with contextlib.suppress(StoreError):  # the records stay pending: next flush
+            a.flush()
+    proxy.set_rate(0.0)
+    run.complete()
+    a.close()
+    print("faults:", dict(proxy.counts), "live steps:", a.engine.stats.live_steps)
+    assert sum(proxy.counts.values()) >= 10, proxy.counts
+    assert a.engine.stats.live_steps >= 10
+    check_complete(fresh_reader(hosts), "noisy", acked)
+
+
+# -- 4. a second host takes over a paged, compacted run ----------------------------------
+
+TAKEOVER = ["idle", "appends", "restarted"]
+
+
+@pytest.mark.real_server
+@pytest.mark.parametrize("first", TAKEOVER)
+def test_a_takeover_of_a_compacted_run_while_the_first_host_goes_on(
+    hosts: Hosts, first: str
+) -> None:
+    """Host A writes a paged, compacted run; host B resumes it and merges A's segments
+    (deleting what it retired at once: grace 0) before A notices. Then A goes on:
+
+    * idle: it flushed everything before the takeover; its close() must not raise and
+      its status must list nothing stranded;
+    * appends: it appends 2 records; they, and only they, are stranded (FencedError,
+      ``status``): held_through must not under-report once B merged A's segments away;
+    * restarted: A's process died; a new one on A's cache (no page in memory, A's pages
+      deleted by B) closes without raising about records the bucket holds.
+    """
+    a = open_live(hosts, "host-a", gc_grace_seconds=0)
+    run_a = a.start_run("agent", run_id="taken", policy=KEEP_ALL)
+    acked: Acked = []
+    steps(a, run_a, 0, 12, acked, "a")
+    mine = set(fresh_reader(hosts).index("taken").segments)
+    if first == "restarted":
+        abandon(a)
+    b = open_live(hosts, "host-b", gc_grace_seconds=0)
+    run_b = b.resume("taken")
+    steps(b, run_b, 12, 8, acked, "b")
+    index = fresh_reader(hosts).index("taken")
+    assert index.owner_host == "host-b"
+    assert not mine & set(index.segments), "B's compaction merged A's segments"
+
+    stranded = 0
+    if first == "appends":
+        for i in (100, 101):
+            with contextlib.suppress(FencedError):
+                run_a.event("late", {"i": i})
+                stranded += 1
+        assert stranded == 2
+        with pytest.raises(FencedError, match=r"seqs 25-26"):
+            a.flush()
+    if first == "restarted":
+        indexpages._cache.clear()  # a new process
+        a = open_live(hosts, "host-a", gc_grace_seconds=0)
+    (row,) = [r for r in a.status().runs if r.run_id == "taken"]
+    assert (row.archived_seq, row.last_seq) == (24, 24 + stranded), row
+    assert row.unflushed_records == stranded
+    if stranded:
+        try:
+            a.close()
+        except FencedError as exc:  # loud about what is really missing, only that
+            assert "seqs 25-26" in str(exc), str(exc)
+    else:
+        a.close()  # must not raise: the bucket holds every record A acknowledged
+    run_b.complete()
+    b.close()
+    check_complete(fresh_reader(hosts), "taken", acked)
+
+
+# -- 6. gc with no grace racing a live writer ------------------------------------------
+
+
+def test_gc_with_no_grace_racing_a_live_writer(tmp_path: Path) -> None:
+    """gc(grace=0) in a loop in another thread while the writer flushes and merges:
+    nothing the current index names is deleted, and a fresh restore is complete after
+    every flush."""
+    url = (tmp_path / "bucket").as_uri()
+    a = Archive.open(url, cache_dir=tmp_path / "a", gc_grace_seconds=0, **LIVE)
+    run = a.start_run("agent", run_id="raced", policy=KEEP_ALL)
+    acked: Acked = []
+    stop = threading.Event()
+    deleted: list[str] = []
+    failures: list[BaseException] = []
+
+    def collect() -> None:
+        store = FileStore(tmp_path / "bucket")
+        while not stop.is_set():
+            try:
+                report = run_gc(
+                    store, grace=timedelta(0), retention_days=None, delete_run=lambda _: None
+                )
+                deleted.extend(report.deleted)
+            except RunArchiveError as exc:  # a 412 on its index update: next round
+                failures.append(exc)
+
+    gc_thread = threading.Thread(target=collect, daemon=True)
+    gc_thread.start()
+    missing: list[str] = []
+    try:
+        for i in range(30):
+            step(run, i, acked)
+            a.flush()
+            indexpages._cache.clear()
+            try:
+                got = Reader.open(url).restore("raced")
+            except CorruptObjectError as exc:
+                missing.append(f"after flush {i}: {exc.key}")
+                continue
+            assert [content(r) for r in got.records] == acked
+    finally:
+        stop.set()
+        gc_thread.join(timeout=10)
+    assert deleted, "gc collected retired objects meanwhile"
+    assert missing == [], missing
+    run.complete()
+    a.close()
+    check_complete(Reader.open(url), "raced", acked)
