@@ -561,7 +561,8 @@ def test_gc_with_no_grace_racing_a_live_writer(tmp_path: Path) -> None:
     nothing the current index names is deleted, and a fresh restore is complete after
     every flush."""
     url = (tmp_path / "bucket").as_uri()
-    a = Archive.open(url, cache_dir=tmp_path / "a", gc_grace_seconds=0, **LIVE)
+    # The writer keeps what it retires listed (grace 1 h): gc(grace=0) deletes those.
+    a = Archive.open(url, cache_dir=tmp_path / "a", **LIVE)
     run = a.start_run("agent", run_id="raced", policy=KEEP_ALL)
     acked: Acked = []
     stop = threading.Event()
