@@ -602,3 +602,44 @@ def test_gc_with_no_grace_racing_a_live_writer(tmp_path: Path) -> None:
     run.complete()
     a.close()
     check_complete(Reader.open(url), "raced", acked)
+
+
+def test_restores_racing_a_writer_that_deletes_what_it_retires(tmp_path: Path) -> None:
+    """A writer with gc_grace_seconds=0 deletes the segments and pages a merge retired
+    right after its head write. A restore that read the previous head then finds a
+    segment missing: it re-reads the index once and continues (format.md 12.4), so
+    every restore beside the writer returns a complete prefix of the run."""
+    url = (tmp_path / "bucket").as_uri()
+    a = Archive.open(url, cache_dir=tmp_path / "a", gc_grace_seconds=0, **LIVE)
+    run = a.start_run("agent", run_id="busy", policy=KEEP_ALL)
+    acked: Acked = []
+    steps(a, run, 0, 1, acked)
+    stop = threading.Event()
+    failures: list[str] = []
+    restores = [0]
+
+    def read() -> None:
+        reader = Reader.open(url)
+        while not stop.is_set():
+            try:
+                got = reader.restore("busy")
+            except CorruptObjectError as exc:
+                failures.append(str(exc))
+                continue
+            n = len(got.records)
+            if [content(r) for r in got.records] != acked[:n] or n < 2:
+                failures.append(f"not a complete prefix: {n} records")
+            restores[0] += 1
+
+    readers = [threading.Thread(target=read, daemon=True) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        steps(a, run, 1, 40, acked)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(timeout=10)
+    a.close()
+    assert restores[0] >= 20, restores
+    assert failures == [], f"{len(failures)} of {restores[0] + len(failures)}: {failures[:3]}"

@@ -35,6 +35,7 @@ from runarchive.codec import check_ref, compress, decompress_bounded, index_key
 from runarchive.errors import (
     CorruptObjectError,
     InvalidInputError,
+    NamedObjectMissingError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StoreUnavailableError,
@@ -149,7 +150,7 @@ def read_page(store: Store, page: PageRef, run_id: str) -> tuple[SegmentRef, ...
     try:
         body = store.get(page.key).body
     except ObjectNotFoundError as exc:
-        raise CorruptObjectError(
+        raise NamedObjectMissingError(
             page.key, "the run index names this page and it is missing from the bucket"
         ) from exc
     refs = decode_page(body, page, run_id)

@@ -16,7 +16,12 @@ from runarchive import telemetry
 from runarchive.codec import index_key
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.crypto import keyring_for, open_index
-from runarchive.errors import EncryptionError, ObjectNotFoundError, RunNotFoundError
+from runarchive.errors import (
+    EncryptionError,
+    NamedObjectMissingError,
+    ObjectNotFoundError,
+    RunNotFoundError,
+)
 from runarchive.export import ExportResult, export_runs
 from runarchive.indexpages import load_index
 from runarchive.keys import KeyProvider
@@ -104,14 +109,22 @@ class Reader:
         ``decrypt=False`` returns the index as stored."""
         validate_run_id(run_id)
         key = index_key(run_id)
-        try:
-            got = self.store.get(key)
-        except ObjectNotFoundError:
-            raise RunNotFoundError(
-                f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
-                "started moments ago, its first flush may not have happened yet."
-            ) from None
-        index = load_index(self.store, got.body, key)
+        for again in (False, True):
+            try:
+                got = self.store.get(key)
+            except ObjectNotFoundError:
+                raise RunNotFoundError(
+                    f"no run {run_id!r} in {self.store.description} (no {key!r}). If it "
+                    "was started moments ago, its first flush may not have happened yet."
+                ) from None
+            try:
+                index = load_index(self.store, got.body, key)
+                break
+            except NamedObjectMissingError:
+                # A page the head named was retired and deleted since it was read (live
+                # compaction): read the head once more (format.md §12.4).
+                if again:
+                    raise
         check_index_run(index, run_id)
         self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index
@@ -146,14 +159,25 @@ class Reader:
         ``CorruptObjectError`` naming it. Cost: 1 GET for the index + 1 per segment.
         """
         index = self.index(run_id)
-        plan = plan_restore(index, seq=seq, at=at, run_id=run_id)
-        records = execute_restore(
-            plan,
-            self.store,
-            workers=self.config.restore_workers,
-            progress=progress,
-            keyring=self.keyring,
-        )
+        for again in (False, True):
+            plan = plan_restore(index, seq=seq, at=at, run_id=run_id)
+            try:
+                records = execute_restore(
+                    plan,
+                    self.store,
+                    workers=self.config.restore_workers,
+                    progress=progress,
+                    keyring=self.keyring,
+                )
+                break
+            except NamedObjectMissingError as exc:
+                # Live compaction merged it and its writer (or gc) deleted it after the
+                # grace: the index read before names it, the current one the merged
+                # segment. Re-read the index once (format.md §12.4); still named: lost.
+                newer = self.index(run_id)
+                if again or exc.key in {s.key for s in newer.segments}:
+                    raise
+                index = newer
         return RestoredRun(index, tuple(records))
 
     @property

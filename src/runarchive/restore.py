@@ -21,7 +21,12 @@ from typing import Any, TextIO
 from runarchive import telemetry
 from runarchive.codec import check_ref, index_key
 from runarchive.crypto import Keyring, decode_any
-from runarchive.errors import CorruptObjectError, InvalidInputError, ObjectNotFoundError
+from runarchive.errors import (
+    CorruptObjectError,
+    InvalidInputError,
+    NamedObjectMissingError,
+    ObjectNotFoundError,
+)
 from runarchive.logs import log_run
 from runarchive.model import Checkpoint, DataKey, Event, RunIndex, SegmentRef, validate_run_id
 from runarchive.store import Store
@@ -156,7 +161,7 @@ def execute_restore(
         try:
             body = store.get(ref.key).body
         except ObjectNotFoundError:
-            raise CorruptObjectError(
+            raise NamedObjectMissingError(
                 ref.key, "missing: the run index lists it but the bucket does not have it"
             ) from None
         records = decode_any(body, ref, plan.run_id, keyring, plan.keys)
