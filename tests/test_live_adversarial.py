@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -62,7 +64,8 @@ def hosts(seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture
 def proxy(hosts: Hosts) -> Iterator[FaultProxy]:
-    with FaultProxy(hosts.server.endpoint_url, seed=11, hold_seconds=1.5) as p:
+    seed = int(os.environ.get("FAULT_SEED", "11"))
+    with FaultProxy(hosts.server.endpoint_url, seed=seed, hold_seconds=1.5) as p:
         yield p
 
 
@@ -217,16 +220,26 @@ def test_a_lie_then_a_crash_loses_nothing(hosts: Hosts, proxy: FaultProxy, targe
 VICTIM, OTHER = "victim", "other"
 
 
-def paged_archive(tmp_path: Path) -> Path:
-    """A ``file://`` archive with two completed, paged and compacted runs."""
-    root = tmp_path / "bucket"
-    with Archive.open(root.as_uri(), cache_dir=tmp_path / "writer", **LIVE) as archive:
+@pytest.fixture(scope="module")
+def paged_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``file://`` archive with two completed, paged and compacted runs (built once)."""
+    where = tmp_path_factory.mktemp("paged")
+    root = where / "bucket"
+    with Archive.open(root.as_uri(), cache_dir=where / "writer", **LIVE) as archive:
         for run_id, n in ((VICTIM, 24), (OTHER, 12)):
             run = archive.start_run(agent="a", run_id=run_id, policy=KEEP_ALL)
             steps(archive, run, 0, n, [], tag=run_id)
             run.complete()
     head = read_head(root, VICTIM)
     assert len(head["pages"]) >= 2, head["pages"]
+    return root
+
+
+@pytest.fixture
+def paged(paged_template: Path, tmp_path: Path) -> Path:
+    """A copy of the template for one test to tamper with; no page in memory."""
+    root = tmp_path / "bucket"
+    shutil.copytree(paged_template, root)
     indexpages._cache.clear()
     return root
 
@@ -352,9 +365,9 @@ CRAFTED = [
 
 @pytest.mark.parametrize("craft", CRAFTED, ids=lambda f: f.__name__.strip("_"))
 def test_a_crafted_page_is_refused_and_nothing_outside_the_run_is_read(
-    craft: Callable[[Path], str], tmp_path: Path
+    craft: Callable[[Path], str], paged: Path, tmp_path: Path
 ) -> None:
-    root = paged_archive(tmp_path)
+    root = paged
     craft(root)
     for op in ("index", "restore", "export"):
         indexpages._cache.clear()
@@ -386,8 +399,10 @@ def tree(where: Path) -> set[Path]:
     return set(where.rglob("*"))
 
 
-def test_cli_export_of_a_run_with_a_tampered_page_writes_nothing(tmp_path: Path) -> None:
-    root = paged_archive(tmp_path)
+def test_cli_export_of_a_run_with_a_tampered_page_writes_nothing(
+    paged: Path, tmp_path: Path
+) -> None:
+    root = paged
     key = _page_key_climbs(root)
     work = tmp_path / "w" / "a"
     work.mkdir(parents=True)
@@ -412,8 +427,8 @@ def test_cli_export_of_a_run_with_a_tampered_page_writes_nothing(tmp_path: Path)
         "substitution breaks the next header's link (compliance.md's table)."
     ),
 )
-def test_a_segment_substituted_behind_a_forged_link_is_caught(tmp_path: Path) -> None:
-    root = paged_archive(tmp_path)
+def test_a_segment_substituted_behind_a_forged_link_is_caught(paged: Path) -> None:
+    root = paged
     head = read_head(root, VICTIM)
     anchored = head["chain_head"]
     page = read_page(root, head["pages"][0]["key"])
@@ -448,13 +463,13 @@ def _streamed_bomb(size: int) -> bytes:
 
 
 @pytest.mark.parametrize("op", ["restore", "verify"])
-def test_a_page_bomb_is_refused_in_bounded_memory(op: str, tmp_path: Path) -> None:
-    """A page that decompresses to 2 GiB (the head's ref to it unchanged: the bomb is
+def test_a_page_bomb_is_refused_in_bounded_memory(op: str, paged: Path) -> None:
+    """A page that decompresses to 1 GiB (the head's ref to it unchanged: the bomb is
     caught before the hash): refused at ``MAX_PAGE_BYTES``, in a child limited to
     1 GiB of address space, never a MemoryError or a hang."""
-    root = paged_archive(tmp_path)
+    root = paged
     page = read_head(root, VICTIM)["pages"][0]
-    (root / page["key"]).write_bytes(_streamed_bomb(2 << 30))
+    (root / page["key"]).write_bytes(_streamed_bomb(1 << 30))
     got = run_limited(root, op)
     if op == "verify":
         assert got["error"] is None, got
@@ -471,13 +486,13 @@ def test_a_page_bomb_is_refused_in_bounded_memory(op: str, tmp_path: Path) -> No
 
 @pytest.mark.real_server
 def test_transient_faults_across_a_long_compacting_run(hosts: Hosts, proxy: FaultProxy) -> None:
-    """12 % of requests fail (5xx, resets, cut answers, lost answers of writes that
+    """10 % of requests fail (5xx, resets, cut answers, lost answers of writes that
     landed, spurious 412s) while the writer flushes and merges: 0 lost, 0 duplicated."""
     a = open_live(hosts, "host-a", proxy, gc_grace_seconds=0)
     run = a.start_run("agent", run_id="noisy", policy=KEEP_ALL)
     acked: Acked = []
-    proxy.set_rate(0.12, ("500", "503", "reset", "truncated", "lost", "412"))
-    for i in range(40):
+    proxy.set_rate(0.1, ("500", "503", "reset", "truncated", "lost", "412"))
+    for i in range(24):
         step(run, i, acked)
         with contextlib.suppress(StoreError):  # the records stay pending: next flush
             a.flush()
@@ -485,8 +500,8 @@ def test_transient_faults_across_a_long_compacting_run(hosts: Hosts, proxy: Faul
     run.complete()
     a.close()
     print("faults:", dict(proxy.counts), "live steps:", a.engine.stats.live_steps)
-    assert sum(proxy.counts.values()) >= 10, proxy.counts
-    assert a.engine.stats.live_steps >= 10
+    assert sum(proxy.counts.values()) >= 8, proxy.counts
+    assert a.engine.stats.live_steps >= 8
     check_complete(fresh_reader(hosts), "noisy", acked)
 
 
