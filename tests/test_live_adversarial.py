@@ -19,7 +19,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from trust_helpers import Hosts, cli, cli_env, content
 from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
 from runarchive.errors import FencedError, RunArchiveError, StoreError
 from runarchive.gc import run_gc
+from runarchive.model import RunIndex, SegmentRef
+from runarchive.ownership import reconcile
 from runarchive.run import Run
 from runarchive.store import CountingStore, FileStore
 
@@ -658,3 +660,65 @@ def test_restores_racing_a_writer_that_deletes_what_it_retires(tmp_path: Path) -
     a.close()
     assert restores[0] >= 20, restores
     assert failures == [], f"{len(failures)} of {restores[0] + len(failures)}: {failures[:3]}"
+
+
+# -- the writer's own output stays within what its readers accept ----------------------
+
+T0 = datetime(2026, 12, 3, tzinfo=UTC)
+
+
+def _ref(first: int, last: int, level: int, ckpts: int = 0, link: str | None = None) -> SegmentRef:
+    n = last - first + 1
+    return SegmentRef(
+        key=f"runs/r/seg/{first:012d}-{last:012d}-{level:04x}{(link or '')[:12]:0>12}.jsonl.zst",
+        first_seq=first,
+        last_seq=last,
+        records=n,
+        checkpoints=ckpts,
+        events=n - ckpts,
+        stored_bytes=10,
+        raw_bytes=100 * n,
+        sha256=hashlib.sha256(f"{first}-{last}-{level}-{link}".encode()).hexdigest(),
+        first_ts=T0,
+        last_ts=T0,
+        level=level,
+        link=link,
+        ckpts=tuple((first + k, f"checkpoint-name-{k % 7}") for k in range(ckpts)),
+    )
+
+
+def test_every_page_a_writer_writes_is_one_its_readers_accept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keep_all run of small checkpoints: each high-level ref lists every checkpoint
+    it holds (``ckpts``), so 256 of them can make a page far larger than the ceiling a
+    reader decompresses (MAX_PAGE_BYTES, here scaled down to 64 KiB). Pages must be cut
+    by size too, or the writer stores a page no reader (nor itself after a restart) can
+    read."""
+    monkeypatch.setattr(indexpages, "MAX_PAGE_BYTES", 64 * 1024)
+    refs = [_ref(1000 * i + 1, 1000 * (i + 1), 12, ckpts=400) for i in range(300)]
+    refs.append(_ref(300_001, 300_002, 0))
+    index = RunIndex(run_id="r", agent="a", created_at=T0, updated_at=T0, segments=tuple(refs))
+    head, pages = indexpages.to_head(index)
+    assert len(head.pages) >= 2
+    for page, body, _ in pages:
+        assert len(indexpages.decode_page(body, page, "r")) == page.segments
+    assert sum(p.segments for p in head.pages) + len(head.segments) == len(refs)
+
+
+def test_a_sweeps_head_write_lost_or_unstored_is_this_writers_own() -> None:
+    """A sweep rewrites one level-0 segment (same range, new key, a ``link``). Its head
+    write answered and lost (the bucket has it) is adopted; answered and never stored
+    (the bucket has the one before) is healed: neither is a conflict."""
+    a, b = _ref(1, 2, 0), _ref(3, 4, 0)
+    swept = _ref(1, 2, 0, link=a.sha256)
+    base = {"run_id": "r", "agent": "a", "created_at": T0, "updated_at": T0}
+    before = RunIndex(**base, segments=(a, b), last_seq=4, epoch=1, writer="w")
+    after = before.model_copy(update={"segments": (swept, b)})
+    me = {"epoch": 1, "writer": "w", "archived_seq": 4, "last_seq": 4}
+    assert reconcile(**me, ours=before, remote=after).action == "adopt"
+    assert reconcile(**me, ours=after, remote=before).action == "heal"
+    # Another writer's different segment of the same range (no link) stays a conflict.
+    other = _ref(1, 2, 0).model_copy(update={"key": "runs/r/seg/x.jsonl.zst"})
+    diverged = before.model_copy(update={"segments": (other, b)})
+    assert reconcile(**me, ours=before, remote=diverged).action == "conflict"

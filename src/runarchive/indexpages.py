@@ -81,12 +81,30 @@ def split_refs(refs: Sequence[SegmentRef]) -> tuple[list[list[SegmentRef]], list
     cut = 0
     while cut < len(refs) and refs[cut].level >= HEAD_LEVELS:
         cut += 1
+    # A ref lists every checkpoint it holds (``ckpts``): 256 refs of a keep_all run of
+    # small checkpoints can exceed what a reader decompresses (MAX_PAGE_BYTES). Pages
+    # are cut at a quarter of it too, by a deterministic estimate of their JSON size.
+    budget = MAX_PAGE_BYTES // 4
     pages: list[list[SegmentRef]] = []
+    size = 0
     for ref in refs[:cut]:
-        if not pages or pages[-1][-1].level != ref.level or len(pages[-1]) >= PAGE_REFS:
+        ref_size = _json_size(ref)
+        if (
+            not pages
+            or pages[-1][-1].level != ref.level
+            or len(pages[-1]) >= PAGE_REFS
+            or size + ref_size > budget
+        ):
             pages.append([])
+            size = 0
         pages[-1].append(ref)
+        size += ref_size
     return pages, list(refs[cut:])
+
+
+def _json_size(ref: SegmentRef) -> int:
+    """An upper estimate of a ref's size in a page's JSON (cheap, deterministic)."""
+    return 1024 + sum(32 + 4 * len(name) for _, name in ref.ckpts or ())
 
 
 def encode_page(run_id: str, refs: Sequence[SegmentRef]) -> tuple[PageRef, bytes]:
