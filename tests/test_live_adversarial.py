@@ -722,3 +722,25 @@ def test_a_sweeps_head_write_lost_or_unstored_is_this_writers_own() -> None:
     other = _ref(1, 2, 0).model_copy(update={"key": "runs/r/seg/x.jsonl.zst"})
     diverged = before.model_copy(update={"segments": (other, b)})
     assert reconcile(**me, ours=before, remote=diverged).action == "conflict"
+
+
+@pytest.mark.real_server
+def test_an_unstored_merge_head_then_a_crash_with_no_grace_loses_nothing(
+    hosts: Hosts, proxy: FaultProxy
+) -> None:
+    """The merge's head PUT is answered 200 and never stored, and the writer (grace 0)
+    deletes the segments the merge retired right away, then dies: the bucket's head
+    still names them. A fresh host, without the writer ever coming back, must still
+    restore every record (the writer must not delete what the bucket's head names)."""
+    a = open_live(hosts, "host-a", proxy, gc_grace_seconds=0)
+    run = a.start_run("agent", run_id="gone", policy=KEEP_ALL)
+    acked: Acked = []
+    steps(a, run, 0, 5, acked)
+    proxy.set_rate(1.0, ("unstored",), only=head_put_after_merge(), budget=1)
+    i = 5
+    while not proxy.counts:
+        steps(a, run, i, 1, acked)
+        i += 1
+        assert i < 20, "the fault never fired"
+    abandon(a)
+    check_complete(fresh_reader(hosts), "gone", acked)
