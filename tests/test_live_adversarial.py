@@ -744,3 +744,20 @@ def test_an_unstored_merge_head_then_a_crash_with_no_grace_loses_nothing(
         assert i < 20, "the fault never fired"
     abandon(a)
     check_complete(fresh_reader(hosts), "gone", acked)
+
+
+@pytest.mark.parametrize("dest", ["dir", "tar"])
+def test_an_export_of_a_paged_run_is_self_contained(paged: Path, tmp_path: Path, dest: str) -> None:
+    """A bundle carries no page: its index.json is the whole index (every page's refs),
+    so ``verify-export`` finds it sound and its records are the run's."""
+    out = tmp_path / ("b.tar" if dest == "tar" else "b")
+    with Reader.open(paged.as_uri()) as reader:
+        reader.export([VICTIM], dest=out)
+        want = [content(r) for r in reader.restore(VICTIM).records]
+    assert cli("verify-export", str(out)) == 0
+    if dest == "dir":
+        index = json.loads((out / "runs" / VICTIM / "index.json").read_text())
+        assert index.get("pages", []) == []
+        assert index["segments"][0]["first_seq"] == 1
+        lines = (out / "runs" / VICTIM / "records.jsonl").read_text().splitlines()
+        assert len(lines) == len(want) == 48

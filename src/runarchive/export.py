@@ -72,6 +72,7 @@ from runarchive.model import (
     RunStatus,
     SegmentRef,
     format_ts,
+    parse_index,
     utcnow,
     validate_run_id,
 )
@@ -259,6 +260,10 @@ def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
         raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
     index = load_index(store, body, key)
     check_index_run(index, run_id)  # before index.run_id names any file
+    if parse_index(body, key).pages:
+        # A paged head (format 4) names pages a bundle does not carry: the bundle's
+        # index is the whole one, every page's refs spliced in (self-contained).
+        body = index.model_dump_json().encode()
     try:
         check_chain(index)
     except CheckFailed as bad:
