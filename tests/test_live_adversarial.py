@@ -625,7 +625,8 @@ def test_restores_racing_a_writer_that_deletes_what_it_retires(tmp_path: Path) -
     """A writer with gc_grace_seconds=0 deletes the segments and pages a merge retired
     right after its head write. A restore that read the previous head then finds a
     segment missing: it re-reads the index once and continues (format.md 12.4), so
-    every restore beside the writer returns a complete prefix of the run."""
+    every restore beside the writer returns a complete prefix of the run, and every
+    export succeeds."""
     url = (tmp_path / "bucket").as_uri()
     a = Archive.open(url, cache_dir=tmp_path / "a", gc_grace_seconds=0, **LIVE)
     run = a.start_run("agent", run_id="busy", policy=KEEP_ALL)
@@ -635,20 +636,26 @@ def test_restores_racing_a_writer_that_deletes_what_it_retires(tmp_path: Path) -
     failures: list[str] = []
     restores = [0]
 
-    def read() -> None:
+    def read(export: bool) -> None:
         reader = Reader.open(url)
+        n = 0
         while not stop.is_set():
+            n += 1
             try:
+                if export:  # an export is a reader too: it re-reads and stages again
+                    reader.export(["busy"], dest=tmp_path / f"export-{n}")
+                    restores[0] += 1
+                    continue
                 got = reader.restore("busy")
             except CorruptObjectError as exc:
                 failures.append(str(exc))
                 continue
-            n = len(got.records)
-            if [content(r) for r in got.records] != acked[:n] or n < 2:
-                failures.append(f"not a complete prefix: {n} records")
+            have = len(got.records)
+            if [content(r) for r in got.records] != acked[:have] or have < 2:
+                failures.append(f"not a complete prefix: {have} records")
             restores[0] += 1
 
-    readers = [threading.Thread(target=read, daemon=True) for _ in range(2)]
+    readers = [threading.Thread(target=read, args=(e,), daemon=True) for e in (False, True)]
     for t in readers:
         t.start()
     try:
@@ -761,3 +768,25 @@ def test_an_export_of_a_paged_run_is_self_contained(paged: Path, tmp_path: Path,
         assert index["segments"][0]["first_seq"] == 1
         lines = (out / "runs" / VICTIM / "records.jsonl").read_text().splitlines()
         assert len(lines) == len(want) == 48
+
+
+def test_an_export_of_a_run_chained_through_links_verifies(tmp_path: Path) -> None:
+    """33 flushes with fanout 2: the 32nd needs 5 merges, a flush runs at most 4
+    (livecompact.MAX_STEPS), so the 33rd segment is written before the last merge and
+    names the hash of a segment that merge replaced: the merged ref's ``link``
+    (format.md 12.3). Export and verify-export must accept that chain."""
+    root = tmp_path / "bucket"
+    with Archive.open(root.as_uri(), cache_dir=tmp_path / "w", **LIVE) as archive:
+        run = archive.start_run(agent="a", run_id="linked", policy=KEEP_ALL)
+        acked: Acked = []
+        steps(archive, run, 0, 33, acked)
+        run.complete()
+    reader = Reader.open(root.as_uri())
+    index = reader.index("linked")
+    assert any(
+        b.prev_sha256 == a.link != a.sha256
+        for a, b in zip(index.segments, index.segments[1:], strict=False)
+    ), "the chain goes through a link"
+    assert reader.verify("linked").ok
+    reader.export(["linked"], dest=tmp_path / "b")
+    assert cli("verify-export", str(tmp_path / "b")) == 0

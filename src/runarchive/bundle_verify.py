@@ -21,6 +21,7 @@ from runarchive.bundle import (
     CheckFailed,
     ExportProblem,
     _short,
+    chain_links,
     check_chain,
     check_segment,
     parse_lines,
@@ -279,7 +280,7 @@ def _verify_run(
         except CheckFailed as bad:
             out.append(ExportProblem(base + "records.jsonl", bad.problem))
     parts: list[bytes] = []
-    prev: str | None = None
+    prev: str | frozenset[str | None] | None = None
     complete = True  # every segment's records were read (sealed ones need the key)
     for ref in index.segments:
         path = base + segment_file(ref)
@@ -302,7 +303,7 @@ def _verify_run(
             return out
         complete = complete and got is not None
         parts.append(got[0] if got is not None else b"")
-        prev = ref.sha256
+        prev = chain_links(ref)
     if records is not None and complete and b"".join(parts) != records:
         out.append(
             ExportProblem(base + "records.jsonl", "differs from the records of the segments")

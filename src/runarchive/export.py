@@ -46,6 +46,7 @@ from runarchive.bundle import (
     README,
     CheckFailed,
     ExportProblem,
+    chain_links,
     check_chain,
     check_segment,
     manifest_text,
@@ -60,6 +61,7 @@ from runarchive.crypto import Keyring, open_index
 from runarchive.errors import (
     CorruptObjectError,
     InvalidInputError,
+    NamedObjectMissingError,
     ObjectNotFoundError,
     PreconditionFailedError,
     RunArchiveError,
@@ -146,6 +148,12 @@ class _Staged:
             f.flush()
             os.fsync(f.fileno())
         self.sums[rel], self.sizes[rel] = digest.hexdigest(), size
+
+    def discard(self, prefix: str) -> None:
+        """Forget and delete the staged files under ``prefix`` (a run staged again)."""
+        for rel in [r for r in self.sums if r.startswith(prefix)]:
+            (self.root / rel).unlink(missing_ok=True)
+            del self.sums[rel], self.sizes[rel]
 
     def order(self) -> list[str]:
         """README, export.json, MANIFEST.sha256 first, then the runs' files by path."""
@@ -254,11 +262,19 @@ def select_runs(
 
 def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
     key = index_key(run_id)
-    try:
-        body = store.get(key).body
-    except ObjectNotFoundError:
-        raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
-    index = load_index(store, body, key)
+    for again in (False, True):
+        try:
+            body = store.get(key).body
+        except ObjectNotFoundError:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in {store.description} (no {key!r})"
+            ) from None
+        try:
+            index = load_index(store, body, key)
+            break
+        except NamedObjectMissingError:
+            if again:  # a page retired and deleted since the head was read: once more
+                raise
     check_index_run(index, run_id)  # before index.run_id names any file
     if parse_index(body, key).pages:
         # A paged head (format 4) names pages a bundle does not carry: the bundle's
@@ -278,7 +294,7 @@ def _fetch(store: Store, refs: Sequence[SegmentRef], workers: int) -> Generator[
         try:
             return store.get(ref.key).body
         except ObjectNotFoundError:
-            raise CorruptObjectError(
+            raise NamedObjectMissingError(
                 ref.key, "missing: the run index lists it but the bucket does not have it"
             ) from None
 
@@ -318,7 +334,7 @@ def _stage_run(
     sealed_only = bool(index.keys) and keyring is None
 
     def records() -> Iterator[bytes]:
-        prev: str | None = None
+        prev: str | frozenset[str | None] | None = None
         with contextlib.closing(_fetch(store, index.segments, workers)) as bodies:
             for ref, body in zip(index.segments, bodies, strict=True):
                 try:
@@ -326,7 +342,7 @@ def _stage_run(
                 except CheckFailed as bad:
                     raise CorruptObjectError(ref.key, bad.problem) from None
                 staged.write(base + segment_file(ref), [body])
-                prev = ref.sha256
+                prev = chain_links(ref)
                 bar.step()
                 yield got[0] if got is not None else b""
 
@@ -350,6 +366,28 @@ def _version() -> str:
         return metadata.version("runarchive")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _stage_again_if_merged(
+    store: Store,
+    raw: bytes,
+    index: RunIndex,
+    staged: _Staged,
+    workers: int,
+    bar: Progress,
+    keyring: Keyring | None,
+) -> dict[str, Any]:
+    """:func:`_stage_run`; a segment merged and deleted since the index was read (live
+    compaction, format.md §12.4) makes it re-read the index and stage the run again,
+    once (still named by the new index: ``NamedObjectMissingError``)."""
+    try:
+        return _stage_run(store, raw, index, staged, workers, bar, keyring)
+    except NamedObjectMissingError as exc:
+        staged.discard(f"runs/{index.run_id}/")
+        raw2, newer = _read_index(store, index.run_id)
+        if exc.key in {s.key for s in newer.segments}:
+            raise
+    return _stage_run(store, raw2, newer, staged, workers, bar, keyring)
 
 
 def export_runs(
@@ -380,7 +418,9 @@ def export_runs(
             staged = _Staged(staging)
             docs = []
             for raw, index in indexes:
-                doc = _stage_run(reader.store, raw, index, staged, workers, bar, keyring)
+                doc = _stage_again_if_merged(
+                    reader.store, raw, index, staged, workers, bar, keyring
+                )
                 staged.write(f"runs/{index.run_id}/run.json", [orjson.dumps(doc, option=_JSON)])
                 docs.append(doc)
             created = utcnow()
