@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal soak clean
+.PHONY: demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,13 @@ bench-manifest: $(STAMP)
 # bench-only venv under .venv/peers/<name> (never the project's); ~10 min, --quick ~1 min.
 bench-peers: $(STAMP)
 	$(BIN)/python bench/bench_peers.py $(ARGS)
+
+# Issue 13's table: a long live run (20,000 flushes on file://, 2,000 on SeaweedFS),
+# the manifest at 1,000,000 runs and a simulated fleet of 1,000 hosts, and streaming
+# restore memory; about 15 minutes. Scripts' arguments: SCALE_RUN_ARGS, SCALE_FLEET_ARGS,
+# SCALE_RESTORE_ARGS (e.g. SCALE_RUN_ARGS="--flushes 100000").
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_scale.py
 
 bench-adapters: $(STAMP)
 	$(BIN)/python bench/bench_adapters.py

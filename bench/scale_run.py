@@ -30,6 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import aws_env  # noqa: E402
+from servers import SeaweedFS  # noqa: E402
+
 from runarchive import Archive, Reader  # noqa: E402
 from runarchive.config import load_config  # noqa: E402
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints  # noqa: E402
@@ -48,16 +53,25 @@ def _window(values: list[float], end: int, size: int = 20) -> list[float]:
     return values[max(0, end - size) : end]
 
 
-def long_run(flushes: int, *, live: bool = True, directory: str) -> dict[str, Any]:
+def long_run(
+    flushes: int,
+    *,
+    live: bool = True,
+    directory: str,
+    url: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write one run of ``flushes`` flushes; per-flush bytes, requests and times."""
-    url = f"file://{directory}/bucket"
-    store = CountingStore(make_store(load_config(url=url)))
+    url = url or f"file://{directory}/bucket"
+    settings = settings or {}
+    store = CountingStore(make_store(load_config(url=url, **settings)))
     archive = Archive.open(
         url,
         cache_dir=f"{directory}/cache",
         store=store,
         live_compaction=live,
         read_back=False,
+        **settings,
         **NEVER,
     )
     run = archive.start_run(agent="bench", run_id="long")
@@ -80,7 +94,7 @@ def long_run(flushes: int, *, live: bool = True, directory: str) -> dict[str, An
         own.append(float(_own_bytes(store, seen, cp.seq - 0, cp.seq + 1)))
     run.complete({"flushes": flushes})
     archive.close()
-    reader = Reader.open(url)
+    reader = Reader.open(url, **settings)
     index = reader.index("long")
     policy = Policy()
     want = select_checkpoints([PendingCheckpoint(s, n) for s, n in names], policy, names[0][0])
@@ -111,11 +125,18 @@ def _own_bytes(store: CountingStore, seen: list[tuple[str, str]], first: int, la
     return size
 
 
-def one_flush_restore(records: int, directory: str) -> float:
+def one_flush_restore(
+    records: int, directory: str, url: str | None = None, settings: dict[str, Any] | None = None
+) -> float:
     """Seconds to restore the same records written by one flush (median of 3)."""
-    url = f"file://{directory}/one"
+    url = url or f"file://{directory}/one"
+    settings = settings or {}
     archive = Archive.open(
-        url, cache_dir=f"{directory}/cache-one", max_segment_records=10**6, **NEVER
+        url,
+        cache_dir=f"{directory}/cache-one",
+        max_segment_records=10**6,
+        **settings,
+        **NEVER,
     )
     run = archive.start_run(agent="bench", run_id="one")
     for i in range(records // 2):
@@ -123,7 +144,7 @@ def one_flush_restore(records: int, directory: str) -> float:
         run.event("tool", {"step": i, "ok": True})
     run.complete({})
     archive.close()
-    return _restore_time(Reader.open(url), "one")
+    return _restore_time(Reader.open(url, **settings), "one")
 
 
 def _restore_time(reader: Reader, run_id: str) -> float:
@@ -176,12 +197,50 @@ def measure(flushes: int = 20_000, baseline_flushes: int = 2_000) -> dict[str, A
     }
 
 
+def on_seaweedfs(flushes: int) -> dict[str, Any]:
+    """The live run on a real SeaweedFS over loopback (``--seaweed``)."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SeaweedFS(Path(tmp) / "weed") as server,
+        aws_env(server),
+    ):
+        settings = {"endpoint_url": server.endpoint_url, "addressing_style": "path"}
+        live = long_run(
+            flushes,
+            directory=f"{tmp}/live",
+            url=server.url(server.make_bucket(), "scale"),
+            settings=settings,
+        )
+        restore_live = _restore_time(live["reader"], "long")
+        one_url = server.url(server.make_bucket(), "scale")
+        restore_one = one_flush_restore(live["records"], tmp, one_url, settings)
+    n = flushes
+    return {
+        "flushes": n,
+        "own_bytes_ratio": statistics.median(_window(live["own"], n))
+        / statistics.median(_window(live["own"], 20)),
+        "flush_seconds_20": statistics.median(_window(live["seconds"], 20)),
+        "flush_seconds_n": statistics.median(_window(live["seconds"], n)),
+        "flush_seconds_n_mean_1000": statistics.mean(live["seconds"][-1000:]),
+        "requests_per_flush_mean_1000": statistics.mean(live["requests"][-1000:]),
+        "objects": live["segments"],
+        "checkpoint_ratio": live["stored_checkpoints"] / live["policy_checkpoints"],
+        "restore_seconds": restore_live,
+        "restore_one_flush_seconds": restore_one,
+        "restore_ratio": restore_live / restore_one,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flushes", type=int, default=20_000)
     ap.add_argument("--baseline-flushes", type=int, default=2_000)
+    ap.add_argument("--seaweed", type=int, metavar="FLUSHES", help="also a run on SeaweedFS")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.seaweed:
+        real = on_seaweedfs(args.seaweed)
+        print(json.dumps(real, indent=2) if args.json else _seaweed_text(real))
     got = measure(args.flushes, args.baseline_flushes)
     if args.json:
         print(json.dumps(got, indent=2))
@@ -223,6 +282,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{got['restore_ratio']:.2f}x"
     )
     return 0
+
+
+def _seaweed_text(got: dict[str, Any]) -> str:
+    n = got["flushes"]
+    return (
+        f"one live run on SeaweedFS (127.0.0.1), {n:,} flushes of 2 records:\n"
+        f"  flush's own bytes at {n:,} / at 20: {got['own_bytes_ratio']:.2f}x; flush time "
+        f"{got['flush_seconds_20'] * 1e3:.2f} ms at 20, {got['flush_seconds_n'] * 1e3:.2f} ms "
+        f"at {n:,} (mean of the last 1,000 with compaction "
+        f"{got['flush_seconds_n_mean_1000'] * 1e3:.2f} ms, "
+        f"{got['requests_per_flush_mean_1000']:.2f} requests)\n"
+        f"  objects {got['objects']}; stored/policy checkpoints {got['checkpoint_ratio']:.2f}x; "
+        f"restore {got['restore_seconds'] * 1e3:.0f} ms vs "
+        f"{got['restore_one_flush_seconds'] * 1e3:.0f} ms in one flush: {got['restore_ratio']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

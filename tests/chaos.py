@@ -618,6 +618,9 @@ def host_settings(env: ChaosEnv, host: int) -> dict[str, Any]:
         "max_attempts": 3,
         "flush_records": 8,
         "flush_age": 0.2,
+        # Small levels: live compaction merges, sweeps and rewrites pages within the
+        # few dozen flushes a history makes, under the kills and the proxy's faults.
+        "compaction_fanout": 3,
         "lease_seconds": 3,
         "restore_workers": 2,
         "host_id": f"host{host}",

@@ -9,6 +9,8 @@ Modes:
   this thread every 8 records; then complete the run and close (flush + manifest).
 * ``multipart``: like ``write``, then one incompressible ~8 MiB checkpoint whose
   segment needs a multipart upload (threshold and part size are 5 MiB).
+* ``live``: like ``write``, flushing every 2 records (with ``compaction_fanout`` 2 the
+  writer's live compaction merges after every other flush).
 * ``compact`` / ``gc``: ``write``, then ``archive.compact(run_id)`` (and for ``gc``
   ``archive.gc(grace=0)``).
 
@@ -50,7 +52,7 @@ def main() -> None:
         else:
             seq = run.event("tool", {"i": i}).seq
         say(f"ACK {seq}")
-        if i % 8 == 0:
+        if i % (2 if mode == "live" else 8) == 0:
             say("STEP flush")
             archive.flush()
     if mode == "multipart":

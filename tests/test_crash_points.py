@@ -40,6 +40,10 @@ CASES = [
     # a re-encrypting compaction must be repeatable.
     pytest.param("flush.after_segment_put:2", "sealed", "STEP flush", marks=S3),
     pytest.param("compact.after_segments", "sealed-compact", "STEP compact"),
+    # Live compaction (a flush every 2 records, fanout 2): killed after the merged
+    # segment's PUT (the index does not name it yet), or after the head that names it.
+    pytest.param("live.after_segment_put:3", "live", "STEP flush", marks=S3),
+    pytest.param("live.after_index_put:3", "live", "STEP flush", marks=S3),
 ]
 BACKEND = {
     "write": "seaweedfs",
@@ -48,6 +52,7 @@ BACKEND = {
     "gc": "file",
     "sealed": "seaweedfs",
     "sealed-compact": "file",
+    "live": "seaweedfs",
 }
 KEYS = {"encryption_keys": "k1=" + "B" * 43 + "="}
 RECORDS = 30
@@ -67,6 +72,8 @@ def _settings(backend: Backend, mode: str, cache_dir: Path) -> dict[str, Any]:
         settings["check_conditional_writes"] = False  # no probe objects: gc deletes segments
     if mode.startswith("sealed"):
         settings |= {"encryption": "local", **KEYS}
+    if mode == "live":
+        settings["compaction_fanout"] = 2
     return settings
 
 

@@ -16,8 +16,10 @@ import pytest
 from conftest import Backend
 
 from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
+from runarchive.bundle_verify import verify_export
 from runarchive.levels import keep_set, name_token, plan_live, recent_floor
-from runarchive.model import SegmentRef
+from runarchive.model import EpochStart, RunIndex, SegmentRef
+from runarchive.ownership import held_through
 from runarchive.policy import PendingCheckpoint, select_checkpoints
 from runarchive.store.counting import CountingStore
 
@@ -319,3 +321,60 @@ def test_a_live_compaction_step_costs_its_window(tmp_path: Path) -> None:
     assert ops.count(("put", "seg")) == 2  # the flush's segment, the merged one
     assert ops.count(("put", "budget")) == 2  # two head writes: flush, merge
     archive.close()
+
+
+def test_a_fenced_writer_counts_as_held_only_what_its_own_index_held() -> None:
+    def index(epoch: int, writer: str, refs: list[SegmentRef], **extra: Any) -> RunIndex:
+        return RunIndex(
+            run_id="r",
+            agent="a",
+            created_at=T,
+            updated_at=T,
+            epoch=epoch,
+            writer=writer,
+            segments=tuple(refs),
+            last_seq=refs[-1].last_seq if refs else 0,
+            **extra,
+        )
+
+    mine = [_ref(1, 4, []), _ref(5, 8, [])]
+    ours = index(1, "w1", mine)
+    merged = _ref(1, 12, [], level=1)
+    # The new owner took the run from this writer's index at seq 8, then merged.
+    taken = index(2, "w3", [merged], epoch_starts={"2": EpochStart(seq=8, writer="w1")})
+    assert held_through(ours, taken) == 8
+    # The index it took over was another writer's of the same epoch (this writer's
+    # claim was answered and never stored): nothing of this writer's is held.
+    other = index(2, "w3", [merged], epoch_starts={"2": EpochStart(seq=8, writer="w2")})
+    assert held_through(ours, other) == 0
+    # Without a record of the takeover, only identical segments count.
+    plain = index(2, "w3", [mine[0], _ref(5, 12, [])])
+    assert held_through(ours, plain) == 4
+
+
+def test_a_compacted_run_exports_and_the_bundle_verifies(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/b"
+    archive = Archive.open(url, cache_dir=tmp_path / "c", compaction_fanout=3, **NEVER)
+    names = _long_run(archive, 60)
+    archive.run("long").complete()
+    archive.close()
+    reader = Reader.open(url)
+    assert any(s.link for s in reader.index("long").segments), "merged segments to export"
+    result = reader.export("long", dest=tmp_path / "bundle")
+    assert [r.run_id for r in result.runs] == ["long"]
+    problems = verify_export(tmp_path / "bundle")
+    assert problems == [], problems
+    run_dir = tmp_path / "bundle" / "runs" / "long"
+    bundled = json.loads((run_dir / "index.json").read_text())  # the head, as stored
+    assert bundled["pages"]
+    assert sorted(p.name for p in (run_dir / "pages").iterdir()) == sorted(
+        p["key"].rsplit("/", 1)[-1] for p in bundled["pages"]
+    )
+    lines = (tmp_path / "bundle" / "runs" / "long" / "records.jsonl").read_text().splitlines()
+    assert sum(1 for ln in lines if json.loads(ln)["type"] == "event") == len(names)
+    # A page altered in the bundle is found.
+    page = next((run_dir / "pages").iterdir())
+    page.write_bytes(indexpages.compress(b'{"format":4,"kind":"index-page","run_id":"long"}'))
+    assert any(
+        "pages" in p.path or "SHA-256" in p.problem for p in verify_export(tmp_path / "bundle")
+    )

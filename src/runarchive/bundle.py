@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +81,7 @@ def check_chain(index: RunIndex) -> None:
     ``sha256``, ``chain_head`` the last one. Raises ``CheckFailed`` with the key of the
     offending segment (or none: the index)."""
     expected, prev = 1, None
-    links: frozenset[str | None] = frozenset({None})  # what the next prev_sha256 may be
+    links: set[str | None] = {None}
     names: set[str] = set()
     for ref in index.segments:
         if ref.format > FORMAT_VERSION:
@@ -114,7 +113,8 @@ def check_chain(index: RunIndex) -> None:
         if name in names:
             raise CheckFailed("two segments of the run have the same file name", ref.key)
         names.add(name)
-        expected, prev, links = ref.last_seq + 1, ref.sha256, chain_links(ref)
+        expected, prev = ref.last_seq + 1, ref.sha256
+        links = {prev, ref.link} if ref.link else {prev}  # format 4: a merged segment
     if index.last_seq != expected - 1:
         raise CheckFailed(f"last_seq is {index.last_seq}, the segments end at {expected - 1}")
     chained = any(r.format >= CHAIN_FROM_VERSION for r in index.segments)
@@ -125,23 +125,26 @@ def check_chain(index: RunIndex) -> None:
         )
 
 
-def chain_links(ref: SegmentRef) -> frozenset[str | None]:
-    """What the next segment's ``prev_sha256`` may name after ``ref``: its ``sha256``,
-    or for a segment live compaction merged its ``link`` (format.md §12.3)."""
-    return frozenset({ref.sha256, ref.link}) if ref.link else frozenset({ref.sha256})
+def chain_prev(ref: SegmentRef, before: SegmentRef | None) -> str | None:
+    """The ``prev_sha256`` the header of ``ref`` must carry, ``before`` being the
+    previous ref: its ``sha256``, or its ``link`` when ``ref`` names that (format 4)."""
+    if before is None:
+        return None
+    if before.link is not None and ref.prev_sha256 == before.link:
+        return before.link
+    return before.sha256
 
 
 def check_segment(
     ref: SegmentRef,
     body: bytes,
-    prev: str | AbstractSet[str | None] | None,
+    prev: str | None,
     run_id: str,
     keyring: Keyring | None = None,
     keys: Sequence[DataKey] = (),
 ) -> tuple[bytes, list[Checkpoint | Event]] | None:
     """Verify one segment object against its ref and the chain (``prev``: the previous
-    segment's sha256, or :func:`chain_links` of it); return its record lines (header
-    removed) and records. A sealed
+    segment's sha256); return its record lines (header removed) and records. A sealed
     segment without ``keyring`` is checked as far as it can be (stored SHA-256,
     plaintext header) and gives ``None``."""
     if ref.dek is not None:
@@ -166,9 +169,8 @@ def check_segment(
 
 
 def _check_plain(
-    ref: SegmentRef, raw: bytes, prev: str | AbstractSet[str | None] | None, run_id: str
+    ref: SegmentRef, raw: bytes, prev: str | None, run_id: str
 ) -> tuple[bytes, list[Checkpoint | Event]]:
-    allowed = prev if isinstance(prev, AbstractSet) else frozenset({prev})
     rest, first_line = raw, 1
     if ref.format >= CHAIN_FROM_VERSION:
         head, _, rest = raw.partition(b"\n")
@@ -185,16 +187,14 @@ def _check_plain(
             "first_seq": ref.first_seq,
             "last_seq": ref.last_seq,
             "records": ref.records,
+            "prev_sha256": prev,
         }
         for name, value in want.items():
             if header.get(name) != value:
-                raise CheckFailed(f"header {name} is {header.get(name)!r}, expected {value!r}")
-        if header.get("prev_sha256") not in allowed:
-            expected = " or ".join(repr(v) for v in sorted(allowed, key=str))
-            raise CheckFailed(
-                f"header prev_sha256 is {header.get('prev_sha256')!r}, expected {expected}: "
-                "the hash chain is broken"
-            )
+                raise CheckFailed(
+                    f"header {name} is {header.get(name)!r}, expected {value!r}"
+                    + (": the hash chain is broken" if name == "prev_sha256" else "")
+                )
     records = parse_lines(rest, run_id, first_line)
     last = ref.first_seq - 1
     for rec in records:

@@ -21,7 +21,7 @@ from runarchive.bundle import (
     CheckFailed,
     ExportProblem,
     _short,
-    chain_links,
+    chain_prev,
     check_chain,
     check_segment,
     parse_lines,
@@ -37,7 +37,8 @@ from runarchive.errors import (
     InvalidInputError,
     KeyUnavailableError,
 )
-from runarchive.model import Checkpoint, RunIndex, parse_index, validate_run_id
+from runarchive.indexpages import check_page_ref, decode_page
+from runarchive.model import Checkpoint, RunIndex, SegmentRef, parse_index, validate_run_id
 from runarchive.store import Store
 
 if TYPE_CHECKING:
@@ -137,6 +138,19 @@ def _open_source(bundle: str | os.PathLike[str] | Store, config: ArchiveConfig |
         return _TarSource(path)
     except tarfile.TarError as exc:
         raise InvalidInputError(f"{path} is not a tar file ({exc})") from None
+
+
+def _with_pages(src: _Source, base: str, head: RunIndex) -> RunIndex:
+    """The head's refs with its pages' (format 4) spliced in, read from the bundle."""
+    if not head.pages:
+        return head
+    refs: list[SegmentRef] = []
+    for page in head.pages:
+        name = base + "pages/" + check_page_ref(page, head.run_id)
+        if name not in src.names:
+            raise CheckFailed(f"names page {page.key!r}, which the bundle lacks")
+        refs.extend(decode_page(src.read(name), page, head.run_id))
+    return head.model_copy(update={"segments": (*refs, *head.segments), "pages": ()})
 
 
 def verify_export(
@@ -243,6 +257,7 @@ def _verify_run(
         index = parse_index(src.read(base + "index.json"), base + "index.json")
         if index.run_id != rid:
             raise CheckFailed(f"is the index of run {index.run_id!r}, not {rid!r}")
+        index = _with_pages(src, base, index)
         check_chain(index)
     except (CheckFailed, CorruptObjectError, FormatVersionError) as exc:
         where = f"{exc.key}: " if isinstance(exc, CheckFailed) and exc.key else ""
@@ -280,7 +295,7 @@ def _verify_run(
         except CheckFailed as bad:
             out.append(ExportProblem(base + "records.jsonl", bad.problem))
     parts: list[bytes] = []
-    prev: str | frozenset[str | None] | None = None
+    before: SegmentRef | None = None
     complete = True  # every segment's records were read (sealed ones need the key)
     for ref in index.segments:
         path = base + segment_file(ref)
@@ -288,6 +303,7 @@ def _verify_run(
             out.append(ExportProblem(path, "missing: run.json lists this segment"))
             return out
         body = src.read(path)
+        prev = chain_prev(ref, before)
         try:
             try:
                 got = check_segment(ref, body, prev, rid, keyring, index.keys)
@@ -303,7 +319,7 @@ def _verify_run(
             return out
         complete = complete and got is not None
         parts.append(got[0] if got is not None else b"")
-        prev = chain_links(ref)
+        before = ref
     if records is not None and complete and b"".join(parts) != records:
         out.append(
             ExportProblem(base + "records.jsonl", "differs from the records of the segments")

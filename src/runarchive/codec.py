@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -47,6 +48,10 @@ HEADER_TYPE = "segment"
 MAX_SEGMENT_BYTES = 4 << 30
 HEAD_BYTES = 64 << 10  # a header line is < 1 KiB (a run id is <= 128 characters)
 _CHUNK = 1 << 20
+# Compressed bytes fed to the decoder per step when streaming (:func:`iter_frame`). One
+# zstd block of 128 KiB fits in 4 bytes (an RLE block), so 1 KiB of input can come out
+# as at most 32 MiB: the most a bomb can make a streaming reader hold past its limit.
+_IN_STEP = 1 << 10
 _SEGMENT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _records = TypeAdapter(Record)
 _local = threading.local()
@@ -196,6 +201,67 @@ def _decompress_unsized(body: bytes, key: str, limit: int, bound: str) -> bytes:
     return raw
 
 
+def iter_frame(body: bytes, key: str, limit: int, bound: str) -> Iterator[bytes]:
+    """The first zstd frame of ``body``, decompressed piece by piece (each piece at most
+    a few hundred KiB for ordinary data): what :func:`decompress_bounded` returns, in
+    bounded memory, with the same checks.
+
+    A frame declaring more than ``limit`` bytes is refused before anything is
+    decompressed; one declaring nothing is counted and refused as soon as its output
+    passes ``limit`` (never more than 32 MiB past it is held). zstd checks the frame's
+    XXH64 as it ends; a frame that stops early is refused after its last piece
+    (``CorruptObjectError`` naming ``key``, like every problem here), so a consumer must
+    treat what it read as unchecked until the iterator is exhausted. Bytes after the
+    first frame are ignored, as by :func:`decompress_bounded`.
+    """
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+    if declared > limit:
+        holds = f"declares {declared:,} bytes, more than"
+        raise CorruptObjectError(key, _too_big(holds, limit, bound))
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    view, size = memoryview(body), 0
+    for start in range(0, len(body), _IN_STEP):
+        try:
+            piece = obj.decompress(view[start : start + _IN_STEP])
+        except zstandard.ZstdError as exc:
+            raise CorruptObjectError(key, f"zstd frame does not decode ({exc})") from exc
+        if piece:
+            size += len(piece)
+            if size > limit:
+                holds = "decompresses to more than"
+                raise CorruptObjectError(key, _too_big(holds, limit, bound))
+            yield piece
+        if obj.eof:
+            return
+    raise CorruptObjectError(key, "zstd frame does not decode (it is truncated)")
+
+
+def iter_lines(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The ``\\n``-separated lines of the concatenated ``pieces``, without their
+    newlines; a last line without one is yielded too, an empty last one is not (as
+    ``bytes.split`` then dropping a trailing ``b""``). Holds one piece plus the line
+    being assembled: a line spanning many pieces is joined once, not re-copied."""
+    parts: list[bytes] = []
+    for piece in pieces:
+        lines = piece.split(b"\n")
+        if len(lines) == 1:
+            parts.append(piece)
+            continue
+        if parts:
+            parts.append(lines[0])
+            lines[0] = b"".join(parts)
+            parts.clear()
+        tail = lines.pop()
+        yield from lines
+        if tail:
+            parts.append(tail)
+    if parts:
+        yield b"".join(parts)
+
+
 def read_head(body: bytes, key: str, limit: int = HEAD_BYTES) -> bytes:
     """At most the first ``limit`` bytes a segment's frame decompresses to: enough
     for its header line, whatever the frame holds after it (no checksum check)."""
@@ -279,37 +345,52 @@ def check_contents(
     ``CorruptObjectError`` naming the key: an index that lists another run's segment
     (or a range it does not hold) must not restore it."""
     if header is not None:
-        want = {
-            "run": run_id,
-            "first_seq": ref.first_seq,
-            "last_seq": ref.last_seq,
-            "records": ref.records,
-        }
-        for field, value in want.items():
-            got = header.get(field)
-            if got != value or type(got) is not type(value):  # true == 1 in Python
-                raise CorruptObjectError(
-                    ref.key,
-                    f"its header says {field} {_shown(header.get(field))}, the index "
-                    f"says {value!r}",
-                )
+        check_header(header, ref, run_id)
     last = ref.first_seq - 1
     for rec in records:
-        if rec.run != run_id:
-            raise CorruptObjectError(
-                ref.key, f"it holds a record of run {_shown(rec.run)}, not of {run_id!r}"
-            )
-        if not last < rec.seq <= ref.last_seq:
+        last = check_record(rec, last, ref, run_id)
+    check_count(len(records), ref)
+
+
+def check_header(header: dict[str, object], ref: SegmentRef, run_id: str) -> None:
+    """A segment's header names ``run_id`` and the ref's range and record count
+    (:func:`check_contents`, the header part)."""
+    want = {
+        "run": run_id,
+        "first_seq": ref.first_seq,
+        "last_seq": ref.last_seq,
+        "records": ref.records,
+    }
+    for field, value in want.items():
+        got = header.get(field)
+        if got != value or type(got) is not type(value):  # true == 1 in Python
             raise CorruptObjectError(
                 ref.key,
-                f"record seq {rec.seq} is out of order or outside the segment's range "
-                f"{ref.first_seq}-{ref.last_seq}",
+                f"its header says {field} {_shown(header.get(field))}, the index says {value!r}",
             )
-        last = rec.seq
-    if len(records) != ref.records:
+
+
+def check_record(rec: Checkpoint | Event, last: int, ref: SegmentRef, run_id: str) -> int:
+    """One record of a segment is of ``run_id`` and its seq follows ``last`` (the
+    previous record's, or ``first_seq - 1``) inside the ref's range; returns its seq
+    (:func:`check_contents`, one record)."""
+    if rec.run != run_id:
         raise CorruptObjectError(
-            ref.key, f"it holds {len(records)} records, the index says {ref.records}"
+            ref.key, f"it holds a record of run {_shown(rec.run)}, not of {run_id!r}"
         )
+    if not last < rec.seq <= ref.last_seq:
+        raise CorruptObjectError(
+            ref.key,
+            f"record seq {rec.seq} is out of order or outside the segment's range "
+            f"{ref.first_seq}-{ref.last_seq}",
+        )
+    return rec.seq
+
+
+def check_count(count: int, ref: SegmentRef) -> None:
+    """A segment holds as many records as its ref says (:func:`check_contents`)."""
+    if count != ref.records:
+        raise CorruptObjectError(ref.key, f"it holds {count} records, the index says {ref.records}")
 
 
 def split_header(
@@ -324,15 +405,24 @@ def split_header(
     if fmt is not None and fmt < CHAIN_FROM_VERSION:
         return None, raw
     first, _, rest = raw.partition(b"\n")
-    try:
-        header = orjson.loads(first)
-    except orjson.JSONDecodeError:
-        header = None
-    if isinstance(header, dict) and header.get("type") == HEADER_TYPE:
+    header = header_of(first)
+    if header is not None:
         return header, rest
     if fmt is None:
         return None, raw
     raise CorruptObjectError(key, "the first line is not the segment header")
+
+
+def header_of(line: bytes) -> dict[str, object] | None:
+    """``line`` parsed if it is a segment header (a JSON object of ``"type":
+    "segment"``), else ``None``."""
+    try:
+        header = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(header, dict) and header.get("type") == HEADER_TYPE:
+        return header
+    return None
 
 
 def parse_records(raw: bytes, key: str, first_line: int = 1) -> list[Checkpoint | Event]:

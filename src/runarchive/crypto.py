@@ -319,6 +319,17 @@ def open_segment(
 ) -> bytes:
     """The JSON Lines of a sealed segment, after checking its SHA-256, its header
     against ``ref`` and the ciphertext's authentication tag."""
+    frame = open_sealed_frame(body, ref, run_id, keyring, keys)
+    # Authentic ciphertext is not a bound: whoever holds the key can seal a bomb.
+    return decompress_segment(frame, ref.key, raw_bytes=ref.raw_bytes)
+
+
+def open_sealed_frame(
+    body: bytes, ref: SegmentRef, run_id: str, keyring: Keyring | None, keys: Sequence[DataKey]
+) -> bytes:
+    """The zstd frame inside a sealed segment, not decompressed (a streaming reader
+    bounds that by ``ref.raw_bytes`` itself), after checking the stored object's SHA-256,
+    its header against ``ref`` and the ciphertext's authentication tag."""
     header, line, ct = check_sealed(body, ref, run_id)
     kek = str(header.get("kek"))
     if keyring is None:
@@ -330,7 +341,7 @@ def open_segment(
     plain = keyring.key_by_id(run_id, keys, str(ref.dek), ref.key)
     nonce = unb64(str(header.get("nonce")), ref.key)
     try:
-        frame = AESGCM(plain).decrypt(nonce, ct, line)
+        return AESGCM(plain).decrypt(nonce, ct, line)
     except InvalidTag:
         raise DecryptionError(
             ref.key,
@@ -338,8 +349,6 @@ def open_segment(
             f"(key {kek}): it was altered after it was written",
             kek,
         ) from None
-    # Authentic ciphertext is not a bound: whoever holds the key can seal a bomb.
-    return decompress_segment(frame, ref.key, raw_bytes=ref.raw_bytes)
 
 
 def segment_raw(

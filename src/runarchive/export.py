@@ -46,7 +46,7 @@ from runarchive.bundle import (
     README,
     CheckFailed,
     ExportProblem,
-    chain_links,
+    chain_prev,
     check_chain,
     check_segment,
     manifest_text,
@@ -68,7 +68,7 @@ from runarchive.errors import (
     RunNotFoundError,
     StoreError,
 )
-from runarchive.indexpages import load_index
+from runarchive.indexpages import check_page_ref, load_index
 from runarchive.model import (
     RunIndex,
     RunStatus,
@@ -276,10 +276,6 @@ def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
             if again:  # a page retired and deleted since the head was read: once more
                 raise
     check_index_run(index, run_id)  # before index.run_id names any file
-    if parse_index(body, key).pages:
-        # A paged head (format 4) names pages a bundle does not carry: the bundle's
-        # index is the whole one, every page's refs spliced in (self-contained).
-        body = index.model_dump_json().encode()
     try:
         check_chain(index)
     except CheckFailed as bad:
@@ -330,19 +326,31 @@ def _stage_run(
     without one it is staged sealed, with no ``records.jsonl``."""
     base = f"runs/{index.run_id}/"
     staged.write(base + "index.json", [raw_index])
+    # A paged index (format 4) travels with its pages, as stored: the bundle's
+    # index.json is the head, byte for byte.
+    for page in parse_index(raw_index, base + "index.json").pages:
+        name = check_page_ref(page, index.run_id)
+        try:
+            page_body = store.get(page.key).body
+        except ObjectNotFoundError:  # retired and deleted since: the caller re-reads
+            raise NamedObjectMissingError(
+                page.key, "the run index names this page and it is missing from the bucket"
+            ) from None
+        staged.write(base + "pages/" + name, [page_body])
     opened = open_index(index, keyring, base + "index.json") if keyring and index.keys else None
     sealed_only = bool(index.keys) and keyring is None
 
     def records() -> Iterator[bytes]:
-        prev: str | frozenset[str | None] | None = None
+        before: SegmentRef | None = None
         with contextlib.closing(_fetch(store, index.segments, workers)) as bodies:
             for ref, body in zip(index.segments, bodies, strict=True):
+                prev = chain_prev(ref, before)
                 try:
                     got = check_segment(ref, body, prev, index.run_id, keyring, index.keys)
                 except CheckFailed as bad:
                     raise CorruptObjectError(ref.key, bad.problem) from None
                 staged.write(base + segment_file(ref), [body])
-                prev = chain_links(ref)
+                before = ref
                 bar.step()
                 yield got[0] if got is not None else b""
 

@@ -31,6 +31,8 @@ POINTS = frozenset(
         "compact.after_segments",
         "compact.after_index",
         "gc.after_delete",
+        "live.after_segment_put",
+        "live.after_index_put",
     }
 )
 

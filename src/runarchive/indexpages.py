@@ -60,6 +60,21 @@ _cache: OrderedDict[str, tuple[SegmentRef, ...]] = OrderedDict()
 _CACHE_PAGES = 4096
 
 
+_PAGE_FILE = re.compile(r"[0-9]{12,}-[0-9]{12,}-[0-9a-f]{16}\.json\.zst")
+
+
+def check_page_ref(page: PageRef, run_id: str) -> str:
+    """The page's file name, once its key is checked to be a page of ``run_id`` (a
+    key from the bucket is never trusted to build a path or read another run)."""
+    prefix = f"runs/{run_id}/pages/"
+    name = page.key.removeprefix(prefix)
+    if not page.key.startswith(prefix) or not _PAGE_FILE.fullmatch(name):
+        raise CorruptObjectError(page.key, f"is not a page key of run {run_id!r}")
+    if not 1 <= page.first_seq <= page.last_seq or page.segments < 1:
+        raise CorruptObjectError(page.key, "its page ref has an impossible range or count")
+    return name
+
+
 def page_key(run_id: str, first_seq: int, last_seq: int, sha256: str) -> str:
     """``runs/<run_id>/pages/<first:012d>-<last:012d>-<sha16>.json.zst``."""
     return f"runs/{run_id}/pages/{first_seq:012d}-{last_seq:012d}-{sha256[:16]}.json.zst"
@@ -162,6 +177,7 @@ def decode_page(body: bytes, page: PageRef, run_id: str) -> tuple[SegmentRef, ..
 
 def read_page(store: Store, page: PageRef, run_id: str) -> tuple[SegmentRef, ...]:
     """A page's refs: from memory if this process met it before, else 1 GET."""
+    check_page_ref(page, run_id)
     got = _cached(page.key)
     if got is not None:
         return got

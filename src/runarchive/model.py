@@ -216,6 +216,13 @@ class CompactionRecord(_Persisted):
     old_chain_head: str | None  # the head it replaced (an older export names this one)
 
 
+class EpochStart(_Persisted):
+    """Where a takeover began (``RunIndex.epoch_starts``)."""
+
+    seq: int  # the index's last_seq when the epoch began
+    writer: str  # the writer id of the index it took over
+
+
 class RunIndex(_Persisted):
     """``runs/<run_id>/index.json``: a run's metadata and its segments, in seq order."""
 
@@ -244,11 +251,11 @@ class RunIndex(_Persisted):
     # response), never another host's of the same epoch. "" in indexes written
     # before this field existed.
     writer: str = ""
-    # Takeovers: epoch (as a string) -> the index's last_seq when that epoch's owner
-    # took the run (resume). Every seq up to it came from earlier epochs, so a fenced
-    # writer knows what the bucket holds of its records even after the new owner's
-    # live compaction merged its segments away.
-    epoch_starts: dict[str, int] = Field(default_factory=dict)
+    # Takeovers: epoch (as a string) -> where that epoch's owner took the run over
+    # (resume): the index's last_seq then, and the writer id that index had. A fenced
+    # writer that is that writer knows the bucket holds its records up to there, even
+    # after the new owner's live compaction merged its segments away.
+    epoch_starts: dict[str, EpochStart] = Field(default_factory=dict)
     # The run's own compression policy (start_run(policy=...)), as Policy fields;
     # None means the writing archive's configured policy. Kept as plain JSON so a
     # reader never fails on a policy field a later version adds; writers validate it.

@@ -65,11 +65,12 @@ def held_through(ours: RunIndex, remote: RunIndex | None) -> int:
         if mine.key != theirs.key:
             break
         held = mine.last_seq
-    # The next epoch began from an index of ours: what it held then is ours, wherever
-    # the new owner's live compaction has moved it since.
+    # The next epoch began from an index this writer wrote: what it held then is this
+    # writer's, wherever the new owner's live compaction has moved it since. (Not when
+    # that index was another writer's of the same epoch: a claim this writer lost.)
     start = remote.epoch_starts.get(str(ours.epoch + 1))
-    if remote.epoch > ours.epoch and start is not None:
-        held = max(held, min(start, ours.last_seq))
+    if remote.epoch > ours.epoch and start is not None and start.writer == ours.writer:
+        held = max(held, min(start.seq, ours.last_seq))
     return held
 
 

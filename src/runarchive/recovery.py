@@ -31,6 +31,7 @@ from runarchive.jsonvalue import dumps, loads
 from runarchive.logs import log_run
 from runarchive.model import (
     Checkpoint,
+    EpochStart,
     Event,
     RunIndex,
     format_ts,
@@ -179,7 +180,10 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
     for _ in range(10):
         taken = head.model_copy(
             update={
-                "epoch_starts": {**head.epoch_starts, str(index.epoch + 1): index.last_seq},
+                "epoch_starts": {
+                    **head.epoch_starts,
+                    str(index.epoch + 1): EpochStart(seq=index.last_seq, writer=index.writer),
+                },
                 "epoch": index.epoch + 1,
                 "writer": writer,
                 "owner_host": archive.config.host_id,
