@@ -164,6 +164,13 @@ class CorruptObjectError(RunArchiveError):
         )
 
 
+class NamedObjectMissingError(CorruptObjectError):
+    """A segment or page the run index names is not in the bucket. Corruption, unless
+    the index changed since it was read: live compaction retires what it merged, and
+    its writer (or ``gc``) deletes that after the grace period; a reader then re-reads
+    the index once (docs/format.md §12.4)."""
+
+
 class EncryptionError(RunArchiveError):
     """Client-side encryption failed (``docs/encryption.md``). Messages name key ids,
     never key material."""

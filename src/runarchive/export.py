@@ -61,6 +61,7 @@ from runarchive.crypto import Keyring, open_index
 from runarchive.errors import (
     CorruptObjectError,
     InvalidInputError,
+    NamedObjectMissingError,
     ObjectNotFoundError,
     PreconditionFailedError,
     RunArchiveError,
@@ -147,6 +148,12 @@ class _Staged:
             f.flush()
             os.fsync(f.fileno())
         self.sums[rel], self.sizes[rel] = digest.hexdigest(), size
+
+    def discard(self, prefix: str) -> None:
+        """Forget and delete the staged files under ``prefix`` (a run staged again)."""
+        for rel in [r for r in self.sums if r.startswith(prefix)]:
+            (self.root / rel).unlink(missing_ok=True)
+            del self.sums[rel], self.sizes[rel]
 
     def order(self) -> list[str]:
         """README, export.json, MANIFEST.sha256 first, then the runs' files by path."""
@@ -255,11 +262,19 @@ def select_runs(
 
 def _read_index(store: Store, run_id: str) -> tuple[bytes, RunIndex]:
     key = index_key(run_id)
-    try:
-        body = store.get(key).body
-    except ObjectNotFoundError:
-        raise RunNotFoundError(f"no run {run_id!r} in {store.description} (no {key!r})") from None
-    index = load_index(store, body, key)
+    for again in (False, True):
+        try:
+            body = store.get(key).body
+        except ObjectNotFoundError:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in {store.description} (no {key!r})"
+            ) from None
+        try:
+            index = load_index(store, body, key)
+            break
+        except NamedObjectMissingError:
+            if again:  # a page retired and deleted since the head was read: once more
+                raise
     check_index_run(index, run_id)  # before index.run_id names any file
     try:
         check_chain(index)
@@ -275,7 +290,7 @@ def _fetch(store: Store, refs: Sequence[SegmentRef], workers: int) -> Generator[
         try:
             return store.get(ref.key).body
         except ObjectNotFoundError:
-            raise CorruptObjectError(
+            raise NamedObjectMissingError(
                 ref.key, "missing: the run index lists it but the bucket does not have it"
             ) from None
 
@@ -315,7 +330,13 @@ def _stage_run(
     # index.json is the head, byte for byte.
     for page in parse_index(raw_index, base + "index.json").pages:
         name = check_page_ref(page, index.run_id)
-        staged.write(base + "pages/" + name, [store.get(page.key).body])
+        try:
+            page_body = store.get(page.key).body
+        except ObjectNotFoundError:  # retired and deleted since: the caller re-reads
+            raise NamedObjectMissingError(
+                page.key, "the run index names this page and it is missing from the bucket"
+            ) from None
+        staged.write(base + "pages/" + name, [page_body])
     opened = open_index(index, keyring, base + "index.json") if keyring and index.keys else None
     sealed_only = bool(index.keys) and keyring is None
 
@@ -355,6 +376,28 @@ def _version() -> str:
         return "unknown"
 
 
+def _stage_again_if_merged(
+    store: Store,
+    raw: bytes,
+    index: RunIndex,
+    staged: _Staged,
+    workers: int,
+    bar: Progress,
+    keyring: Keyring | None,
+) -> dict[str, Any]:
+    """:func:`_stage_run`; a segment merged and deleted since the index was read (live
+    compaction, format.md §12.4) makes it re-read the index and stage the run again,
+    once (still named by the new index: ``NamedObjectMissingError``)."""
+    try:
+        return _stage_run(store, raw, index, staged, workers, bar, keyring)
+    except NamedObjectMissingError as exc:
+        staged.discard(f"runs/{index.run_id}/")
+        raw2, newer = _read_index(store, index.run_id)
+        if exc.key in {s.key for s in newer.segments}:
+            raise
+    return _stage_run(store, raw2, newer, staged, workers, bar, keyring)
+
+
 def export_runs(
     reader: Reader,
     run_ids: Sequence[str] | str | None = None,
@@ -383,7 +426,9 @@ def export_runs(
             staged = _Staged(staging)
             docs = []
             for raw, index in indexes:
-                doc = _stage_run(reader.store, raw, index, staged, workers, bar, keyring)
+                doc = _stage_again_if_merged(
+                    reader.store, raw, index, staged, workers, bar, keyring
+                )
                 staged.write(f"runs/{index.run_id}/run.json", [orjson.dumps(doc, option=_JSON)])
                 docs.append(doc)
             created = utcnow()

@@ -5,8 +5,9 @@
 
 * segments a compaction **retired**, once retired for longer than the grace period
   (the index then forgets them, by compare-and-swap);
-* **orphan** segments — objects under ``runs/<id>/seg/`` that the run's index does not
-  list, left by a retried or crashed flush — once older than the grace period;
+* **orphan** segments and pages — objects under ``runs/<id>/seg/`` or ``pages/`` that
+  the run's index does not list, left by a retried or crashed flush or merge — once
+  older than the grace period (and, for a running run, than :data:`IN_FLIGHT`);
 * objects of a run that has **no index** (its first flush never completed), once older
   than the grace period;
 * **probe** objects (``_runarchive/probe/``) older than the grace period;
@@ -40,6 +41,11 @@ from runarchive.model import RunIndex, parse_index, utcnow
 from runarchive.store import IfMatch, ObjectMeta, Store
 
 PROBE_PREFIX = "_runarchive/probe/"
+# An object of a running run that its index does not name may be in flight: a flush's
+# segment before its index write, a live merge's segment or page before its head's
+# compare-and-swap. Whatever the grace (0 included), gc leaves those alone this long:
+# deleting one makes the index the writer is about to write name a missing object.
+IN_FLIGHT = timedelta(minutes=10)
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +118,7 @@ def plan_gc(
             continue
         # read_indexes keeps the head's pages beside the expanded refs.
         listed = {s.key for s in index.segments} | {p.key for p in index.pages}
+        orphan_cutoff = min(cutoff, now - IN_FLIGHT) if index.status == "running" else cutoff
         retired = {r.key: r.retired_at for r in index.retired}
         for meta in metas:
             if meta.key == index_key(run_id) or meta.key in listed:
@@ -119,8 +126,13 @@ def plan_gc(
             if meta.key in retired:
                 if retired[meta.key] < cutoff:
                     plan.objects.append(Doomed(meta.key, meta.size, "retired"))
-            elif ("/seg/" in meta.key or "/pages/" in meta.key) and _old(meta, cutoff):
+            elif ("/seg/" in meta.key or "/pages/" in meta.key) and _old(meta, orphan_cutoff):
                 plan.objects.append(Doomed(meta.key, meta.size, "orphan"))
+            elif ("/seg/" in meta.key or "/pages/" in meta.key) and _old(meta, cutoff):
+                plan.skipped.append(
+                    f"{meta.key}: not named by the index of running run {run_id!r}, and "
+                    f"younger than {int(IN_FLIGHT.total_seconds())} s (a write in flight?)"
+                )
         present = {m.key for m in metas}
         plan.forget.extend(key for key, at in retired.items() if key not in present and at < cutoff)
     return plan
@@ -146,7 +158,7 @@ def read_indexes(store: Store, run_ids: set[str]) -> dict[str, RunIndex]:
         key = index_key(run_id)
         try:
             head = parse_index(store.get(key).body, key)
-            out[run_id] = expand(store, head).model_copy(update={"pages": head.pages})
+            out[run_id] = expand(store, head, key).model_copy(update={"pages": head.pages})
         except (ObjectNotFoundError, CorruptObjectError, FormatVersionError):
             continue
     return out

@@ -22,6 +22,7 @@ from runarchive.cache import Cache, RecordInfo, RunRow
 from runarchive.codec import decompress_segment, index_key, run_prefix
 from runarchive.crypto import Keyring, check_stored, seal_index
 from runarchive.errors import (
+    CorruptObjectError,
     FencedError,
     IndexConflictError,
     MissingRecordsError,
@@ -123,7 +124,38 @@ class Healing:
         its pages expanded: from memory, or 1 GET per page after a restart)."""
         if row.index_json is None:
             return None
-        return expand(self.store, RunIndex.model_validate_json(row.index_json))
+        head = RunIndex.model_validate_json(row.index_json)
+        try:
+            return expand(self.store, head)
+        except CorruptObjectError:
+            # A page of ours is gone: after a takeover, the new owner's compaction
+            # retires our pages and deletes them. That is a fence, not corruption.
+            if head.pages:
+                self._fence_if_taken(row)
+            raise
+
+    def _ours_or_head(self, row: RunRow) -> RunIndex | None:
+        """``_ours``, or for a writer that was taken over and whose pages the new owner
+        deleted since, its head alone (its own refs; ``last_seq`` and ``epoch`` right):
+        what fencing needs to tell what it archived."""
+        if row.index_json is None:
+            return None
+        head = RunIndex.model_validate_json(row.index_json)
+        try:
+            return expand(self.store, head)
+        except CorruptObjectError:
+            return head.model_copy(update={"pages": ()})
+
+    def _fence_if_taken(self, row: RunRow) -> None:
+        """Raise ``FencedError`` (the fence recorded) if the bucket's index is another
+        writer's; return otherwise. Cost: 1 GET."""
+        remote = self._remote_index(row.run_id)
+        if remote is None:
+            return
+        theirs = remote[0]
+        if theirs.epoch > row.epoch or (theirs.epoch == row.epoch and theirs.writer != row.writer):
+            verdict = _verdict(row, None, remote)
+            self._fence(row, verdict.reason, theirs)
 
     def _save_index(self, row: RunRow, index: RunIndex, mode: PutMode) -> tuple[str, str]:
         """PUT a full index as its pages and head; the ``(etag, head JSON)`` written."""
@@ -146,7 +178,7 @@ class Healing:
             # What this writer archived counts only as far as the bucket's index still
             # holds it: a lost index write followed by another host's claim leaves
             # records this writer took for archived in no index at all.
-            ours = self._ours(row)
+            ours = self._ours_or_head(row)
             assert ours is not None
             archived = min(archived, held_through(ours, remote))
         self.cache.set_run_fields(row.run_id, fenced=1, archived_seq=archived)
@@ -464,7 +496,7 @@ class Healing:
         takeover) go up again from its cache, create-only under their content-derived
         keys; the index is never touched. Cost: 1 GET + 1 LIST per 1,000 segments."""
         remote = self._remote_index(row.run_id)
-        ours = self._ours(row)
+        ours = self._ours_or_head(row)
         if remote is None or ours is None:
             return
         mine = {ref.key for ref in ours.segments}

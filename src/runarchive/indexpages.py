@@ -22,6 +22,7 @@ and one a process has read or written is cached in memory (it can never change).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
 from collections import OrderedDict
@@ -30,8 +31,15 @@ from collections.abc import Iterable, Sequence
 import orjson
 from pydantic import ValidationError
 
-from runarchive.codec import compress, decompress_bounded, index_key
-from runarchive.errors import CorruptObjectError, ObjectNotFoundError, PreconditionFailedError
+from runarchive.codec import check_ref, compress, decompress_bounded, index_key
+from runarchive.errors import (
+    CorruptObjectError,
+    InvalidInputError,
+    NamedObjectMissingError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreUnavailableError,
+)
 from runarchive.model import (
     PAGED_FORMAT,
     IndexPage,
@@ -39,6 +47,7 @@ from runarchive.model import (
     RunIndex,
     SegmentRef,
     parse_index,
+    validate_run_id,
 )
 from runarchive.store import PutMode, Store
 
@@ -87,12 +96,30 @@ def split_refs(refs: Sequence[SegmentRef]) -> tuple[list[list[SegmentRef]], list
     cut = 0
     while cut < len(refs) and refs[cut].level >= HEAD_LEVELS:
         cut += 1
+    # A ref lists every checkpoint it holds (``ckpts``): 256 refs of a keep_all run of
+    # small checkpoints can exceed what a reader decompresses (MAX_PAGE_BYTES). Pages
+    # are cut at a quarter of it too, by a deterministic estimate of their JSON size.
+    budget = MAX_PAGE_BYTES // 4
     pages: list[list[SegmentRef]] = []
+    size = 0
     for ref in refs[:cut]:
-        if not pages or pages[-1][-1].level != ref.level or len(pages[-1]) >= PAGE_REFS:
+        ref_size = _json_size(ref)
+        if (
+            not pages
+            or pages[-1][-1].level != ref.level
+            or len(pages[-1]) >= PAGE_REFS
+            or size + ref_size > budget
+        ):
             pages.append([])
+            size = 0
         pages[-1].append(ref)
+        size += ref_size
     return pages, list(refs[cut:])
+
+
+def _json_size(ref: SegmentRef) -> int:
+    """An upper estimate of a ref's size in a page's JSON (cheap, deterministic)."""
+    return 1024 + sum(32 + 4 * len(name) for _, name in ref.ckpts or ())
 
 
 def encode_page(run_id: str, refs: Sequence[SegmentRef]) -> tuple[PageRef, bytes]:
@@ -157,7 +184,7 @@ def read_page(store: Store, page: PageRef, run_id: str) -> tuple[SegmentRef, ...
     try:
         body = store.get(page.key).body
     except ObjectNotFoundError as exc:
-        raise CorruptObjectError(
+        raise NamedObjectMissingError(
             page.key, "the run index names this page and it is missing from the bucket"
         ) from exc
     refs = decode_page(body, page, run_id)
@@ -165,24 +192,96 @@ def read_page(store: Store, page: PageRef, run_id: str) -> tuple[SegmentRef, ...
     return refs
 
 
-def expand(store: Store, head: RunIndex) -> RunIndex:
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_page_refs(head: RunIndex, key: str | None = None) -> None:
+    """What a head says of its pages, checked before any page is fetched: the run id
+    is one, each page is under ``runs/<run_id>/pages/`` with the key its ref implies
+    (a hostile head must not make a reader GET another run's objects, or climb out
+    with ``..``), and the pages cover consecutive seq ranges. Pure; raises
+    ``CorruptObjectError`` naming the head or the page."""
+    ikey = key or index_key(head.run_id)
+    try:
+        validate_run_id(head.run_id)
+    except InvalidInputError as exc:
+        raise CorruptObjectError(ikey, f"{exc}; the index was altered") from None
+    expected = 1  # a run's first ref starts at seq 1: its oldest page too
+    for page in head.pages:
+        if (
+            not _SHA256.fullmatch(page.sha256)
+            or not 1 <= page.first_seq <= page.last_seq
+            or page.key != page_key(head.run_id, page.first_seq, page.last_seq, page.sha256)
+            or page.segments < 1
+        ):
+            raise CorruptObjectError(
+                page.key,
+                f"the index of run {head.run_id!r} names it as a page, but it is not the "
+                "page its ref describes (runs/<run_id>/pages/<first>-<last>-<sha16>"
+                ".json.zst): the index was altered",
+            )
+        if page.first_seq != expected:
+            raise CorruptObjectError(
+                page.key,
+                f"the index's pages are not consecutive from seq 1: this one starts at "
+                f"seq {page.first_seq}, where seq {expected} was due",
+            )
+        expected = page.last_seq + 1
+
+
+def _check_spliced(head: RunIndex, page: PageRef, refs: Sequence[SegmentRef]) -> None:
+    """A page's refs (from the bucket or memory) against its ref: this run's segments,
+    consecutive, the range and count the head gives."""
+    if (
+        len(refs) != page.segments
+        or refs[0].first_seq != page.first_seq
+        or refs[-1].last_seq != page.last_seq
+    ):
+        raise CorruptObjectError(page.key, "its refs do not match the run index's page ref")
+    for ref, nxt in itertools.pairwise(refs):
+        if nxt.first_seq != ref.last_seq + 1:
+            raise CorruptObjectError(
+                page.key,
+                f"its refs are not consecutive: {nxt.key!r} starts at seq {nxt.first_seq}, "
+                f"after a ref ending at {ref.last_seq}",
+            )
+    for ref in refs:
+        check_ref(ref, head.run_id)
+
+
+def expand(store: Store, head: RunIndex, key: str | None = None) -> RunIndex:
     """The full in-memory index of a head: its pages' refs spliced before its own
-    (1 GET per page this process has not met; none for an index without pages)."""
+    (1 GET per page this process has not met; none for an index without pages).
+    Raises ``CorruptObjectError`` for pages that are not this run's consecutive refs
+    (:func:`check_page_refs`; nothing outside the run is read)."""
     if not head.pages:
         return head
+    check_page_refs(head, key)
     refs: list[SegmentRef] = []
     for page in head.pages:
         got = read_page(store, page, head.run_id)
-        if refs and got[0].first_seq != refs[-1].last_seq + 1:
-            raise CorruptObjectError(page.key, "its refs do not follow the previous page's")
+        _check_spliced(head, page, got)
         refs.extend(got)
+    if head.segments and head.segments[0].first_seq != refs[-1].last_seq + 1:
+        raise CorruptObjectError(
+            key or index_key(head.run_id),
+            f"its first segment starts at seq {head.segments[0].first_seq}; its last "
+            f"page ends at {refs[-1].last_seq}",
+        )
     refs.extend(head.segments)
     return head.model_copy(update={"segments": tuple(refs), "pages": ()})
 
 
 def load_index(store: Store, body: bytes, key: str) -> RunIndex:
-    """Decode an index object and expand its pages."""
-    return expand(store, parse_index(body, key))
+    """Decode the index object stored at ``key`` and expand its pages (after checking
+    that it is the index of the run ``key`` names: no page of another run is read)."""
+    head = parse_index(body, key)
+    if head.pages and key != index_key(head.run_id):
+        raise CorruptObjectError(
+            key,
+            f"it names run {head.run_id[:200]!r}: it is another run's index, or was altered",
+        )
+    return expand(store, head, key)
 
 
 Page = tuple[PageRef, bytes, tuple[SegmentRef, ...]]
@@ -225,6 +324,17 @@ def put_pages(store: Store, pages: Iterable[Page], known: Iterable[str] = ()) ->
                 written += 1
             else:
                 decode_page(there, page, refs[0].key.split("/", 2)[1])
+                _remember(page.key, refs)
+                continue
+        # A PUT answered 200 and never stored must not leave a head naming a missing
+        # page: the refs it holds would be in no object once the writer is gone (its
+        # copy of the index is a head too). 1 HEAD per page written, as for merges.
+        if store.head(page.key) is None:
+            raise StoreUnavailableError(
+                f"the index page {page.key!r} was answered as stored and is not in "
+                f"{store.description}; the index naming it is not written",
+                key=page.key,
+            )
         _remember(page.key, refs)
     return written
 

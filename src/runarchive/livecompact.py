@@ -34,11 +34,16 @@ from collections import deque
 from datetime import datetime, timedelta
 
 from runarchive.cache import RunRow
-from runarchive.codec import encode_segment, join_lines, segment_header, segment_key
+from runarchive.codec import encode_segment, index_key, join_lines, segment_header, segment_key
 from runarchive.compact import Line, read_lines_of
 from runarchive.config import ArchiveConfig
 from runarchive.crypto import Keyring, seal_segment
-from runarchive.errors import PreconditionFailedError, StoreUnavailableError
+from runarchive.errors import (
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from runarchive.faults import fault_point
 from runarchive.healing import Healing
 from runarchive.indexpages import to_head
@@ -217,6 +222,12 @@ class LiveCompaction(Healing):
         due = []
         while queue and queue[0][1] + grace <= now:
             due.append(queue.popleft()[0])
+        if due and not self._head_is(row.run_id, etag):
+            # The head this writer just wrote is not the bucket's (answered 200 and never
+            # stored, or replaced since): the bucket's head may still name what this
+            # writer retired. Delete nothing until a head of ours is confirmed.
+            queue.extendleft((key, now - grace) for key in reversed(due))
+            due = []
         live = {r.key for r in refs} | {p.key for p in head.pages}
         for key in due:
             if key not in live:  # never an object the index names (defensive)
@@ -232,6 +243,14 @@ class LiveCompaction(Healing):
             len(due),
         )
         return True
+
+    def _head_is(self, run_id: str, etag: str) -> bool:
+        """Whether the bucket's head is still the one written with ``etag`` (1
+        conditional GET: a 304 when it is)."""
+        try:
+            return self.store.get_if_changed(index_key(run_id), etag) is None
+        except (ObjectNotFoundError, StoreError):
+            return False
 
 
 def _ckpts(lines: list[Line], key: bytes | None) -> tuple[tuple[int, str], ...]:

@@ -42,7 +42,10 @@ def extends(longer: RunIndex, shorter: RunIndex) -> bool:
     inside the range of a segment live compaction merged (level > 0), and
     ``shorter``'s segments come first (same writer: merges only ever join them)."""
     keys = {s.key for s in longer.segments}
-    merged = [(s.first_seq, s.last_seq) for s in longer.segments if s.level > 0]
+    # A sweep rewrites one segment at its level (0 too): its ref carries a link.
+    merged = [
+        (s.first_seq, s.last_seq) for s in longer.segments if s.level > 0 or s.link is not None
+    ]
     for ref in shorter.segments:
         if ref.key in keys:
             continue
@@ -114,6 +117,10 @@ def reconcile(
         )
     if remote.last_seq >= archived_seq:
         if ours is not None and not extends(remote, ours):
+            if remote.last_seq == ours.last_seq and extends(ours, remote):
+                # A live compaction's head write was answered and never stored: the
+                # bucket holds the segments this writer merged, the copy the merge.
+                return Verdict("heal", "a live compaction's index write was not stored")
             return Verdict("conflict", "the bucket's segments are not the ones this writer wrote")
         return Verdict("adopt", "this writer's own index (a lost response)")
     if ours is not None and extends(ours, remote):

@@ -19,6 +19,7 @@ from runarchive.crypto import keyring_for, open_index
 from runarchive.errors import (
     EncryptionError,
     InvalidInputError,
+    NamedObjectMissingError,
     ObjectNotFoundError,
     RunNotFoundError,
 )
@@ -118,14 +119,22 @@ class Reader:
         ``decrypt=False`` returns the index as stored."""
         validate_run_id(run_id)
         key = index_key(run_id)
-        try:
-            got = self.store.get(key)
-        except ObjectNotFoundError:
-            raise RunNotFoundError(
-                f"no run {run_id!r} in {self.store.description} (no {key!r}). If it was "
-                "started moments ago, its first flush may not have happened yet."
-            ) from None
-        index = load_index(self.store, got.body, key)
+        for again in (False, True):
+            try:
+                got = self.store.get(key)
+            except ObjectNotFoundError:
+                raise RunNotFoundError(
+                    f"no run {run_id!r} in {self.store.description} (no {key!r}). If it "
+                    "was started moments ago, its first flush may not have happened yet."
+                ) from None
+            try:
+                index = load_index(self.store, got.body, key)
+                break
+            except NamedObjectMissingError:
+                # A page the head named was retired and deleted since it was read (live
+                # compaction): read the head once more (format.md §12.4).
+                if again:
+                    raise
         check_index_run(index, run_id)
         self._check_required(index)
         return open_index(index, self.keyring, key) if decrypt else index

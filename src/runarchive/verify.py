@@ -428,7 +428,8 @@ class _Verifier:
             res.problems.append(_p("format", "error", run_id, ikey, str(exc)))
             return None, res
         except CorruptObjectError as exc:
-            res.problems.append(_p("unreadable", "error", run_id, ikey, exc.detail))
+            # The object at fault: the head, or one of its pages (format 4).
+            res.problems.append(_p("unreadable", "error", run_id, exc.key or ikey, exc.detail))
             return None, res
         res.problems.extend(check_index(index))
         res.problems.extend(self.sealed_fields(index))
