@@ -25,7 +25,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 DEFAULTS = {
     "scale_run.py": ("SCALE_RUN_ARGS", "--flushes 20000 --baseline-flushes 2000 --seaweed 2000"),
-    "scale_fleet.py": ("SCALE_FLEET_ARGS", ""),
+    "scale_fleet.py": ("SCALE_FLEET_ARGS", "--seaweed"),
     "scale_restore.py": ("SCALE_RESTORE_ARGS", ""),
 }
 
