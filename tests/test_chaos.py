@@ -237,7 +237,9 @@ def test_single_host_history_loses_nothing(chaos_env: ChaosEnv, totals: Totals) 
     print(out.summary())
     assert out.ok, out.report()
     assert out.kills == 2
-    assert out.acked > 20
+    # A history worth checking (kills are timed, 0.3-2.5 s in: a loaded machine acks
+    # fewer before them; 14 was seen at load 11, 38 idle).
+    assert out.acked > 10
     assert (out.lost, out.stranded) == (0, 0)
 
 
