@@ -32,12 +32,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from runarchive.cache import RunRow
 from runarchive.codec import encode_segment, index_key, join_lines, segment_header, segment_key
 from runarchive.compact import Line, read_lines_of
 from runarchive.config import ArchiveConfig
-from runarchive.crypto import Keyring, seal_segment
+from runarchive.crypto import seal_segment
 from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -49,7 +50,7 @@ from runarchive.healing import Healing
 from runarchive.indexpages import to_head
 from runarchive.levels import LiveStep, keep_set, name_token, plan_live
 from runarchive.logs import log_run
-from runarchive.model import SEALED_FORMAT, RetiredObject, RunIndex, SegmentRef, utcnow
+from runarchive.model import SEALED_FORMAT, DataKey, RetiredObject, RunIndex, SegmentRef, utcnow
 from runarchive.policy import Policy
 from runarchive.store import IfMatch
 
@@ -66,8 +67,9 @@ class LiveCompaction(Healing):
     # Objects this process retired and will delete after the grace: run -> (key, when).
     _retiring: dict[str, deque[tuple[str, datetime]]]
 
-    def policy(self, run_id: str) -> Policy:  # provided by FlushEngine
-        raise NotImplementedError
+    if TYPE_CHECKING:
+
+        def policy(self, run_id: str) -> Policy: ...  # provided by FlushEngine
 
     def compact_live(self, run_id: str) -> int:
         """Run up to :data:`MAX_STEPS` live compaction steps on a run this writer
@@ -102,7 +104,8 @@ class LiveCompaction(Healing):
             return self._commit(row, index, refs, [])
         keyring = self.keyring if self.keyring is not None and self.keyring.writes else None
         lines = read_lines_of(self.store, index, window, keyring)
-        plain = keyring.write_key(row.run_id, index.keys)[1] if keyring is not None else None
+        data_key = keyring.write_key(row.run_id, index.keys) if keyring is not None else None
+        plain = data_key[1] if data_key is not None else None
         known = [
             r if r.ckpts is not None else r.model_copy(update={"ckpts": _ckpts(part, plain)})
             for r, part in zip(window, lines, strict=True)
@@ -114,7 +117,8 @@ class LiveCompaction(Healing):
             for ln in part
             if ln.type != "checkpoint" or kept is None or ln.seq in kept
         ]
-        merged, body = self._encode_merge(row, index, window, chosen, step.level, keyring)
+        after = refs[step.stop] if step.stop < len(refs) else None
+        merged, body = self._encode_merge(row, window, after, chosen, step.level, data_key)
         self._put_segment(row.run_id, merged, body)
         fault_point("live.after_segment_put")
         if self.store.head(merged.key) is None:
@@ -130,23 +134,23 @@ class LiveCompaction(Healing):
     def _encode_merge(
         self,
         row: RunRow,
-        index: RunIndex,
         window: list[SegmentRef],
+        after: SegmentRef | None,
         chosen: list[Line],
         level: int,
-        keyring: Keyring | None,
+        data_key: tuple[DataKey, bytes] | None,
     ) -> tuple[SegmentRef, bytes]:
         first, last = window[0].first_seq, window[-1].last_seq
         prev = window[0].prev_sha256
         raws = [ln.raw for ln in chosen]
-        fmt = SEALED_FORMAT if keyring is not None else None
+        fmt = SEALED_FORMAT if data_key is not None else None
         header = segment_header(row.run_id, first, last, len(chosen), prev, fmt or 2)
         dek: str | None = None
         plain: bytes | None = None
-        if keyring is None:
+        if data_key is None:
             enc = encode_segment(raws, self.config.compression_level, header)
         else:
-            key, plain = keyring.write_key(row.run_id, index.keys)
+            key, plain = data_key
             enc = seal_segment(
                 row.run_id,
                 first,
@@ -158,7 +162,6 @@ class LiveCompaction(Healing):
             )
             dek = key.id
         cps = [ln for ln in chosen if ln.type == "checkpoint"]
-        nxt = [r for r in index.segments if r.first_seq == last + 1]
         ref = SegmentRef(
             key=segment_key(row.run_id, first, last, enc.sha256, sealed=dek is not None),
             first_seq=first,
@@ -176,7 +179,7 @@ class LiveCompaction(Healing):
             level=level,
             # What the next segment names as its predecessor (it was written while the
             # last replaced segment ended the chain).
-            link=nxt[0].prev_sha256 if nxt else window[-1].sha256,
+            link=after.prev_sha256 if after is not None else window[-1].sha256,
             ckpts=tuple((ln.seq, name_token(ln.name, plain)) for ln in cps),
             **({"format": SEALED_FORMAT, "dek": dek} if dek is not None else {}),
         )
