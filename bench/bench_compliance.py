@@ -25,8 +25,8 @@ from typing import Any
 from common import S3Server, kib, run_bench, warm_bucket
 
 from runarchive import Archive, Reader
-from runarchive.cli_demo import _simulate
-from runarchive.export import verify_export
+from runarchive.cli.demo import _simulate
+from runarchive.compliance.export import verify_export
 
 TARGET_VERIFY = 2.0  # verify / restore of the same run
 TARGET_COMPACT_OBJECTS = 0.5  # live segment objects after / before compaction

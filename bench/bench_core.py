@@ -57,16 +57,16 @@ from common import aws_env, kib, mib, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive, ArchiveConfig, Reader  # noqa: E402
-from runarchive.codec import (  # noqa: E402
+from runarchive.crypto.sealing import seal_segment, segment_raw  # noqa: E402
+from runarchive.format.codec import (  # noqa: E402
     decode_segment,
     encode_segment,
     index_key,
     join_lines,
     split_header,
 )
-from runarchive.crypto import seal_segment, segment_raw  # noqa: E402
-from runarchive.jsonvalue import check_json_value  # noqa: E402
-from runarchive.model import SEALED_FORMAT, RunIndex, SegmentRef  # noqa: E402
+from runarchive.format.jsonvalue import check_json_value  # noqa: E402
+from runarchive.format.model import SEALED_FORMAT, RunIndex, SegmentRef  # noqa: E402
 
 NAMES = ("plan", "act", "observe", "reflect")
 ROLES = ("user", "assistant", "tool")

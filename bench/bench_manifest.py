@@ -63,9 +63,8 @@ from common import aws_env, pct, warm_bucket  # noqa: E402
 from servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Reader  # noqa: E402
-from runarchive.codec import index_key  # noqa: E402
-from runarchive.manifest import Manifest, RunEntry  # noqa: E402
-from runarchive.manifest_format import (  # noqa: E402
+from runarchive.engine.manifest.core import Manifest, RunEntry  # noqa: E402
+from runarchive.engine.manifest.format import (  # noqa: E402
     KINDS,
     SHARDS,
     Kind,
@@ -74,6 +73,7 @@ from runarchive.manifest_format import (  # noqa: E402
     shard_key,
     shard_of,
 )
+from runarchive.format.codec import index_key  # noqa: E402
 
 
 # This benchmark measures the format 1 manifest (16 shards): since manifest format 2
@@ -87,7 +87,7 @@ def _decode(body: bytes, key: str) -> dict[str, Any]:
     return decode_legacy(body, key)
 
 
-from runarchive.model import RunIndex, parse_index  # noqa: E402
+from runarchive.format.model import RunIndex, parse_index  # noqa: E402
 from runarchive.store import CountingStore, MemoryStore, S3Settings, S3Store  # noqa: E402
 
 if TYPE_CHECKING:

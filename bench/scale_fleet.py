@@ -63,12 +63,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from common import aws_env, warm_bucket  # noqa: E402
 from servers import SeaweedFS  # noqa: E402
 
-import runarchive.manifest as manifest_mod  # noqa: E402
-import runarchive.manifest_list as list_mod  # noqa: E402
-import runarchive.manifest_live as live_mod  # noqa: E402
+import runarchive.engine.manifest.core as manifest_mod  # noqa: E402
+import runarchive.engine.manifest.listing as list_mod  # noqa: E402
+import runarchive.engine.manifest.live as live_mod  # noqa: E402
 from runarchive import Archive  # noqa: E402
-from runarchive.manifest import Manifest, RunEntry  # noqa: E402
-from runarchive.manifest_format import DONE_CAP, done_key, encode, new_writer_key  # noqa: E402
+from runarchive.engine.manifest.core import Manifest, RunEntry  # noqa: E402
+from runarchive.engine.manifest.format import DONE_CAP, done_key, encode, new_writer_key  # noqa: E402
 from runarchive.store import (  # noqa: E402
     CountingStore,
     MemoryStore,

@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from runarchive.codec import (  # noqa: E402
+from runarchive.format.codec import (  # noqa: E402
     encode_segment,
     index_key,
     segment_header,
     segment_key,
 )
-from runarchive.model import RunIndex, SegmentRef, format_ts  # noqa: E402
+from runarchive.format.model import RunIndex, SegmentRef, format_ts  # noqa: E402
 
 MB = 1_000_000
 TARGET_MB = 256

@@ -38,8 +38,8 @@ from servers import SeaweedFS  # noqa: E402
 from runarchive import Archive, Reader  # noqa: E402
 from runarchive.config import load_config  # noqa: E402
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints  # noqa: E402
-from runarchive.reader import make_store  # noqa: E402
 from runarchive.store.counting import CountingStore  # noqa: E402
+from runarchive.store.url import make_store  # noqa: E402
 
 NAMES = ["plan", "act", "observe", "reflect", "tool"]
 NEVER = {"flush_age": 10**8, "flush_records": 10**9, "flush_bytes": 10**12}

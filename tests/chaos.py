@@ -59,6 +59,7 @@ from faultproxy import TRANSIENT, FaultProxy, what
 
 import runarchive
 from runarchive import Archive
+from runarchive.cache.status import RunBacklog, read_status
 from runarchive.config import parse_url
 from runarchive.errors import (
     CacheError,
@@ -71,8 +72,7 @@ from runarchive.errors import (
     RunStateError,
     StoreError,
 )
-from runarchive.model import Checkpoint, Event
-from runarchive.status import RunBacklog, read_status
+from runarchive.format.model import Checkpoint, Event
 from runarchive.store import S3Settings, S3Store
 
 TESTS = Path(__file__).resolve().parent
@@ -371,7 +371,7 @@ def _cache_line(cache_dir: Path, run: str, seq: int) -> bytes | None:
 
 def _statuses(host: HostFiles) -> dict[str, RunBacklog]:
     """``runarchive status --json`` of the host's cache, by run (what Archive.status()
-    and the CLI read: :func:`runarchive.status.read_status`)."""
+    and the CLI read: :func:`runarchive.cache.status.read_status`)."""
     try:
         return {r.run_id: r for r in read_status(host.cache_dir).runs}
     except CacheError:

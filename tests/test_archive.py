@@ -16,10 +16,10 @@ from conftest import Backend, abandon
 from servers import S3Server
 
 from runarchive import Archive, Checkpoint, Event, Reader
-from runarchive.codec import index_key
+from runarchive.engine.restore import Progress, progress_for
 from runarchive.errors import InvalidInputError, RunNotFoundError, RunStateError
+from runarchive.format.codec import index_key
 from runarchive.policy import Policy
-from runarchive.restore import Progress, progress_for
 
 
 def transcript(n: int) -> list[dict[str, Any]]:

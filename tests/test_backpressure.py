@@ -14,8 +14,8 @@ from faultproxy import FaultProxy
 from servers import S3Server
 
 from runarchive import Archive, BackpressureError, Reader, RunArchiveError
+from runarchive.cache.status import read_status
 from runarchive.run import Run
-from runarchive.status import read_status
 
 pytestmark = pytest.mark.real_server
 

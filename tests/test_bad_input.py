@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from runarchive import Archive, Reader
-from runarchive.cli import main as cli_main
+from runarchive.cli.main import main as cli_main
 from runarchive.config import NOT_SETTINGS, ArchiveConfig, load_config, unknown_variables
 from runarchive.errors import (
     BucketNotFoundError,
@@ -21,7 +21,7 @@ from runarchive.errors import (
     InvalidInputError,
     StateNotSerializableError,
 )
-from runarchive.jsonvalue import MAX_DEPTH, check_json_value
+from runarchive.format.jsonvalue import MAX_DEPTH, check_json_value
 from runarchive.policy import Policy
 from runarchive.run import Run
 

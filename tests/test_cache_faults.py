@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runarchive import Archive, Policy, cache_health
+from runarchive import Archive, Policy
+from runarchive.cache import health as cache_health
 from runarchive.errors import CacheError
 
 

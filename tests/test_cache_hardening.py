@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runarchive import Archive, cache_wal
+from runarchive import Archive
+from runarchive.cache import wal as cache_wal
 
 
 def _modes(directory: Path) -> dict[str, int]:

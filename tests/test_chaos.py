@@ -39,7 +39,7 @@ from chaos_child import Host
 from servers import S3Server
 
 from runarchive import Archive, Policy, Reader
-from runarchive.cli import main as cli
+from runarchive.cli.main import main as cli
 from runarchive.errors import (
     CorruptObjectError,
     FencedError,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runarchive import Archive
-from runarchive.cli import main
+from runarchive.cli.main import main
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

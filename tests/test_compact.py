@@ -9,10 +9,10 @@ import pytest
 from conftest import Backend
 
 from runarchive import Archive, Checkpoint, Event, Policy
-from runarchive.codec import index_key
+from runarchive.engine.restore import execute_restore, plan_restore
 from runarchive.errors import RunStateError
+from runarchive.format.codec import index_key
 from runarchive.policy import PendingCheckpoint, select_checkpoints
-from runarchive.restore import execute_restore, plan_restore
 from runarchive.store import MemoryStore, Retention
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import Backend
 
 from runarchive import Reader
-from runarchive.cache import Cache
+from runarchive.cache.core import Cache
 
 CHILD = Path(__file__).with_name("crash_child.py")
 KILLS = 22

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runarchive.cli import build_parser
+from runarchive.cli.main import build_parser
 from runarchive.compat.eventstore import ArchiveCheckpointer
 from runarchive.compat.manager import CheckpointManager
 from runarchive.compat.runstore import ArchiveRunStore, RunHandle

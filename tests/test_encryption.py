@@ -23,9 +23,10 @@ from moto import mock_aws
 from servers import S3Server
 
 from runarchive import Archive, Reader
-from runarchive.cli import main as cli_main
-from runarchive.codec import index_key
-from runarchive.crypto import Keyring, seal_segment
+from runarchive.cli.main import main as cli_main
+from runarchive.compliance.export import verify_export
+from runarchive.crypto.providers import KmsKeyProvider, LocalKeyProvider, add_key_to_file
+from runarchive.crypto.sealing import Keyring, seal_segment
 from runarchive.errors import (
     ConfigError,
     CorruptObjectError,
@@ -33,9 +34,8 @@ from runarchive.errors import (
     EncryptionError,
     KeyUnavailableError,
 )
-from runarchive.export import verify_export
-from runarchive.keys import KmsKeyProvider, LocalKeyProvider, add_key_to_file
-from runarchive.model import DataKey, SegmentRef, utcnow
+from runarchive.format.codec import index_key
+from runarchive.format.model import DataKey, SegmentRef, utcnow
 from runarchive.store import Store
 
 MARKERS = {

@@ -13,7 +13,6 @@ from conftest import Backend, s3_settings
 from servers import S3Server, SeaweedFS
 
 from runarchive import Archive, Reader
-from runarchive.codec import index_key
 from runarchive.errors import (
     AccessDeniedError,
     BucketNotFoundError,
@@ -28,6 +27,7 @@ from runarchive.errors import (
     StateNotSerializableError,
     StoreUnavailableError,
 )
+from runarchive.format.codec import index_key
 from runarchive.store import MemoryStore, PutMode
 
 

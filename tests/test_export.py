@@ -29,9 +29,9 @@ from servers import S3Server
 from test_cli import run_cli
 
 from runarchive import Archive, Policy, Reader
+from runarchive.compliance.export import verify_export
 from runarchive.errors import CorruptObjectError, InvalidInputError, RunNotFoundError
-from runarchive.export import verify_export
-from runarchive.model import Record, parse_index
+from runarchive.format.model import Record, parse_index
 
 RECORD = TypeAdapter(Record)
 DONE, FAILED, EMPTY = "exp-done", "exp-failed", "exp-empty"

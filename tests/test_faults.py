@@ -23,7 +23,7 @@ from servers import S3Server
 
 from runarchive import Archive, Reader
 from runarchive.errors import StoreError
-from runarchive.model import Checkpoint
+from runarchive.format.model import Checkpoint
 from runarchive.policy import Policy
 
 pytestmark = pytest.mark.real_server

@@ -9,8 +9,8 @@ import pytest
 from conftest import abandon
 
 from runarchive import Archive, Policy
-from runarchive.codec import index_key
 from runarchive.errors import IndexConflictError, StoreUnavailableError
+from runarchive.format.codec import index_key
 from runarchive.store import FileStore, PutMode
 
 

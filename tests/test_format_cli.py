@@ -26,7 +26,7 @@ import pytest
 import zstandard
 
 from runarchive import Archive, CorruptObjectError, FormatVersionError, Policy, Reader
-from runarchive.codec import decode_segment
+from runarchive.format.codec import decode_segment
 
 FORMAT_MD = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 

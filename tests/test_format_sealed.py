@@ -69,7 +69,7 @@ class Written:
 def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     """One encrypted run, written by runarchive (the only use of it in this module)."""
     from runarchive import Archive, Policy, Reader  # noqa: PLC0415 - the decoder must not see it
-    from runarchive.keys import add_key_to_file  # noqa: PLC0415
+    from runarchive.crypto.providers import add_key_to_file  # noqa: PLC0415
 
     tmp = tmp_path_factory.mktemp("sealed")
     root, keyfile, cache = tmp / "archive", tmp / "keys.json", tmp / "cache"

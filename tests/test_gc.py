@@ -10,7 +10,7 @@ import pytest
 from conftest import Backend, abandon
 
 from runarchive import Archive
-from runarchive.codec import index_key
+from runarchive.format.codec import index_key
 from runarchive.store import MemoryStore
 
 

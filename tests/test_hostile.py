@@ -25,11 +25,11 @@ import zstandard
 from test_cli import run_cli
 
 from runarchive import Archive, Reader
-from runarchive.codec import decompress_bounded
+from runarchive.engine.manifest.core import shard_key, shard_of
+from runarchive.engine.restore import plan_restore
 from runarchive.errors import CorruptObjectError
-from runarchive.manifest import shard_key, shard_of
-from runarchive.model import parse_index
-from runarchive.restore import plan_restore
+from runarchive.format.codec import decompress_bounded
+from runarchive.format.model import parse_index
 
 VICTIM, OTHER = "victim", "other"
 K1 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # 32 bytes, base64
@@ -452,8 +452,8 @@ def test_a_sealed_segment_bomb_is_refused_after_decryption(
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
     from runarchive.config import load_config  # noqa: PLC0415
-    from runarchive.crypto import keyring_for  # noqa: PLC0415
-    from runarchive.model import RunIndex  # noqa: PLC0415
+    from runarchive.crypto.sealing import keyring_for  # noqa: PLC0415
+    from runarchive.format.model import RunIndex  # noqa: PLC0415
 
     settings = {"encryption": "local", "encryption_keys": f"k1={K1}"}
     root = make_archive(tmp_path, **settings)

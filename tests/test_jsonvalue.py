@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from runarchive.errors import InvalidInputError, StateNotSerializableError
-from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.jsonvalue import check_json_value, dumps, loads
 
 
 class Color(enum.StrEnum):

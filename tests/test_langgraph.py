@@ -28,9 +28,9 @@ from langgraph.checkpoint.serde.types import ERROR
 from langgraph.graph import END, START, StateGraph
 
 from runarchive import Archive, InvalidInputError, Policy, Reader
-from runarchive.codec import index_key, run_prefix
+from runarchive.format.codec import index_key, run_prefix
+from runarchive.format.model import validate_run_id
 from runarchive.langgraph import ArchiveSaver
-from runarchive.model import validate_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("langgraph_child.py")

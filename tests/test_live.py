@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from conftest import Backend
 
-from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
-from runarchive.bundle_verify import verify_export
-from runarchive.levels import keep_set, name_token, plan_live, recent_floor
-from runarchive.model import EpochStart, RunIndex, SegmentRef
-from runarchive.ownership import held_through
+from runarchive import Archive, CorruptObjectError, Policy, Reader
+from runarchive.compliance.bundle_verify import verify_export
+from runarchive.engine.levels import keep_set, name_token, plan_live, recent_floor
+from runarchive.engine.ownership import held_through
+from runarchive.format import indexpages
+from runarchive.format.model import EpochStart, RunIndex, SegmentRef
 from runarchive.policy import PendingCheckpoint, select_checkpoints
 from runarchive.store.counting import CountingStore
 

@@ -31,11 +31,12 @@ from servers import S3Server
 from test_hostile import run_limited
 from trust_helpers import Hosts, cli, cli_env, content
 
-from runarchive import Archive, CorruptObjectError, Policy, Reader, indexpages
+from runarchive import Archive, CorruptObjectError, Policy, Reader
+from runarchive.engine.ownership import reconcile
 from runarchive.errors import FencedError, RunArchiveError, StoreError
-from runarchive.gc import run_gc
-from runarchive.model import RunIndex, SegmentRef
-from runarchive.ownership import reconcile
+from runarchive.format import indexpages
+from runarchive.format.model import RunIndex, SegmentRef
+from runarchive.maintenance.gc import run_gc
 from runarchive.run import Run
 from runarchive.store import CountingStore, FileStore
 

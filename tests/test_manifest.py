@@ -19,7 +19,8 @@ from conftest import Backend, StoreFactory, abandon, s3_settings
 from servers import S3Server, unique_bucket_name
 
 from runarchive import Archive, Policy, Reader
-from runarchive.cli import main
+from runarchive.cli.main import main
+from runarchive.engine.manifest.core import Manifest, RunEntry
 from runarchive.errors import (
     CorruptObjectError,
     FencedError,
@@ -30,8 +31,7 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.manifest import Manifest, RunEntry
-from runarchive.model import utcnow
+from runarchive.format.model import utcnow
 from runarchive.store import CountingStore, FileStore
 
 

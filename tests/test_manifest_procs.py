@@ -25,8 +25,8 @@ from conftest import abandon, s3_settings
 from servers import S3Server
 
 from runarchive import Archive, Reader, ResumeConflictError, Run, RunEntry, RunStateError
-from runarchive.codec import index_key
-from runarchive.model import Checkpoint, utcnow
+from runarchive.format.codec import index_key
+from runarchive.format.model import Checkpoint, utcnow
 from runarchive.store import GetResult
 
 pytestmark = pytest.mark.real_server

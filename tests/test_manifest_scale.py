@@ -19,12 +19,14 @@ from conftest import abandon, s3_store_for
 from servers import S3Server
 from test_manifest import entry, plant_live
 
-from runarchive import Archive, Reader, manifest, manifest_live
-from runarchive.cli import main
+from runarchive import Archive, Reader
+from runarchive.cli.main import main
+from runarchive.engine.manifest import core as manifest
+from runarchive.engine.manifest import live as manifest_live
+from runarchive.engine.manifest.core import Manifest, RunEntry, shard_key, shard_of
+from runarchive.engine.manifest.listing import PageToken
 from runarchive.errors import InvalidInputError, PageExpiredError
-from runarchive.manifest import Manifest, RunEntry, shard_key, shard_of
-from runarchive.manifest_list import PageToken
-from runarchive.model import format_ts, utcnow
+from runarchive.format.model import format_ts, utcnow
 from runarchive.store import CountingStore, FileStore, MemoryStore
 
 T = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)

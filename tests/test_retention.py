@@ -31,7 +31,7 @@ from runarchive.errors import (
     ObjectLockUnsupportedError,
     RunNotFoundError,
 )
-from runarchive.retention import check_store_settings
+from runarchive.maintenance.retention import check_store_settings
 from runarchive.store import CountingStore, MemoryStore, Retention, S3Settings, S3Store
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import pytest
 from conftest import Backend
 
 from runarchive import Reader
-from runarchive.cli import main
-from runarchive.stats import GIB, HOURS_PER_MONTH
+from runarchive.cli.main import main
+from runarchive.compliance.stats import GIB, HOURS_PER_MONTH
 
 
 def _fill(backend: Backend) -> tuple[list[str], str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runarchive import Archive, CacheError
-from runarchive.cli import main
+from runarchive.cli.main import main
 
 WRITER = textwrap.dedent(
     """

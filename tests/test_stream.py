@@ -37,9 +37,9 @@ from test_hostile import (
 )
 
 from runarchive import Archive, Policy, Reader
-from runarchive.codec import encode_segment, segment_key
 from runarchive.errors import CorruptObjectError, DecryptionError, InvalidInputError
-from runarchive.model import Checkpoint, Event
+from runarchive.format.codec import encode_segment, segment_key
+from runarchive.format.model import Checkpoint, Event
 
 __all__ = ["bombs"]  # the module-scoped fixture, shared with test_hostile
 
@@ -51,7 +51,7 @@ RUNS = ("mixed", "keep-all", "one", "empty", "lanes")
 def buffer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways a segment is checked before it is yielded."""
     if request.param == "two-pass":
-        monkeypatch.setattr("runarchive.stream.BUFFER_BYTES", 0)
+        monkeypatch.setattr("runarchive.engine.stream.BUFFER_BYTES", 0)
     return str(request.param)
 
 
@@ -339,7 +339,7 @@ def test_a_bomb_is_refused_in_bounded_memory_and_yields_nothing(
 
 
 def test_a_frame_streams_in_pieces_with_the_whole_frame_checks() -> None:
-    from runarchive.codec import decompress_bounded, iter_frame, iter_lines  # noqa: PLC0415
+    from runarchive.format.codec import decompress_bounded, iter_frame, iter_lines  # noqa: PLC0415
 
     raw = b"".join(b'{"i":%d}\n' % i for i in range(50_000)) + b"\n\nlast"
     sized = zstandard.ZstdCompressor(write_checksum=True).compress(raw)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from runarchive import Archive, Reader
-from runarchive.codec import index_key
+from runarchive.engine.restore import execute_restore, plan_restore
 from runarchive.errors import CorruptObjectError, ObjectNotFoundError
-from runarchive.model import parse_index
-from runarchive.restore import execute_restore, plan_restore
+from runarchive.format.codec import index_key
+from runarchive.format.model import parse_index
 from runarchive.store import FileStore, GetResult
 
 RUN = "long"

@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from servers import S3Server
 
 from runarchive import Archive, PreconditionFailedError, telemetry
-from runarchive.codec import index_key
-from runarchive.manifest import Manifest
+from runarchive.engine.manifest.core import Manifest
+from runarchive.format.codec import index_key
 from runarchive.store import FileStore, IfMatch, S3Settings, S3Store
 
 

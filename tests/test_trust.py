@@ -24,7 +24,7 @@ from trust_helpers import Hosts, cli, cli_env, content, first, run_exists_error
 
 from runarchive import errors
 from runarchive.errors import FencedError, InvalidInputError, RunArchiveError, RunNotFoundError
-from runarchive.model import Checkpoint, Event
+from runarchive.format.model import Checkpoint, Event
 from runarchive.run import Run
 
 pytestmark = pytest.mark.real_server

@@ -30,10 +30,10 @@ from servers import S3Server
 from trust_helpers import Hosts, cli, cli_env, run_exists_error
 
 from runarchive import Archive
-from runarchive.codec import index_key
 from runarchive.errors import InvalidInputError
+from runarchive.format.codec import index_key
+from runarchive.format.model import Checkpoint
 from runarchive.langgraph import ArchiveSaver
-from runarchive.model import Checkpoint
 
 pytestmark = pytest.mark.real_server
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import Backend, abandon
 
 from runarchive import Archive, Policy
-from runarchive.codec import index_key
-from runarchive.model import RunIndex
-from runarchive.verify import check_index
+from runarchive.compliance.verify import check_index
+from runarchive.format.codec import index_key
+from runarchive.format.model import RunIndex
 
 
 def write(archive: Archive, run_id: str, n: int = 40, end: str | None = "complete") -> RunIndex:

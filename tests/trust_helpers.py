@@ -13,8 +13,8 @@ from faultproxy import FaultProxy, what
 from servers import S3Server
 
 from runarchive import Archive, Reader, errors
-from runarchive.cli import main
-from runarchive.model import Checkpoint, Event
+from runarchive.cli.main import main
+from runarchive.format.model import Checkpoint, Event
 from runarchive.store import CountingStore
 
 PREFIX = "agents"

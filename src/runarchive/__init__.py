@@ -7,6 +7,9 @@ directory laid out like one), from which any host can restore a run.
 
 from runarchive.archive import Archive
 from runarchive.config import ArchiveConfig
+from runarchive.crypto.providers import KeyProvider, KmsKeyProvider, LocalKeyProvider
+from runarchive.engine.manifest.core import RunEntry, RunList
+from runarchive.engine.restore import RestoredRun
 from runarchive.errors import (
     AccessDeniedError,
     BackpressureError,
@@ -39,12 +42,9 @@ from runarchive.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from runarchive.keys import KeyProvider, KmsKeyProvider, LocalKeyProvider
-from runarchive.manifest import RunEntry, RunList
-from runarchive.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
+from runarchive.format.model import FORMAT_VERSION, Checkpoint, Event, RunIndex, SegmentRef
 from runarchive.policy import Policy
 from runarchive.reader import Reader
-from runarchive.restore import RestoredRun
 from runarchive.run import Run
 
 __version__ = "0.1.0"

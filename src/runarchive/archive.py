@@ -21,11 +21,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
-from runarchive.cache import Cache
-from runarchive.codec import index_key, run_prefix
-from runarchive.compact import CompactionResult, compact_run
+from runarchive.cache.core import Cache
+from runarchive.cache.status import CacheStatus, read_status
 from runarchive.config import ArchiveConfig, load_config
-from runarchive.crypto import sealed_metadata
+from runarchive.crypto.providers import KeyProvider
+from runarchive.crypto.sealing import sealed_metadata
+from runarchive.engine.flush import FlushEngine, HealReport
+from runarchive.engine.flusher import Flusher, FlushError
+from runarchive.engine.recovery import fork_run, resume_run
 from runarchive.errors import (
     ConfigError,
     FencedError,
@@ -35,14 +38,10 @@ from runarchive.errors import (
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.flush import FlushEngine, HealReport
-from runarchive.flusher import Flusher, FlushError
-from runarchive.gc import GcReport, run_gc
-from runarchive.indexpages import load_index
-from runarchive.jsonvalue import check_json_value, dumps, loads
-from runarchive.keys import KeyProvider
-from runarchive.logs import log_run
-from runarchive.model import (
+from runarchive.format.codec import index_key, run_prefix
+from runarchive.format.indexpages import load_index
+from runarchive.format.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.model import (
     RunIndex,
     format_ts,
     new_run_id,
@@ -51,17 +50,24 @@ from runarchive.model import (
     validate_name,
     validate_run_id,
 )
+from runarchive.logs import log_run
+from runarchive.maintenance.compact import CompactionResult, compact_run
+from runarchive.maintenance.gc import GcReport, run_gc
+from runarchive.maintenance.rekey import RekeyResult, rekey_run
+from runarchive.maintenance.retention import (
+    check_deletable,
+    check_store_settings,
+    hold_run,
+    release_run,
+)
 from runarchive.policy import Policy
-from runarchive.reader import Reader, make_store
-from runarchive.recovery import fork_run, resume_run
-from runarchive.rekey import RekeyResult, rekey_run
-from runarchive.retention import check_deletable, check_store_settings, hold_run, release_run
+from runarchive.reader import Reader
 from runarchive.run import Run
-from runarchive.status import CacheStatus, read_status
 from runarchive.store import (
     Store,
     probe_conditional_writes,
 )
+from runarchive.store.url import make_store
 
 log = logging.getLogger(__name__)
 _open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()
@@ -132,7 +138,7 @@ class Archive(Reader):
         ``./.runarchive/archive`` is used. Other settings (see :class:`ArchiveConfig`)
         come as keyword arguments or ``RUNARCHIVE_*`` variables. ``store`` replaces
         the backend the URL names (tests, custom backends). ``key_provider`` (a
-        :class:`~runarchive.keys.KeyProvider`) encrypts new data and reads encrypted
+        :class:`~runarchive.crypto.providers.KeyProvider`) encrypts new data and reads encrypted
         runs, beside the ``encryption*`` settings (``docs/encryption.md``).
 
         At open, the archive checks once that the bucket enforces conditional writes

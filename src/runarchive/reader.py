@@ -13,22 +13,14 @@ from pathlib import Path
 from typing import Any, Self
 
 from runarchive import telemetry
-from runarchive.codec import index_key
-from runarchive.config import ArchiveConfig, load_config, parse_url
-from runarchive.crypto import keyring_for, open_index
-from runarchive.errors import (
-    EncryptionError,
-    InvalidInputError,
-    NamedObjectMissingError,
-    ObjectNotFoundError,
-    RunNotFoundError,
-)
-from runarchive.export import ExportResult, export_runs
-from runarchive.indexpages import load_index
-from runarchive.keys import KeyProvider
-from runarchive.manifest import Manifest, RunEntry, RunList
-from runarchive.model import Checkpoint, Event, RunIndex, RunStatus, validate_run_id
-from runarchive.restore import (
+from runarchive.compliance.export import ExportResult, export_runs
+from runarchive.compliance.stats import Stats, archive_stats, run_stats
+from runarchive.compliance.verify import VerifyReport, verify_runs
+from runarchive.config import ArchiveConfig, load_config
+from runarchive.crypto.providers import KeyProvider
+from runarchive.crypto.sealing import keyring_for, open_index
+from runarchive.engine.manifest.core import Manifest, RunEntry, RunList
+from runarchive.engine.restore import (
     RecordStream,
     RestoredRun,
     RestorePlan,
@@ -36,43 +28,20 @@ from runarchive.restore import (
     execute_restore,
     plan_restore,
 )
-from runarchive.stats import Stats, archive_stats, run_stats
-from runarchive.store import CountingStore, FileStore, S3Settings, S3Store, Store
-from runarchive.verify import VerifyReport, verify_runs
+from runarchive.errors import (
+    EncryptionError,
+    InvalidInputError,
+    NamedObjectMissingError,
+    ObjectNotFoundError,
+    RunNotFoundError,
+)
+from runarchive.format.codec import index_key
+from runarchive.format.indexpages import load_index
+from runarchive.format.model import Checkpoint, Event, RunIndex, RunStatus, validate_run_id
+from runarchive.store import CountingStore, Store
+from runarchive.store.url import make_store
 
 _TYPES = frozenset({"checkpoint", "event"})
-
-
-def make_store(config: ArchiveConfig, *, create: bool = True) -> Store:
-    """The store a configuration points at (no request is made). ``create=False``
-    (readers): a ``file://`` directory that does not exist raises
-    ``BucketNotFoundError`` instead of being created."""
-    scheme, where, prefix = parse_url(config.resolved_url)
-    if scheme == "file":
-        return FileStore(where, create=create)
-    return S3Store(
-        S3Settings(
-            bucket=where,
-            prefix=prefix,
-            endpoint_url=config.endpoint_url,
-            region=config.region,
-            profile=config.profile,
-            addressing_style=config.addressing_style,
-            retry_mode=config.retry_mode,
-            max_attempts=config.max_attempts,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            request_checksum_calculation=config.request_checksum_calculation,
-            response_checksum_validation=config.response_checksum_validation,
-            multipart_threshold=config.multipart_threshold,
-            multipart_part_size=config.multipart_part_size,
-            object_lock_mode=config.object_lock_mode,
-            object_lock_days=config.object_lock_days,
-            sse=config.sse,
-            sse_kms_key_id=config.sse_kms_key_id,
-            tag_immutable=config.tag_segments,
-        )
-    )
 
 
 class Reader:
@@ -211,7 +180,7 @@ class Reader:
         ``gc`` deleted makes the iterator read the index again and go on from where it
         was. Memory: ``prefetch`` + 1 compressed segments, and the records of one segment
         of up to 4 MiB uncompressed (a larger one is parsed twice instead: checked, then
-        yielded); see :mod:`runarchive.stream`. Cost: as :meth:`restore`.
+        yielded); see :mod:`runarchive.engine.stream`. Cost: as :meth:`restore`.
         """
         wanted = None if types is None else frozenset(types)
         if wanted is not None and not wanted <= _TYPES:
@@ -387,7 +356,7 @@ class Reader:
         """Storage and request figures of one run (from its index: 1 GET) or of the
         whole archive (from the manifest: 16 GETs; ``objects=True`` adds a LIST of
         ``runs/``, 1 request per 1,000 objects), with an estimated monthly cost at the
-        ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.stats`)."""
+        ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.compliance.stats`)."""
         before, bytes_before = dict(self.store.counts), self.store.bytes_in
         if run_id is None:
             result = archive_stats(self, objects=objects)

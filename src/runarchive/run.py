@@ -10,8 +10,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from runarchive import telemetry
-from runarchive.cache import CachedRecord
-from runarchive.codec import parse_records
+from runarchive.cache.core import CachedRecord
+from runarchive.engine.restore import execute_restore, plan_restore
 from runarchive.errors import (
     BackpressureError,
     FencedError,
@@ -19,11 +19,11 @@ from runarchive.errors import (
     RecordTooLargeError,
     RunStateError,
 )
-from runarchive.indexpages import expand
-from runarchive.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.codec import parse_records
+from runarchive.format.indexpages import expand
+from runarchive.format.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
 from runarchive.logs import log_run
-from runarchive.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
-from runarchive.restore import execute_restore, plan_restore
 
 if TYPE_CHECKING:
     from runarchive.archive import Archive
@@ -117,7 +117,7 @@ class Run:
     ) -> Checkpoint:
         """Record a named snapshot of the agent's state and return it.
 
-        ``state`` must be JSON data (see :mod:`runarchive.jsonvalue`); anything else
+        ``state`` must be JSON data (see :mod:`runarchive.format.jsonvalue`); anything else
         raises ``StateNotSerializableError`` naming the path, and nothing is written.
         """
         validate_name(name, "checkpoint name")

@@ -1,0 +1,1 @@
+"""Adapters to other checkpointer APIs: LangGraph and the replaced checkpointers (compat)."""

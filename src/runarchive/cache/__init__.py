@@ -1,0 +1,1 @@
+"""The local write-through cache: SQLite schema, WAL upkeep, health, status."""

@@ -1,0 +1,7 @@
+"""``python -m runarchive.cli``."""
+
+import sys
+
+from runarchive.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Checking and exporting history: verify, export bundles and their verification, statistics."""

@@ -1,0 +1,1 @@
+"""Client-side encryption: key providers (who holds the KEKs), keyrings and sealing."""

@@ -1,0 +1,1 @@
+"""The manifest: per-process live objects, done partitions, paged listing."""

@@ -1,0 +1,1 @@
+"""The on-bucket format: persisted models, segment codec, JSON values, paged indexes."""

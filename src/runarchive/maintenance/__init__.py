@@ -1,0 +1,1 @@
+"""Offline maintenance of a bucket: compaction, garbage collection, re-keying, retention."""
