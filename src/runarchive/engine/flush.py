@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from runarchive import telemetry
 from runarchive.cache.core import Cache, RecordInfo, RunRow
 from runarchive.config import ArchiveConfig
-from runarchive.crypto.sealing import Keyring, seal_index, seal_segment, sealed_metadata
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import seal_index, seal_segment, sealed_metadata
 from runarchive.engine.healing import FlushStats, HealReport
 from runarchive.engine.levels import name_token
 from runarchive.engine.livecompact import LiveCompaction
