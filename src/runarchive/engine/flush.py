@@ -1,4 +1,7 @@
-"""The flush protocol (cache → segment → index) and the background flusher thread.
+"""The flush protocol: what one flush of one run does to the bucket (cache → segment →
+index → manifest), and what one lease renewal writes. *When* flushes and renewals
+happen, and the retries with back-off, are the background flusher's
+(:mod:`runarchive.engine.flusher`).
 
 One flush of one run, in order:
 
