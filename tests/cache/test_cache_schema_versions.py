@@ -9,6 +9,9 @@ today's schema; add the new shape instead.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -305,6 +308,58 @@ def test_a_step_that_fails_leaves_the_previous_version_whole(tmp_path: Path) -> 
         assert row is not None
         assert (row.epoch, row.policy, row.last_seq) == (0, None, 3)
         assert [r.line for r in cache.records("r1")] == LINES
+    finally:
+        cache.close()
+    assert _shape(path)[0] == SCHEMA_VERSION
+
+
+# Runs the migrations with one step killed (SIGKILL, as a power cut) after its statements
+# ran and before its commit; the connection is set up as Cache's is (WAL, synchronous FULL).
+KILLED_MIGRATION = textwrap.dedent(
+    """
+    import os, signal, sqlite3, sys
+    from pathlib import Path
+    from runarchive.cache.migrations import prepare
+    from runarchive.cache.schema import MIGRATIONS, Migration
+    path, dies = Path(sys.argv[1]), int(sys.argv[2])
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.create_function("power_cut", 0, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    steps = [
+        Migration(m.to, m.what, (*m.statements, "SELECT power_cut()"), m.marks)
+        if m.to == dies else m
+        for m in MIGRATIONS
+    ]
+    prepare(db, path, steps)
+    print("NOT KILLED")
+    """
+)
+
+
+@pytest.mark.parametrize("dies", [3, SCHEMA_VERSION])
+def test_a_process_killed_mid_step_leaves_a_cache_that_migrates_at_the_next_open(
+    dies: int, tmp_path: Path
+) -> None:
+    path = _legacy_cache(tmp_path / "c", V1)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MIGRATION, str(path), str(dies)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -9, child.stderr
+    assert "NOT KILLED" not in child.stdout
+    with sqlite3.connect(path) as db:  # recovers the WAL as the next opener would
+        assert db.execute("PRAGMA user_version").fetchone()[0] == dies - 1
+        # The step to 3 rebuilds the records table: none of it is half done.
+        assert ("flushed" in _columns(db, "records")) == (dies == 3)
+    db.close()
+    cache = Cache(tmp_path / "c", URL)
+    try:
+        assert [r.line for r in cache.records("r1")] == LINES
+        assert [r.seq for r in cache.pending("r1", 100, 3)] == [3]
     finally:
         cache.close()
     assert _shape(path)[0] == SCHEMA_VERSION
