@@ -25,8 +25,9 @@ from servers import S3Server
 from runarchive import Archive, Reader
 from runarchive.cli.main import main as cli_main
 from runarchive.compliance.export import verify_export
+from runarchive.crypto.keyring import Keyring
 from runarchive.crypto.providers import KmsKeyProvider, LocalKeyProvider, add_key_to_file
-from runarchive.crypto.sealing import Keyring, seal_segment
+from runarchive.crypto.sealing import seal_segment
 from runarchive.errors import (
     ConfigError,
     CorruptObjectError,

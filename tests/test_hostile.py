@@ -452,7 +452,7 @@ def test_a_sealed_segment_bomb_is_refused_after_decryption(
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
     from runarchive.config import load_config  # noqa: PLC0415
-    from runarchive.crypto.sealing import keyring_for  # noqa: PLC0415
+    from runarchive.crypto.keyring import keyring_for  # noqa: PLC0415
     from runarchive.format.model import RunIndex  # noqa: PLC0415
 
     settings = {"encryption": "local", "encryption_keys": f"k1={K1}"}

@@ -17,8 +17,9 @@ from runarchive.compliance.export import ExportResult, export_runs
 from runarchive.compliance.stats import Stats, archive_stats, run_stats
 from runarchive.compliance.verify import VerifyReport, verify_runs
 from runarchive.config import ArchiveConfig, load_config
+from runarchive.crypto.keyring import keyring_for
 from runarchive.crypto.providers import KeyProvider
-from runarchive.crypto.sealing import keyring_for, open_index
+from runarchive.crypto.sealing import open_index
 from runarchive.engine.manifest.core import Manifest, RunEntry, RunList
 from runarchive.engine.restore import (
     RecordStream,

@@ -35,11 +35,13 @@ from runarchive.cache.health import (
     tighten_existing,
     write_error,
 )
+from runarchive.cache.migrations import prepare
 from runarchive.cache.schema import (
+    CACHE_FILE,
     INFO_COLS,
+    LEGACY_SCHEMA_MARK,
     REC_COLS,
     RUN_COLS,
-    SCHEMA,
     CachedRecord,
     RecordInfo,
     RunRow,
@@ -51,7 +53,6 @@ __all__ = ["Cache", "CachedRecord", "RecordInfo", "RunRow"]
 
 log = logging.getLogger("runarchive.cache")
 
-SCHEMA_VERSION = 1
 _EVICT_BATCH = 32
 
 
@@ -83,7 +84,7 @@ class Cache(WalKeeper):
 
     def __init__(self, directory: str | os.PathLike[str], archive_url: str) -> None:
         self.directory = Path(directory).absolute()
-        self.path = self.directory / "cache.sqlite3"
+        self.path = self.directory / CACHE_FILE
         self.recovered_from: Path | None = None  # where a corrupt cache was moved to
         self.recovery_message: str | None = None
         private_directory(self.directory)
@@ -125,7 +126,8 @@ class Cache(WalKeeper):
             raise
 
     def _open_database(self) -> None:
-        """Check the file, then create or migrate the schema. ``CorruptCache`` if damaged."""
+        """Check the file, then create or migrate the schema (``cache/migrations.py``).
+        ``CorruptCache`` if damaged; ``CacheError`` if a newer runarchive wrote it."""
         # The umask is never changed (it is per process, and other threads may be
         # creating files meanwhile). Instead the database file is created 0600 before
         # SQLite opens it: SQLite creates its -wal and -shm with the database file's
@@ -139,8 +141,7 @@ class Cache(WalKeeper):
                 rows = db.execute("PRAGMA quick_check(5)").fetchall()
                 if rows != [("ok",)]:
                     raise CorruptCache("PRAGMA quick_check: " + "; ".join(r[0] for r in rows))
-            db.executescript(SCHEMA)  # executescript manages its own transaction
-            self._add_missing_columns()
+            prepare(db, self.path)
             db.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.DatabaseError as exc:
             if is_corruption(exc):
@@ -154,26 +155,6 @@ class Cache(WalKeeper):
                     conn.close()
             self._conns.clear()
         self._local = threading.local()
-
-    def _add_missing_columns(self) -> None:
-        # Caches written before a column existed get it with its default.
-        have = {row[1] for row in self._conn().execute("PRAGMA table_info(runs)")}
-        for name in ("epoch", "fenced", "manifest_state"):
-            if name not in have:
-                self._conn().execute(
-                    f"ALTER TABLE runs ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
-                )
-        if "policy" not in have:
-            self._conn().execute("ALTER TABLE runs ADD COLUMN policy TEXT")
-        if "writer" not in have:
-            self._conn().execute("ALTER TABLE runs ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
-        if "verified_seq" not in have:
-            self._conn().execute(
-                "ALTER TABLE runs ADD COLUMN verified_seq INTEGER NOT NULL DEFAULT 0"
-            )
-        for name in ("flush_error", "flush_error_at"):  # the last background flush failure
-            if name not in have:
-                self._conn().execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
 
     def _take_lock(self) -> IO[str]:
         path = self.directory / "lock"
@@ -204,14 +185,9 @@ class Cache(WalKeeper):
             with self.transaction() as tx:
                 tx.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema", str(SCHEMA_VERSION)), ("archive_url", archive_url)],
+                    [("schema", LEGACY_SCHEMA_MARK), ("archive_url", archive_url)],
                 )
             return
-        if int(rows.get("schema", "0")) > SCHEMA_VERSION:
-            raise CacheError(
-                f"cache {self.path} was written by a newer runarchive (schema "
-                f"{rows['schema']}); upgrade runarchive or use another cache_dir"
-            )
         if rows.get("archive_url") != archive_url:
             raise CacheError(
                 f"cache directory {self.directory} belongs to archive {rows.get('archive_url')!r}, "

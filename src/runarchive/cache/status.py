@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from runarchive.cache.migrations import refuse_newer, schema_version
+from runarchive.cache.schema import CACHE_FILE, FLUSH_ERROR_COLUMNS, META, RECORDS, RUNS
 from runarchive.errors import CacheError
 
 
@@ -101,7 +103,7 @@ class CacheStatus:
 def _connect(cache_dir: str | Path) -> tuple[sqlite3.Connection, Path]:
     """A read-only connection to the cache in ``cache_dir`` (no lock taken)."""
     directory = Path(cache_dir).absolute()
-    path = directory / "cache.sqlite3"
+    path = directory / CACHE_FILE
     if not path.is_file():
         raise CacheError(
             f"no runarchive cache at {directory}; give the agent's cache directory "
@@ -124,7 +126,7 @@ def held_records(cache_dir: str | Path, run_id: str, first: int, last: int) -> i
         return 0
     try:
         row = conn.execute(
-            "SELECT COUNT(*) FROM records WHERE run_id = ? AND seq BETWEEN ? AND ?",
+            f"SELECT COUNT(*) FROM {RECORDS} WHERE run_id = ? AND seq BETWEEN ? AND ?",
             (run_id, first, last),
         ).fetchone()
     except sqlite3.Error as exc:
@@ -155,18 +157,22 @@ def read_status(
     conn, path = _connect(cache_dir)
     directory = path.parent
     try:
-        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        # Read-only, so never migrated here: an older runarchive's agent may be
+        # writing a cache without the flush error columns.
+        refuse_newer(schema_version(conn), path)
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({RUNS})")}
         err_cols = (
-            "u.flush_error, u.flush_error_at"
-            if {"flush_error", "flush_error_at"} <= have
+            ", ".join(f"u.{c}" for c in FLUSH_ERROR_COLUMNS)
+            if set(FLUSH_ERROR_COLUMNS) <= have
             else "NULL, NULL"
         )
-        url_row = conn.execute("SELECT value FROM meta WHERE key = 'archive_url'").fetchone()
+        url_row = conn.execute(f"SELECT value FROM {META} WHERE key = 'archive_url'").fetchone()
         rows = conn.execute(
             "SELECT u.run_id, u.agent, u.status, u.last_seq, u.archived_seq, "
-            "u.status_archived, u.fenced, " + err_cols + ", "
+            f"u.status_archived, u.fenced, {err_cols}, "
             "COUNT(r.seq), COALESCE(SUM(r.size), 0), MIN(r.ts) "
-            "FROM runs u LEFT JOIN records r ON r.run_id = u.run_id AND r.seq > u.archived_seq "
+            f"FROM {RUNS} u LEFT JOIN {RECORDS} r "
+            "ON r.run_id = u.run_id AND r.seq > u.archived_seq "
             "GROUP BY u.run_id ORDER BY u.created_at, u.run_id"
         ).fetchall()
     except sqlite3.Error as exc:

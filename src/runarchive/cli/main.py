@@ -29,8 +29,8 @@ from runarchive.cli.demo import human as _human
 from runarchive.compliance.export import verify_export
 from runarchive.compliance.stats import format_stats
 from runarchive.config import load_config
+from runarchive.crypto.keyring import keyring_for
 from runarchive.crypto.providers import add_key_to_file, new_local_key
-from runarchive.crypto.sealing import keyring_for
 from runarchive.engine.manifest.core import RunEntry
 from runarchive.engine.restore import RestoredRun
 from runarchive.errors import RunArchiveError

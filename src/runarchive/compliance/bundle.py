@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from runarchive.crypto.sealing import Keyring, check_sealed, open_segment
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import check_sealed, open_segment
 from runarchive.errors import (
     CorruptObjectError,
     FormatVersionError,

@@ -29,7 +29,8 @@ from runarchive.compliance.bundle import (
     segment_file,
     store_for_url,
 )
-from runarchive.crypto.sealing import Keyring, open_index
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import open_index
 from runarchive.errors import (
     CorruptObjectError,
     EncryptionError,

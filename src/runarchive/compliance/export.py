@@ -56,7 +56,8 @@ from runarchive.compliance.bundle import (
     store_for_url,
 )
 from runarchive.compliance.bundle_verify import verify_export
-from runarchive.crypto.sealing import Keyring, open_index
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import open_index
 from runarchive.engine.restore import Progress, check_index_run, progress_for
 from runarchive.errors import (
     CorruptObjectError,

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from runarchive.crypto.sealing import Keyring, check_sealed, open_index, segment_raw, split_sealed
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import check_sealed, open_index, segment_raw, split_sealed
 from runarchive.engine.manifest.core import RunEntry
 from runarchive.engine.restore import progress_for
 from runarchive.errors import (

@@ -1,1 +1,2 @@
-"""Client-side encryption: key providers (who holds the KEKs), keyrings and sealing."""
+"""Client-side encryption: KEK providers (``providers``), the data keys of runs
+(``keyring``) and what is sealed with them (``sealing``)."""

@@ -1,4 +1,7 @@
-"""The flush protocol (cache → segment → index) and the background flusher thread.
+"""The flush protocol: what one flush of one run does to the bucket (cache → segment →
+index → manifest), and what one lease renewal writes. *When* flushes and renewals
+happen, and the retries with back-off, are the background flusher's
+(:mod:`runarchive.engine.flusher`).
 
 One flush of one run, in order:
 
@@ -28,7 +31,8 @@ from datetime import datetime, timedelta
 from runarchive import telemetry
 from runarchive.cache.core import Cache, RecordInfo, RunRow
 from runarchive.config import ArchiveConfig
-from runarchive.crypto.sealing import Keyring, seal_index, seal_segment, sealed_metadata
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import seal_index, seal_segment, sealed_metadata
 from runarchive.engine.healing import FlushStats, HealReport
 from runarchive.engine.levels import name_token
 from runarchive.engine.livecompact import LiveCompaction

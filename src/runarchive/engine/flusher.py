@@ -1,10 +1,12 @@
-"""The background flusher: one thread that flushes runs when a trigger fires, renews
-the leases of this host's runs and keeps the cache's WAL short. The flush itself is
+"""The background flusher: one thread that decides *when* runs flush (triggers, retries
+with jittered back-off), renews the leases of this host's runs and keeps the cache's
+WAL short. *What* one flush does to the bucket is
 :class:`~runarchive.engine.flush.FlushEngine`'s."""
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +21,24 @@ from runarchive.logs import log_run
 from runarchive.policy import KeptBytes
 
 log = logging.getLogger("runarchive.flusher")
+
+BACKOFF_FIRST = 0.5  # seconds, the ceiling after the first failure; it doubles per failure
+BACKOFF_MAX = 30.0
+
+
+def backoff(failures: int, uniform: Callable[[], float]) -> float:
+    """Seconds to wait before retrying after ``failures`` failures in a row.
+
+    "Equal jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"): the
+    ceiling ``min(30, 0.5 * 2 ** (failures - 1))`` is half waited, half drawn from
+    ``uniform()`` (a float in [0, 1)). The fixed half keeps a failing bucket from
+    being hammered; the random half spreads a fleet that failed at the same instant
+    (an outage) so its retries do not arrive in lockstep when the bucket comes back.
+    """
+    # The exponent is capped: 2 ** 1024 does not fit a float (a long outage would
+    # otherwise kill the thread with an OverflowError).
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** min(max(failures, 1) - 1, 32))
+    return ceiling / 2 + ceiling / 2 * uniform()
 
 
 @dataclass
@@ -46,11 +66,21 @@ class Flusher:
 
     Triggers, per run: ``flush_records`` pending records, ``flush_bytes`` of would-be
     segment, ``flush_age`` seconds since the oldest pending record. Failures back off
-    exponentially (0.5 s doubling up to 30 s) and are kept in :attr:`errors`.
+    exponentially with jitter (:func:`backoff`: a ceiling of 0.5 s doubling up to
+    30 s, waited between half and all of it) and are kept in :attr:`errors`.
+    ``uniform`` (floats in [0, 1)) is the jitter's random source; tests inject one.
     """
 
-    def __init__(self, engine: FlushEngine, config: ArchiveConfig) -> None:
+    def __init__(
+        self,
+        engine: FlushEngine,
+        config: ArchiveConfig,
+        *,
+        uniform: Callable[[], float] | None = None,
+    ) -> None:
         self.engine, self.config = engine, config
+        # Its own generator, seeded from os.urandom: hosts (and processes) differ.
+        self._uniform = uniform if uniform is not None else random.Random().random
         self.errors: dict[str, FlushError] = {}
         self._cond = threading.Condition()
         self._pending: dict[str, _Pending] = {}
@@ -194,7 +224,7 @@ class Flusher:
                 st = self._fresh(run_id)
                 st.requested = True  # retry after the back-off even with nothing pending
                 st.failures += 1
-                st.retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** (st.failures - 1))
+                st.retry_at = time.monotonic() + backoff(st.failures, self._uniform)
             err = FlushError(run_id, exc)
             self.errors[run_id] = err
             try:  # for `runarchive status` in another process; cleared by the next flush

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from runarchive.cache.core import Cache, RecordInfo, RunRow
-from runarchive.crypto.sealing import Keyring, check_stored, seal_index
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import check_stored, seal_index
 from runarchive.engine.ownership import Verdict, held_through, owner_of, reconcile
 from runarchive.errors import (
     CorruptObjectError,

@@ -22,7 +22,7 @@ from itertools import pairwise
 from typing import Any, TextIO
 
 from runarchive import telemetry
-from runarchive.crypto.sealing import Keyring
+from runarchive.crypto.keyring import Keyring
 from runarchive.engine.stream import Slimmer, segment_frame, segment_records
 from runarchive.errors import CorruptObjectError, InvalidInputError, ObjectNotFoundError
 from runarchive.format.codec import check_ref, index_key

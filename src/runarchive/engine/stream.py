@@ -40,7 +40,8 @@ from collections.abc import Iterator, Sequence
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from runarchive.crypto.sealing import Keyring, open_sealed_frame
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import open_sealed_frame
 from runarchive.errors import CorruptObjectError
 from runarchive.format.codec import (
     check_count,

@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 
 from runarchive import telemetry
-from runarchive.crypto.sealing import Keyring, open_index, seal_index, seal_segment, segment_raw
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import open_index, seal_index, seal_segment, segment_raw
 from runarchive.errors import (
     EncryptionError,
     IndexConflictError,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from runarchive.crypto.sealing import Keyring, sealed_metadata
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import sealed_metadata
 from runarchive.engine.manifest.core import Manifest
 from runarchive.errors import (
     IndexConflictError,

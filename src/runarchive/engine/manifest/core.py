@@ -31,7 +31,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from runarchive.crypto.sealing import Keyring, open_entry_metadata
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.sealing import open_entry_metadata
 from runarchive.engine.manifest.done import DoneWriter, candidate_keys, edit_done
 from runarchive.engine.manifest.find import (
     RunsChange,
