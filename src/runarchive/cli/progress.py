@@ -35,8 +35,8 @@ class Bar:
             return
         now = time.monotonic()
         finished = total > 0 and done >= total
-        if not finished and now - self._drawn < _EVERY:
-            return
+        if self._open and not finished and now - self._drawn < _EVERY:
+            return  # the first and the last of a phase are always drawn
         self._drawn = now
         if total > 0:
             filled = _WIDTH * min(done, total) // total
