@@ -11,9 +11,11 @@ Public names are imported on first use (PEP 562), so ``import runarchive`` and
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from typing import Any
+
     from runarchive.archive import Archive
     from runarchive.config import ArchiveConfig
     from runarchive.crypto.providers import KeyProvider, KmsKeyProvider, LocalKeyProvider

@@ -9,7 +9,7 @@ archive that does not exist they exit 2 and say how to create one.
 run index as stored (``docs/format.md``); ``restore`` prints
 ``{"index": <run index>, "records": [<record>, ...]}``.
 
-Only the standard library is imported here; a command's module (and with it boto3,
+Only a few modules of the standard library are imported here; a command's module (and with it boto3,
 pydantic, zstandard...) is imported when that command runs, so ``--help`` is fast.
 """
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 
 from runarchive.cli import exitcodes
@@ -27,41 +25,6 @@ from runarchive.cli.parser import build_parser
 from runarchive.errors import CorruptObjectError, RunArchiveError
 
 __all__ = ["build_parser", "main"]
-
-_LOGGER = "runarchive"  # every logger of the library is below it (docs/observability.md)
-
-
-class _StderrHandler(logging.Handler):
-    """Writes to the ``sys.stderr`` of the moment (tests swap it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-        except Exception:
-            self.handleError(record)
-
-
-def _logging(args: argparse.Namespace) -> Callable[[], None]:
-    """Log the library's records to stderr at the level -v/-q ask for; returns the undo."""
-    level = (
-        logging.ERROR
-        if args.quiet
-        else (logging.WARNING, logging.INFO)[args.verbose]
-        if args.verbose < 2
-        else logging.DEBUG
-    )
-    logger = logging.getLogger(_LOGGER)
-    handler = _StderrHandler(level)
-    handler.setFormatter(logging.Formatter("runarchive: %(levelname)s %(name)s: %(message)s"))
-    before = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(level)
-
-    def undo() -> None:
-        logger.removeHandler(handler)
-        logger.setLevel(before)
-
-    return undo
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -89,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_usage(parser, args)
     except KeyboardInterrupt:
         return _interrupted()
-    undo = _logging(args)
+    from runarchive.cli import logsetup  # noqa: PLC0415 - not for --help (start-up time)
+
+    undo = logsetup.start(args.verbose, args.quiet)
     try:
         return _run(args)
     finally:
@@ -114,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         return exitcodes.TROUBLE
     except Exception:
         # A bug. Python's own exit status (1) would read as "damage found".
+        import traceback  # noqa: PLC0415 - loaded by logging already; explicit here
+
         traceback.print_exc()
         print(
             "runarchive: unexpected error (a bug: please report it with the traceback above)",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
 
 from runarchive import __version__  # a constant: no subsystem is imported
 from runarchive.cli import exitcodes
@@ -47,7 +46,7 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """The options every command takes. On the sub-parsers their default is SUPPRESS,
     so an option given before the command is not reset by the command's parser."""
 
-    def default(value: Any) -> Any:
+    def default(value: object) -> object:
         return value if top else argparse.SUPPRESS
 
     group = parser.add_argument_group("global options (before or after the command)")
@@ -98,8 +97,8 @@ class _Commands:
         return cmd
 
 
-def _run_arg(cmd: argparse.ArgumentParser, nargs: str | None = None, **kw: Any) -> None:
-    cmd.add_argument("run", metavar="RUN", nargs=nargs, **kw)
+def _run_arg(cmd: argparse.ArgumentParser, nargs: str | None = None, *, help: str) -> None:
+    cmd.add_argument("run", metavar="RUN", nargs=nargs, help=help)
 
 
 def _cache_dir(cmd: argparse.ArgumentParser, default: str) -> None:
