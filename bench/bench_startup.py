@@ -10,7 +10,8 @@ prints medians and ratios to the floor.
 
     .venv/bin/python bench/bench_startup.py [--runs N] [--json]
 
-Targets: ``--help`` ≤ 0.3 s and ≤ 4x ``python -c pass`` on the same machine. The exit
+Targets: ``--help`` ≤ 5x ``python -c pass`` in the same run (the ratio holds on a
+busy machine; it was about 35x, 1.45 s), and ≤ 0.3 s (on an idle machine). The exit
 status is 0 even when a target is missed: it is a benchmark, not a test.
 """
 
@@ -31,7 +32,7 @@ CASES = {
 }
 FLOOR = "python -c pass"
 TARGET_SECONDS = 0.3
-TARGET_RATIO = 4.0
+TARGET_RATIO = 5.0
 
 
 def _once(argv: list[str]) -> float:
