@@ -283,23 +283,50 @@ class Tty(io.StringIO):
         return True
 
 
+LONG_COMMANDS = [
+    (["verify", "--all"], "verifying"),
+    (["verify", "a"], "verifying"),
+    (["restore", "a"], "restoring a"),
+    (["export", "a", "b", "--out", "OUT"], "exporting"),
+    (["compact", "a"], "reading a"),
+    (["compact", "--all", "--dry-run"], "compacting runs"),
+    (["gc", "--dry-run"], "gc"),
+    (["stats", "--objects"], "listing objects"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "label"), LONG_COMMANDS, ids=[" ".join(a) for a, _ in LONG_COMMANDS]
+)
 def test_progress_is_drawn_on_a_terminal_only(
-    archive_url: str, monkeypatch: pytest.MonkeyPatch
+    archive_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    label: str,
 ) -> None:
-    piped = invoke(["--url", archive_url, "verify", "--all"])  # stderr is not a terminal
-    assert piped.returncode == 0
-    assert piped.stderr == ""
+    argv = ["--url", archive_url, *(str(tmp_path / a) if a == "OUT" else a for a in args)]
     tty = Tty()
-    monkeypatch.setattr(sys, "stderr", tty)
-    assert main(["--url", archive_url, "verify", "--all"]) == 0
-    drawn = tty.getvalue()
-    assert drawn.startswith("\rverifying [")
-    assert drawn.endswith("\n")
-    assert re.search(r"\] (\d+)/\1\x1b\[K\n$", drawn)  # ends at the total
-    tty.truncate(0)
-    tty.seek(0)
-    assert main(["--url", archive_url, "verify", "--all", "--no-progress"]) == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", tty)
+        assert main([*argv, "--no-progress"]) == 0
     assert tty.getvalue() == ""
+    if "--out" in args:
+        argv[-1] += "-2"
+    piped = invoke(argv)  # stderr is not a terminal
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""
+    if "--out" in args:
+        argv[-1] += "-3"
+    with monkeypatch.context() as patched:
+        patched.setattr(sys, "stderr", tty)
+        assert main(argv) == 0
+    capsys.readouterr()
+    drawn = tty.getvalue()
+    assert drawn.startswith(f"\r{label} ")
+    assert re.search(r"(\] (\d+)/\2|\d+ \.\.\.)\x1b\[K\n$", drawn), drawn  # ends at the total
+    assert "\n" not in drawn[:-1] or "--out" in args  # one line, export: one per phase
 
 
 def test_a_bar_redraws_a_new_phase_on_a_new_line() -> None:
