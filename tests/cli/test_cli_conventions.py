@@ -72,9 +72,8 @@ def test_every_argument_has_help_and_every_command_examples() -> None:
     assert len(commands_) >= 19
     for name, parser in commands_.items():
         assert parser.epilog is not None, name
-        assert parser.epilog.startswith("Examples:\n  runarchive ") or (
-            "runarchive " in parser.epilog
-        ), name
+        assert parser.epilog.startswith("Examples:\n  "), name
+        assert f"runarchive {name}" in parser.epilog, name
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
