@@ -479,7 +479,7 @@ def test_cli_keygen_rekey_show_and_key_errors(tmp_path: Path, capsys: Any) -> No
     with Archive.open(url, cache_dir=tmp_path / "c1", **settings) as archive:
         run_id = write_run(archive, n=4)
     capsys.readouterr()
-    assert cli_main(["--url", url, "show", run_id]) == 1  # no key in the environment
+    assert cli_main(["--url", url, "show", run_id]) == 2  # no key in the environment
     assert "local:k1" in capsys.readouterr().err
     os.environ["RUNARCHIVE_ENCRYPTION_KEY_FILE"] = str(keyfile)
     try:

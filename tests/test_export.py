@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 import pytest
+from cli.cli_run import run_cli
 from conftest import Backend, _backend, s3_settings, s3_store_for
 from pydantic import TypeAdapter
 from servers import S3Server
-from test_cli import run_cli
 
 from runarchive import Archive, Policy, Reader
 from runarchive.compliance.export import verify_export
@@ -566,22 +566,22 @@ def test_cli_export_and_verify_export(tmp_path: Path) -> None:
     assert json.loads(ok_json.stdout) == {"bundle": "f", "ok": True, "problems": []}
 
     missing = run_cli([*url, "export", "nope", "--out", "n.tar"], tmp_path)
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "no run 'nope'" in missing.stderr
     assert not (tmp_path / "n.tar").exists()
     again = run_cli([*url, "export", DONE, "--out", "b.tar"], tmp_path)
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert "b.tar" in again.stderr
     both = run_cli([*url, "export", DONE, "--agent", "a", "--out", "x"], tmp_path)
-    assert both.returncode == 1
+    assert both.returncode == 2
     assert "not both" in both.stderr
     assert run_cli([*url, "export", DONE], tmp_path).returncode == 2  # --out is required
     gone = run_cli(["verify-export", "does-not-exist"], tmp_path)
-    assert gone.returncode == 1
+    assert gone.returncode == 2
     assert "does not exist" in gone.stderr
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"not a tar" * 100)
-    assert run_cli(["verify-export", str(junk)], tmp_path).returncode == 1
+    assert run_cli(["verify-export", str(junk)], tmp_path).returncode == 2
 
     # A tar with a member changed in place.
     data = (tmp_path / "b.tar").read_bytes()

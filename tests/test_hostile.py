@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 import zstandard
-from test_cli import run_cli
+from cli.cli_run import run_cli
 
 from runarchive import Archive, Reader
 from runarchive.engine.manifest.core import shard_key, shard_of

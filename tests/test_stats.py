@@ -109,5 +109,5 @@ def test_cli_stats_text_and_json(
     assert doc["cost"]["requests_month_if_idle"] == pytest.approx(180 * 730 * 0.005 / 1000)
     assert main(["--url", shared_backend.url, "stats", live, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "running"
-    assert main(["--url", shared_backend.url, "stats", "no-such-run"]) == 1
+    assert main(["--url", shared_backend.url, "stats", "no-such-run"]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err

@@ -107,5 +107,5 @@ def test_cli_status_beside_a_live_writer(
 
 
 def test_cli_status_without_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "--cache-dir", str(tmp_path / "nothing")]) == 1
+    assert main(["status", "--cache-dir", str(tmp_path / "nothing")]) == 2
     assert "no runarchive cache" in capsys.readouterr().err

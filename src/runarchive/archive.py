@@ -17,6 +17,7 @@ import atexit
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -376,7 +377,12 @@ class Archive(Reader):
         return len(keys)
 
     def compact(
-        self, run_id: str | None = None, *, dry_run: bool = False, reencrypt: bool = False
+        self,
+        run_id: str | None = None,
+        *,
+        dry_run: bool = False,
+        reencrypt: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[CompactionResult]:
         """Compact one ended run, or (``None``) every completed or failed run.
 
@@ -391,7 +397,8 @@ class Archive(Reader):
         every run compacted under a new data key (the step after ``rekey`` that
         retires the data keys an old key-encryption key wrapped). Cost per run: 1 GET
         for the index, 1 GET per segment, 1 PUT per new segment, 1 PUT for the index,
-        1-2 for the manifest entry.
+        1-2 for the manifest entry. ``progress`` is told ``(done, total)``: segments read
+        of the one run, or runs done of every run.
         """
         self._check_open()
         if reencrypt and not self.keyring.writes:
@@ -405,8 +412,10 @@ class Archive(Reader):
         else:
             ids = [validate_run_id(run_id)]
             listed = self.manifest.lookup(ids)
-        results = []
+        results: list[CompactionResult] = []
         for rid in ids:
+            if progress is not None and run_id is None and results:
+                progress(len(results), len(ids))
             key = index_key(rid)
             try:
                 got = self.store.get(key)
@@ -434,6 +443,7 @@ class Archive(Reader):
                 workers=self.config.restore_workers,
                 keyring=self.keyring,
                 fresh_key=reencrypt,
+                progress=progress if run_id is not None else None,
             )
             entry = listed.get(rid)
             # Also when nothing was compacted now: a compaction killed between its index
@@ -459,15 +469,19 @@ class Archive(Reader):
                     ),
                 )
             results.append(result)
+        if progress is not None and run_id is None and ids:
+            progress(len(results), len(ids))
         return results
 
-    def rekey(self, run_id: str | None = None) -> list[RekeyResult]:
+    def rekey(
+        self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None
+    ) -> list[RekeyResult]:
         """Re-wrap the data keys of one run, or (``None``) of every run, with the current
         key-encryption key (``docs/encryption.md``, Key rotation). Segment bodies are
         not rewritten; :meth:`compact` re-encrypts an ended run's bodies. Plaintext
         runs are left as they are. Cost per run: 1 GET + 1 PUT of the index when a key
         moves (1 GET otherwise), 1 provider call per key moved, 1-2 manifest requests;
-        16 manifest GETs to list every run."""
+        16 manifest GETs to list every run. ``progress`` is told ``(runs done, runs)``."""
         self._check_open()
         if not self.keyring.writes:
             raise ConfigError(
@@ -479,9 +493,20 @@ class Archive(Reader):
             ids = [e.run_id for e in self.manifest.entries(limit=None)]
         else:
             ids = [validate_run_id(run_id)]
-        return [rekey_run(self.store, self.manifest, self.keyring, rid) for rid in ids]
+        results = []
+        for rid in ids:
+            results.append(rekey_run(self.store, self.manifest, self.keyring, rid))
+            if progress is not None:
+                progress(len(results), len(ids))
+        return results
 
-    def gc(self, *, dry_run: bool = False, grace: timedelta | float | None = None) -> GcReport:
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: timedelta | float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GcReport:
         """Delete what no index needs once the grace period has passed: segments a
         compaction retired, orphan segments of crashed flushes, objects of runs whose
         first flush never finished, old probe objects — and, with ``retention_days``,
@@ -489,6 +514,7 @@ class Archive(Reader):
 
         ``grace`` defaults to ``gc_grace_seconds`` (1 hour). ``dry_run`` only plans.
         Cost: 1 LIST of the archive, 1 GET per run index, 1 DELETE per object.
+        ``progress`` is told ``(done, total)`` (indexes read, objects deleted).
         """
         self._check_open()
         if grace is None:
@@ -501,6 +527,7 @@ class Archive(Reader):
             retention_days=self.config.retention_days,
             delete_run=self.delete_run,
             dry_run=dry_run,
+            progress=progress,
         )
 
     # -- flushing and life cycle -------------------------------------------------

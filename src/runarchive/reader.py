@@ -22,6 +22,8 @@ from runarchive.crypto.providers import KeyProvider
 from runarchive.crypto.sealing import open_index
 from runarchive.engine.manifest.core import Manifest, RunEntry, RunList
 from runarchive.engine.restore import (
+    ProgressArg,
+    ProgressCallback,
     RecordStream,
     RestoredRun,
     RestorePlan,
@@ -129,7 +131,7 @@ class Reader:
         *,
         seq: int | None = None,
         at: datetime | None = None,
-        progress: bool | None = None,
+        progress: ProgressArg = None,
     ) -> RestoredRun:
         """Read a run back from the bucket alone: metadata, archived checkpoints, all events.
 
@@ -269,7 +271,7 @@ class Reader:
         return self.manifest.interrupted(stale_after)
 
     def verify(
-        self, run_id: str | Iterable[str] | None = None, *, progress: bool | None = None
+        self, run_id: str | Iterable[str] | None = None, *, progress: ProgressArg = None
     ) -> VerifyReport:
         """Read back and check one run, several, or (``None``) every run of the archive.
 
@@ -317,7 +319,7 @@ class Reader:
         until: datetime | None = None,
         status: RunStatus | None = None,
         dest: str | Path | Store,
-        progress: bool | None = None,
+        progress: ProgressArg = None,
         decrypt: bool = False,
     ) -> ExportResult:
         """Write a self-contained, checkable bundle of runs (``docs/export.md``).
@@ -330,7 +332,8 @@ class Reader:
         and ``immutable``, so a locked bucket retains them; a URL is opened with this
         reader's settings). Every segment is verified first (SHA-256, header, hash chain
         up to ``chain_head``); a corrupt run raises ``CorruptObjectError`` naming the key
-        and nothing is left at ``dest``. ``progress=None`` shows a bar on a terminal.
+        and nothing is left at ``dest``. ``progress=None`` shows a bar on a terminal; a
+        callback is told ``(done, total)`` instead.
         Only the bucket is read: on a writer, ``flush()`` first to include records
         still in this host's cache. Encrypted runs are exported sealed (ciphertext
         segments, the index with its wrapped data keys, no ``records.jsonl``) unless
@@ -353,14 +356,21 @@ class Reader:
             decrypt=decrypt,
         )
 
-    def stats(self, run_id: str | None = None, *, objects: bool = False) -> Stats:
+    def stats(
+        self,
+        run_id: str | None = None,
+        *,
+        objects: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> Stats:
         """Storage and request figures of one run (from its index: 1 GET) or of the
         whole archive (from the manifest: 16 GETs; ``objects=True`` adds a LIST of
         ``runs/``, 1 request per 1,000 objects), with an estimated monthly cost at the
-        ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.compliance.stats`)."""
+        ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.compliance.stats`).
+        ``progress`` is told ``(objects counted, total)`` while ``objects`` lists."""
         before, bytes_before = dict(self.store.counts), self.store.bytes_in
         if run_id is None:
-            result = archive_stats(self, objects=objects)
+            result = archive_stats(self, objects=objects, progress=progress)
         else:
             index = self.index(run_id, decrypt=False)  # figures need no key
             result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)

@@ -10,21 +10,13 @@ import sys
 from typing import Any
 
 from runarchive.archive import Archive
+from runarchive.cli.output import human
 
 _WORDS = (
     "plan", "search", "read", "summarise", "draft", "check", "call", "tool", "result",
     "answer", "user", "asks", "about", "the", "quarterly", "report", "weather", "forecast",
     "database", "schema", "migration", "error", "retry", "fix", "test",
 )  # fmt: skip
-
-
-def human(n: float) -> str:
-    """Bytes as B, KiB, MiB or GiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _simulate(archive: Archive, rng: random.Random, agent: str, steps: int, crash: bool) -> str:

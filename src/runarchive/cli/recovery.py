@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
 
 from runarchive.archive import Archive
 from runarchive.cache.status import held_records
@@ -57,23 +56,3 @@ def cmd_fork(args: argparse.Namespace) -> int:
         f"{run.run_id} ({run.last_seq} records, completed)"
     )
     return 0
-
-
-def register(sub: Any) -> None:
-    """Add the commands to the ``runarchive`` sub-parsers ``sub``."""
-    repair = sub.add_parser(
-        "repair",
-        help="re-upload what the bucket lost of a run from this host's cache (index, segments)",
-    )
-    repair.add_argument("run", metavar="RUN")
-    repair.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
-    repair.set_defaults(func=cmd_repair)
-
-    fork = sub.add_parser(
-        "fork",
-        help="archive the records a fenced host holds of a run as a new, linked run",
-    )
-    fork.add_argument("run", metavar="RUN")
-    fork.add_argument("--to", metavar="NEW_ID", help="the new run's id (default: generated)")
-    fork.add_argument("--cache-dir", help="cache directory (default: ./.runarchive/cache)")
-    fork.set_defaults(func=cmd_fork)

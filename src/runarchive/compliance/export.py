@@ -58,7 +58,7 @@ from runarchive.compliance.bundle import (
 from runarchive.compliance.bundle_verify import verify_export
 from runarchive.crypto.keyring import Keyring
 from runarchive.crypto.sealing import open_index
-from runarchive.engine.restore import Progress, check_index_run, progress_for
+from runarchive.engine.restore import Progress, ProgressArg, check_index_run, progress_for
 from runarchive.errors import (
     CorruptObjectError,
     InvalidInputError,
@@ -408,7 +408,7 @@ def export_runs(
     until: datetime | None = None,
     status: RunStatus | None = None,
     dest: str | os.PathLike[str] | Store,
-    progress: bool | None = None,
+    progress: ProgressArg = None,
     decrypt: bool = False,
 ) -> ExportResult:
     """Write a bundle of the chosen runs at ``dest``; see :meth:`Reader.export`."""
@@ -482,7 +482,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _publish(
-    target: _Target, staged: _Staged, mtime: int, workers: int, progress: bool | None
+    target: _Target, staged: _Staged, mtime: int, workers: int, progress: ProgressArg
 ) -> int:
     """Move the staged bundle to its destination; return its size in bytes."""
     if target.kind == "directory":
@@ -525,7 +525,7 @@ def _publish(
     return _upload(target, staged, workers, progress)
 
 
-def _upload(target: _Target, staged: _Staged, workers: int, progress: bool | None) -> int:
+def _upload(target: _Target, staged: _Staged, workers: int, progress: ProgressArg) -> int:
     """Upload the bundle create-only and immutable, MANIFEST.sha256 last; on failure,
     delete what was uploaded. Cost: 1 PUT per file (+ 1 DELETE each on failure)."""
     store = target.store

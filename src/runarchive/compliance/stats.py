@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from runarchive.format.model import RunIndex, utcnow
 
 if TYPE_CHECKING:
+    from runarchive.engine.restore import ProgressCallback
     from runarchive.reader import Reader
 
 GIB = 1024**3
@@ -159,9 +160,13 @@ def run_stats(reader: Reader, run_id: str, index: RunIndex, index_bytes: int) ->
     )
 
 
-def archive_stats(reader: Reader, *, objects: bool = False) -> Stats:
+def archive_stats(
+    reader: Reader, *, objects: bool = False, progress: ProgressCallback | None = None
+) -> Stats:
     """Figures of the whole archive from the manifest (a whole scan); with ``objects``, also
-    count and size every object under ``runs/`` (1 LIST request per 1,000 objects)."""
+    count and size every object under ``runs/`` (1 LIST request per 1,000 objects).
+    ``progress`` is told ``(counted, 0)`` every 1,000 objects (the total is unknown
+    until the listing ends), then ``(counted, counted)``."""
     prices, rates = _base(reader)
     entries = reader.manifest.entries(limit=None)
     stored = sum(e.stored_bytes for e in entries)
@@ -171,6 +176,10 @@ def archive_stats(reader: Reader, *, objects: bool = False) -> Stats:
         for meta in reader.store.list("runs/"):
             count += 1
             stored += meta.size
+            if progress is not None and count % 1000 == 0:
+                progress(count, 0)
+        if progress is not None:
+            progress(count, count)
     return Stats(
         url=reader.url,
         run_id=None,

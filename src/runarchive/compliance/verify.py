@@ -24,7 +24,7 @@ from typing import Any, Literal
 from runarchive.crypto.keyring import Keyring
 from runarchive.crypto.sealing import check_sealed, open_index, segment_raw, split_sealed
 from runarchive.engine.manifest.core import RunEntry
-from runarchive.engine.restore import progress_for
+from runarchive.engine.restore import ProgressArg, progress_for
 from runarchive.errors import (
     CorruptObjectError,
     DecryptionError,
@@ -514,7 +514,7 @@ def verify_runs(
     entries: dict[str, RunEntry],
     *,
     workers: int = 8,
-    progress: bool | None = None,
+    progress: ProgressArg = None,
     keyring: Keyring | None = None,
     encryption_required: bool = False,
 ) -> VerifyReport:

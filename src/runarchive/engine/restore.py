@@ -111,18 +111,34 @@ def check_index_refs(index: RunIndex, run_id: str | None = None) -> None:
         check_ref(ref, index.run_id)
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent elsewhere."""
+ProgressCallback = Callable[[int, int], None]
+"""Told ``(done, total)`` after each unit of a long operation (the CLI draws it)."""
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+ProgressArg = bool | ProgressCallback | None
+"""``progress=`` of the long reads: a callback, or a bool for the built-in bar
+(``None``: on a terminal only)."""
+
+
+class Progress:
+    """Counts units done; tells ``callback``, or draws a one-line bar on ``stream``."""
+
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        stream: TextIO | None = None,
+        callback: ProgressCallback | None = None,
+    ) -> None:
         self.total, self.label, self.done = total, label, 0
-        self.stream = stream
+        self.stream, self.callback = stream, callback
         self._lock = threading.Lock()
 
     def step(self) -> None:
         """Count one unit done and redraw."""
         with self._lock:
             self.done += 1
+            if self.callback is not None:
+                self.callback(self.done, self.total)
             if self.stream is not None:
                 width = 30
                 filled = width * self.done // max(self.total, 1)
@@ -135,8 +151,11 @@ class Progress:
                 self.stream.flush()
 
 
-def progress_for(total: int, label: str, enabled: bool | None) -> Progress:
-    """``enabled=None`` shows a bar only on a terminal and for more than 8 units."""
+def progress_for(total: int, label: str, enabled: ProgressArg) -> Progress:
+    """A callback is told every step; ``enabled=None`` shows a bar only on a terminal
+    and for more than 8 units."""
+    if callable(enabled):
+        return Progress(total, label, callback=enabled)
     show = enabled if enabled is not None else (sys.stderr.isatty() and total > 8)
     return Progress(total, label, sys.stderr if show else None)
 
@@ -151,7 +170,7 @@ def execute_restore(
     store: Store,
     *,
     workers: int = 8,
-    progress: bool | None = None,
+    progress: ProgressArg = None,
     on_segment: Callable[[SegmentRef], Any] | None = None,
     keyring: Keyring | None = None,
     reread: Callable[[], RestorePlan] | None = None,
@@ -209,7 +228,7 @@ class RecordStream:
         prefetch: int = 2,
         buffer_bytes: int | None = None,
         reread: Callable[[], RestorePlan] | None = None,
-        progress: bool | None = None,
+        progress: ProgressArg = None,
         on_segment: Callable[[SegmentRef], Any] | None = None,
         types: frozenset[str] | None = None,
     ) -> None:

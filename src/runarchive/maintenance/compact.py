@@ -19,6 +19,8 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -191,17 +193,32 @@ def read_lines_of(
 
 
 def read_lines(
-    store: Store, index: RunIndex, workers: int = 8, keyring: Keyring | None = None
+    store: Store,
+    index: RunIndex,
+    workers: int = 8,
+    keyring: Keyring | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Line]:
     """Every archived record line of a run, checked against the index's SHA-256s
-    (sealed segments decrypted with ``keyring``).
+    (sealed segments decrypted with ``keyring``); ``progress`` is told ``(segments
+    read, segments)``.
 
     Cost: 1 GET per segment, in parallel.
     """
     if not index.segments:
         return []
+    total, done, lock = len(index.segments), [0], threading.Lock()
+
+    def read(ref: SegmentRef) -> list[Line]:
+        lines = _read_lines(store, ref, index, keyring)
+        if progress is not None:
+            with lock:  # calls in order, from one thread at a time
+                done[0] += 1
+                progress(done[0], total)
+        return lines
+
     with ThreadPoolExecutor(max_workers=min(workers, len(index.segments))) as pool:
-        parts = list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), index.segments))
+        parts = list(pool.map(read, index.segments))
     return [ln for part in parts for ln in part]
 
 
@@ -239,6 +256,7 @@ def compact_run(
     max_bytes: int = 32 * 1024 * 1024,
     keyring: Keyring | None = None,
     fresh_key: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> CompactionResult:
     """Compact one ended run whose index (with ETag ``etag``) was just read.
 
@@ -251,6 +269,7 @@ def compact_run(
     Raises ``RunStateError`` for a running run and ``IndexConflictError`` if the index
     changed meanwhile (the new segments are then deleted again). Cost: 1 GET per old
     segment, 1 PUT per new one, 1 PUT for the index; nothing is deleted here.
+    ``progress`` is told ``(segments read, segments)``.
     """
     if index.status == "running":
         raise RunStateError(
@@ -265,7 +284,7 @@ def compact_run(
         )
     plan = plan_compaction(
         index,
-        read_lines(store, index, workers, keyring),
+        read_lines(store, index, workers, keyring, progress),
         policy,
         max_records=max_records,
         max_bytes=max_bytes,

@@ -149,12 +149,17 @@ class GcReport:
     kept_locked: list[str] = field(default_factory=list)
 
 
-def read_indexes(store: Store, run_ids: set[str]) -> dict[str, RunIndex]:
+def read_indexes(
+    store: Store, run_ids: set[str], tick: Callable[[], None] | None = None
+) -> dict[str, RunIndex]:
     """The readable indexes of these runs (unreadable or newer ones are left out:
     gc never deletes around an index it cannot read), every segment ref expanded and
-    ``pages`` still naming the head's pages (both are live objects)."""
+    ``pages`` still naming the head's pages (both are live objects). ``tick`` is
+    called after each run."""
     out: dict[str, RunIndex] = {}
     for run_id in sorted(run_ids):
+        if tick is not None:
+            tick()
         key = index_key(run_id)
         try:
             head = parse_index(store.get(key).body, key)
@@ -171,19 +176,30 @@ def run_gc(
     retention_days: int | None,
     delete_run: Callable[[str], object],
     dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GcReport:
     """List the archive, plan, and delete. ``delete_run`` deletes an expired run (it
     refuses locked ones with ``ObjectLockedError``, which is reported, not raised).
 
     Cost: 1 LIST of the archive, 1 GET per run index, 1 DELETE per object, and 1 GET +
-    1 PUT per index whose retired list shrinks.
+    1 PUT per index whose retired list shrinks. ``progress`` is told ``(done, total)``
+    per index read, object deleted and run expired (the total grows once planned).
     """
     listing = list(store.list(""))
     run_ids = {
         m.key.split("/")[1] for m in listing if m.key.startswith("runs/") and m.key.count("/") >= 2
     }
-    indexes = read_indexes(store, run_ids)
+    steps = [0, len(run_ids)]  # done, total
+
+    def tick() -> None:
+        steps[0] += 1
+        if progress is not None:
+            progress(steps[0], steps[1])
+
+    indexes = read_indexes(store, run_ids, tick)
     plan = plan_gc(listing, indexes, now=utcnow(), grace=grace, retention_days=retention_days)
+    if not dry_run:
+        steps[1] += len(plan.objects) + len(plan.expired_runs)
     report = GcReport(plan, dry_run)
     log.info(
         "gc%s: %d objects (%d bytes) to delete, %d runs expired, %d skipped",
@@ -206,6 +222,7 @@ def run_gc(
         else:
             log.debug("gc deleted %s (%s)", doomed.key, doomed.why)
         fault_point("gc.after_delete")
+        tick()
     gone = {d.key for d in plan.objects if d.why == "retired"} | set(plan.forget)
     for run_id, index in indexes.items():
         if any(r.key in gone for r in index.retired):
@@ -216,8 +233,9 @@ def run_gc(
         except ObjectLockedError as exc:
             report.kept_locked.append(f"{run_id}: {exc}")
             log_run(log, logging.INFO, run_id, None, "expired but locked: kept (%s)", exc)
-            continue
-        report.expired.append(run_id)
+        else:
+            report.expired.append(run_id)
+        tick()
     return report
 
 

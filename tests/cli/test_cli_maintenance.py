@@ -1,13 +1,14 @@
-"""`runarchive verify / compact / gc / hold / release` as a user runs them."""
+"""`runarchive verify / compact / gc / hold / release` as a user runs them (in process)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from test_cli import run_cli
+from cli.cli_run import invoke
 
 from runarchive import Archive
+from runarchive.cli import exitcodes
 
 
 def make_archive(tmp_path: Path) -> str:
@@ -22,12 +23,12 @@ def make_archive(tmp_path: Path) -> str:
 
 def test_verify_compact_gc_round_trip(tmp_path: Path) -> None:
     url = make_archive(tmp_path)
-    ok = run_cli(["--url", url, "verify", "--all"], tmp_path)
+    ok = invoke(["--url", url, "verify", "--all"], tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "2 runs" in ok.stdout
     assert "0 errors, 0 warnings" in ok.stdout
 
-    dry = run_cli(["--url", url, "compact", "--all", "--dry-run", "--json"], tmp_path)
+    dry = invoke(["--url", url, "compact", "--all", "--dry-run", "--json"], tmp_path)
     assert dry.returncode == 0, dry.stderr
     plans = json.loads(dry.stdout)
     assert sorted((p["run_id"], p["done"], p["objects_written"]) for p in plans) == [
@@ -36,18 +37,18 @@ def test_verify_compact_gc_round_trip(tmp_path: Path) -> None:
     ]
     assert all(p["objects_read"] > 1 for p in plans)
 
-    done = run_cli(["--url", url, "compact", "a"], tmp_path)
+    done = invoke(["compact", "a", "--url", url], tmp_path)  # --url after the command
     assert done.returncode == 0, done.stderr
     assert "compacted" in done.stdout
     assert not (tmp_path / ".runarchive").exists()  # maintenance used a throwaway cache
 
-    kept = run_cli(["--url", url, "gc", "--dry-run"], tmp_path)
+    kept = invoke(["--url", url, "gc", "--dry-run"], tmp_path)
     assert "0 objects" in kept.stdout  # retired segments are younger than the grace
-    gc = run_cli(["--url", url, "gc", "--grace", "0", "--json"], tmp_path)
+    gc = invoke(["--url", url, "gc", "--grace", "0", "--json"], tmp_path)
     doc = json.loads(gc.stdout)
     assert doc["objects"]
     assert {o["why"] for o in doc["objects"]} == {"retired"}
-    assert run_cli(["--url", url, "verify", "a", "b"], tmp_path).returncode == 0
+    assert invoke(["--url", url, "verify", "a", "b"], tmp_path).returncode == 0
 
 
 def test_verify_exit_code_and_problem_lines(tmp_path: Path) -> None:
@@ -55,23 +56,27 @@ def test_verify_exit_code_and_problem_lines(tmp_path: Path) -> None:
     index = json.loads((tmp_path / "bucket" / "runs" / "b" / "index.json").read_text())
     seg = tmp_path / "bucket" / index["segments"][0]["key"]  # one the index names
     seg.write_bytes(seg.read_bytes()[:-3])  # truncated
-    bad = run_cli(["--url", url, "verify", "--all", "--json"], tmp_path)
-    assert bad.returncode == 1
+    bad = invoke(["--url", url, "verify", "--all", "--json"], tmp_path)
+    assert bad.returncode == exitcodes.DAMAGE
     report = json.loads(bad.stdout)
     assert report["ok"] is False
     assert [(p["kind"], p["run_id"], p["key"]) for p in report["problems"]] == [
         ("corrupt", "b", f"runs/b/seg/{seg.name}")
     ]
-    text = run_cli(["--url", url, "verify", "b"], tmp_path)
-    assert text.returncode == 1
+    text = invoke(["--url", url, "verify", "b"], tmp_path)
+    assert text.returncode == exitcodes.DAMAGE
     assert f"ERROR corrupt [b] runs/b/seg/{seg.name}" in text.stdout
+    # restore refuses the corrupt segment: damage found too, not "could not check"
+    refused = invoke(["--url", url, "restore", "b"], tmp_path)
+    assert refused.returncode == exitcodes.DAMAGE
+    assert seg.name in refused.stderr
 
 
 def test_usage_errors_and_hold_on_a_directory(tmp_path: Path) -> None:
     url = make_archive(tmp_path)
-    assert run_cli(["--url", url, "verify"], tmp_path).returncode == 2
-    assert run_cli(["--url", url, "verify", "a", "--all"], tmp_path).returncode == 2
-    assert run_cli(["--url", url, "compact"], tmp_path).returncode == 2
-    held = run_cli(["--url", url, "hold", "a"], tmp_path)
-    assert held.returncode == 1
+    assert invoke(["--url", url, "verify"], tmp_path).returncode == 2
+    assert invoke(["--url", url, "verify", "a", "--all"], tmp_path).returncode == 2
+    assert invoke(["--url", url, "compact"], tmp_path).returncode == 2
+    held = invoke(["--url", url, "hold", "a"], tmp_path)
+    assert held.returncode == exitcodes.TROUBLE
     assert "lock" in held.stderr.lower()

@@ -1,45 +1,27 @@
-"""The command line: demo, show, restore; stable --json; exit codes 0/1/2."""
+"""The command line: demo, show, restore; stable --json; exit codes. In process through
+``main(argv)``; the entry point itself is smoke-tested as a subprocess."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from cli.cli_run import invoke, run_cli, run_ids
 
 from runarchive import Archive
+from runarchive.cli import exitcodes
 from runarchive.cli.main import main
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNARCHIVE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "runarchive.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Run the demo once on the embedded default archive; return (dir, its output)."""
     where = tmp_path_factory.mktemp("demo")
-    done = run_cli(["demo", "--runs", "3", "--steps", "40"], where)
+    done = invoke(["demo", "--runs", "3", "--steps", "40"], where)
     assert done.returncode == 0, done.stderr
     return where, done.stdout
-
-
-def run_ids(output: str) -> list[str]:
-    return [
-        line.split()[0] for line in output.splitlines() if line[:8].isdigit() and "T" in line[:16]
-    ]
 
 
 def test_demo_reports_runs_records_objects_bytes_and_requests(demo_dir: tuple[Path, str]) -> None:
@@ -61,27 +43,27 @@ def test_demo_reports_runs_records_objects_bytes_and_requests(demo_dir: tuple[Pa
 def test_show_and_restore_text_and_json(demo_dir: tuple[Path, str]) -> None:
     where, out = demo_dir
     run_id = run_ids(out)[0]
-    shown = run_cli(["show", run_id], where)
+    shown = invoke(["show", run_id], where)
     assert shown.returncode == 0, shown.stderr
     assert f"run       {run_id}" in shown.stdout
     assert "status    completed" in shown.stdout
 
-    as_json = json.loads(run_cli(["show", run_id, "--json"], where).stdout)
+    as_json = json.loads(invoke(["show", run_id, "--json"], where).stdout)
     assert as_json["run_id"] == run_id
     assert as_json["format"] == 2
     assert {"status", "agent", "segments", "last_seq", "created_at"} <= set(as_json)
 
-    restored = json.loads(run_cli(["restore", run_id, "--json"], where).stdout)
+    restored = json.loads(invoke(["restore", run_id, "--json"], where).stdout)
     assert restored["index"]["run_id"] == run_id
     seqs = [r["seq"] for r in restored["records"]]
     assert seqs == sorted(seqs)
     assert {r["type"] for r in restored["records"]} == {"checkpoint", "event"}
     assert sum(1 for r in restored["records"] if r["type"] == "event") == 40
 
-    upto = json.loads(run_cli(["restore", run_id, "--json", "--seq", "10"], where).stdout)
+    upto = json.loads(invoke(["restore", run_id, "--json", "--seq", "10"], where).stdout)
     assert max(r["seq"] for r in upto["records"]) == 10
 
-    text = run_cli(["restore", run_id], where)
+    text = invoke(["restore", run_id], where)
     assert "restored" in text.stdout
     assert "checkpoint plan" in text.stdout
 
@@ -89,23 +71,29 @@ def test_show_and_restore_text_and_json(demo_dir: tuple[Path, str]) -> None:
 def test_failed_run_shows_its_error(demo_dir: tuple[Path, str]) -> None:
     where, out = demo_dir
     failed = run_ids(out)[-1]
-    shown = json.loads(run_cli(["show", failed, "--json"], where).stdout)
+    shown = json.loads(invoke(["show", failed, "--json"], where).stdout)
     assert shown["status"] == "failed"
     assert shown["error"] == "RuntimeError: simulated tool failure"
 
 
-def test_exit_codes(demo_dir: tuple[Path, str]) -> None:
+def test_exit_codes_of_errors_and_usage(demo_dir: tuple[Path, str]) -> None:
     where, _ = demo_dir
-    missing = run_cli(["show", "no-such-run"], where)
-    assert missing.returncode == 1
+    missing = invoke(["show", "no-such-run"], where)
+    assert missing.returncode == exitcodes.TROUBLE
     assert "runarchive: error: no run 'no-such-run'" in missing.stderr
-    bad_id = run_cli(["restore", "../x"], where)
-    assert bad_id.returncode == 1
+    bad_id = invoke(["restore", "../x"], where)
+    assert bad_id.returncode == exitcodes.TROUBLE
     assert "invalid run_id" in bad_id.stderr
-    assert run_cli(["frobnicate"], where).returncode == 2
-    assert run_cli(["restore"], where).returncode == 2
-    assert run_cli(["restore", "x", "--at", "yesterday"], where).returncode == 2
-    assert run_cli(["demo", "--runs", "0"], where).returncode == 2
+    for usage in (
+        ["frobnicate"],
+        ["restore"],
+        ["restore", "x", "--at", "yesterday"],
+        ["demo", "--runs", "0"],
+        ["-v", "-q", "runs"],
+    ):
+        done = invoke(usage, where)
+        assert done.returncode == exitcodes.TROUBLE, usage
+        assert "usage: runarchive" in done.stderr
 
 
 def test_show_works_beside_a_running_writer(
@@ -119,3 +107,25 @@ def test_show_works_beside_a_running_writer(
         run.flush()
         assert main(["--url", url, "show", run.run_id]) == 0
         assert "status    running" in capsys.readouterr().out
+
+
+# -- the entry point, as a user starts it ----------------------------------------------
+
+
+def test_the_console_script_is_main() -> None:
+    (script,) = entry_points(group="console_scripts", name="runarchive")
+    assert script.value == "runarchive.cli:main"
+    assert script.load() is main
+
+
+def test_python_m_runarchive_cli_runs_a_command_and_exits_with_its_code(
+    demo_dir: tuple[Path, str],
+) -> None:
+    where, out = demo_dir
+    shown = run_cli(["show", run_ids(out)[0], "--json"], where)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "completed"
+    missing = run_cli(["show", "no-such-run"], where)
+    assert missing.returncode == exitcodes.TROUBLE
+    assert missing.stderr.startswith("runarchive: error: no run 'no-such-run'")
+    assert "Traceback" not in missing.stderr
