@@ -1,0 +1,188 @@
+"""Facts the docs state about the code, checked against the code: the Makefile targets
+they name, the persisted models' fields in format.md's tables, and the §2.4 example."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from runarchive import Archive, Policy
+from runarchive.format.model import (
+    CompactionRecord,
+    DataKey,
+    EpochStart,
+    IndexPage,
+    PageRef,
+    RetiredObject,
+    RunIndex,
+    SealedValue,
+    SegmentRef,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NEVER = {"flush_age": 3600.0, "flush_records": 10**9, "flush_bytes": 1 << 40}
+
+
+def _code_text(text: str) -> list[str]:
+    """The inline code spans and fenced code blocks of a markdown text."""
+    blocks = re.findall(r"^ *```[^\n]*\n(.*?)^ *```", text, re.S | re.M)
+    without_blocks = re.sub(r"^ *```[^\n]*\n.*?^ *```", "", text, flags=re.S | re.M)
+    return blocks + re.findall(r"`([^`\n]+)`", without_blocks)
+
+
+def _make_targets() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z0-9_-]+):", makefile, re.M))
+
+
+def test_every_make_target_named_in_the_docs_exists() -> None:
+    targets = _make_targets()
+    named: dict[str, set[str]] = {}
+    for path in DOC_FILES:
+        for code in _code_text(path.read_text()):
+            for target in re.findall(r"(?<![\w./-])make ([a-z][a-z0-9-]*)", code):
+                named.setdefault(target, set()).add(path.name)
+    assert {"demo", "test", "bench", "bench-adapters"} <= set(named), named
+    missing = {t: sorted(files) for t, files in named.items() if t not in targets}
+    assert missing == {}
+
+
+def test_make_arguments_in_the_docs_are_passed_as_variables() -> None:
+    # `make bench-peers --quick` would be make's own option, not the script's.
+    bad = [
+        (path.name, code)
+        for path in DOC_FILES
+        for code in _code_text(path.read_text())
+        if re.search(r"(?<![\w./-])make [a-z][a-z0-9-]* --", code)
+    ]
+    assert bad == []
+
+
+def _table_names(text: str) -> set[str]:
+    """Every `name` in a markdown table row (a line starting with '|')."""
+    rows = [line for line in text.splitlines() if line.lstrip().startswith("|")]
+    return {name for row in rows for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", row)}
+
+
+def test_every_field_of_the_persisted_models_is_named_in_a_format_table() -> None:
+    documented = _table_names((ROOT / "docs" / "format.md").read_text())
+    models: list[type[BaseModel]] = [
+        RunIndex,
+        SegmentRef,
+        PageRef,
+        IndexPage,
+        EpochStart,
+        RetiredObject,
+        CompactionRecord,
+        DataKey,
+        SealedValue,
+    ]
+    missing = [
+        f"{model.__name__}.{field}"
+        for model in models
+        for field in model.model_fields
+        if field not in documented
+    ]
+    assert missing == []
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start) : text.index(end)]
+
+
+def test_the_seq_rules_example_is_what_the_policy_writes(tmp_path: Path) -> None:
+    """format.md §2.4's "real output" is reproduced by its own description."""
+    section = _section((ROOT / "docs" / "format.md").read_text(), "### 2.4", "### 2.5")
+    block = re.findall(r"```\n(\$ jq .*?)```", section, re.S)[0]
+    command = re.match(r"\$ jq -c '(.*)' index.json\n", block)
+    assert command is not None
+    documented = [json.loads(line) for line in block.splitlines() if line.startswith("{")]
+    present_line = re.search(r"# lines present: seqs (.*?) +\(", block)
+    assert present_line is not None
+
+    # The setting the text states: keep_last=1, at most 4 records per segment, seven
+    # checkpoints named `same`, one event, then two more checkpoints (`plan`, `act`).
+    root = tmp_path / "bucket"
+    with Archive.open(
+        root.as_uri(),
+        cache_dir=tmp_path / "c",
+        policy=Policy(keep_last=1),
+        max_segment_records=4,
+        **NEVER,
+    ) as archive:
+        run = archive.start_run(agent="doc")
+        for i in range(7):
+            run.checkpoint("same", {"i": i})
+        run.event("tool", {})
+        run.checkpoint("plan", {})
+        run.checkpoint("act", {})
+        archive.flush()
+        run_id = run.run_id
+    out = subprocess.run(
+        ["jq", "-c", command.group(1), str(root / "runs" / run_id / "index.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    real = [json.loads(line) for line in out.splitlines()]
+
+    def without_sha(refs: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**r, "key": str(r["key"]).rsplit("-", 1)[0]} for r in refs]
+
+    assert without_sha(documented) == without_sha(real)
+    for ref in documented:
+        assert re.fullmatch(r"[0-9]{12}-[0-9]{12}-[0-9a-f]{16}\.jsonl\.zst", str(ref["key"]))
+    seqs = _segment_seqs(root, run_id, [str(r["key"]) for r in real])
+    shown = [
+        [int(s) for s in part.replace(",", " ").split()]
+        for part in present_line.group(1).split("|")
+    ]
+    assert shown == seqs
+
+
+def _segment_seqs(root: Path, run_id: str, names: list[str]) -> list[list[int]]:
+    """The record seqs of each segment, read with zstd."""
+    result = []
+    for name in names:
+        body = subprocess.run(
+            ["zstd", "-dc", str(root / "runs" / run_id / "seg" / name)],
+            capture_output=True,
+            check=True,
+        ).stdout
+        lines = [json.loads(line) for line in body.splitlines()]
+        result.append([r["seq"] for r in lines if r["type"] != "segment"])
+    return result
+
+
+def _recipes() -> dict[str, str]:
+    """Each Makefile target's recipe text."""
+    recipes: dict[str, str] = {}
+    target = ""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_-]+):", line):
+            target = match.group(1)
+            recipes[target] = ""
+        elif line.startswith("\t") and target:
+            recipes[target] += line + "\n"
+    return recipes
+
+
+def test_a_script_named_beside_a_make_target_is_the_one_it_runs() -> None:
+    # "`make bench` (`bench/bench_adapters.py`)" was wrong: that is `make bench-adapters`.
+    recipes = _recipes()
+    pairs = [
+        (path.name, target, script)
+        for path in DOC_FILES
+        for target, script in re.findall(
+            r"`make ([a-z][a-z0-9-]*)[^`]*`[ (]{1,3}`(?:\S*python )?(bench/[\w/]+\.py)",
+            path.read_text(),
+        )
+    ]
+    assert len(pairs) >= 3
+    wrong = [p for p in pairs if p[2] not in recipes.get(p[1], "")]
+    assert wrong == []
