@@ -205,6 +205,23 @@ def test_every_repository_path_named_in_the_docs_exists() -> None:
     assert missing == []
 
 
+def test_every_test_named_with_its_file_exists() -> None:
+    named = {
+        (path.name, ref)
+        for path in DOC_FILES
+        for code in _code_text(path.read_text())
+        for ref in re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", code)
+    }
+    assert named
+    missing = sorted(
+        (doc, f"{file}::{test}")
+        for doc, (file, test) in named
+        if not (ROOT / file).exists()
+        or not re.search(rf"^(?:async )?def {test}\(", (ROOT / file).read_text(), re.M)
+    )
+    assert missing == []
+
+
 def _resolve(dotted: str) -> bool:
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
