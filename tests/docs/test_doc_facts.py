@@ -9,9 +9,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from runarchive import Archive, Policy
+from runarchive.cli.main import main
 from runarchive.format.model import (
     CompactionRecord,
     DataKey,
@@ -255,3 +257,20 @@ def test_every_python_name_in_the_docs_resolves() -> None:
     }
     assert len(named) > 10
     assert sorted((doc, ref) for doc, ref in named if not _resolve(ref)) == []
+
+
+def test_the_real_index_example_has_the_fields_a_demo_run_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = _section((ROOT / "docs" / "format.md").read_text(), "## 4. Index format", "## 5.")
+    example = json.loads(re.findall(r"```json\n(.*?)```", section, re.S)[-1])
+    root = tmp_path / "archive"
+    argv = ["--url", root.as_uri(), "demo", "--runs", "1", "--steps", "5"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 0
+    capsys.readouterr()
+    [index_path] = root.glob("runs/*/index.json")
+    real = json.loads(index_path.read_text())
+    assert list(example) == list(real)
+    assert list(example["segments"][0]) == list(real["segments"][0])
+    assert list(example["policy"]) == list(real["policy"])
+    assert (example["status"], example["error"]) == (real["status"], real["error"])
