@@ -274,3 +274,27 @@ def test_the_real_index_example_has_the_fields_a_demo_run_writes(
     assert list(example["segments"][0]) == list(real["segments"][0])
     assert list(example["policy"]) == list(real["policy"])
     assert (example["status"], example["error"]) == (real["status"], real["error"])
+
+
+def test_every_logger_that_logs_is_in_the_observability_table() -> None:
+    table = _table_names_dotted((ROOT / "docs" / "observability.md").read_text())
+    loggers = set()
+    for path in (ROOT / "src" / "runarchive").rglob("*.py"):
+        text = path.read_text()
+        if not re.search(r"\blog\.(debug|info|warning|error|exception)\(|log_run\(\s*log\b", text):
+            continue
+        if named := re.search(r'^log = logging\.getLogger\("([\w.]+)"\)', text, re.M):
+            loggers.add(named.group(1))
+        elif re.search(r"^log = logging\.getLogger\(__name__\)", text, re.M):
+            module = path.relative_to(ROOT / "src").with_suffix("")
+            loggers.add(".".join(module.parts))
+    assert "runarchive.flush" in loggers
+    assert sorted(loggers - table) == []
+
+
+def _table_names_dotted(text: str) -> set[str]:
+    rows = [line for line in text.splitlines() if line.lstrip().startswith("|")]
+    names = {n for row in rows for n in re.findall(r"`(runarchive[\w.]*)`", row)}
+    if "`runarchive.compat.*`" in text:  # one row for every adapter's logger
+        names |= {f"runarchive.compat.{m}" for m in ("eventstore", "manager", "runstore")}
+    return names
