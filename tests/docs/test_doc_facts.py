@@ -298,3 +298,29 @@ def _table_names_dotted(text: str) -> set[str]:
     if "`runarchive.compat.*`" in text:  # one row for every adapter's logger
         names |= {f"runarchive.compat.{m}" for m in ("eventstore", "manager", "runstore")}
     return names
+
+
+def test_every_source_file_named_by_its_short_name_exists() -> None:
+    # "`format/jsonvalue.py`", "`stream.py`": a file of the repository ending so.
+    # design.md's module table belongs to the module map (checked by its own test).
+    files = [
+        str(p.relative_to(ROOT))
+        for top in ("src", "tests", "bench", "examples", "infra")
+        for p in (ROOT / top).rglob("*.py")
+    ]
+    named = set()
+    for path in DOC_FILES:
+        text = path.read_text()
+        if path.name == "design.md":
+            text = re.sub(r"## Modules and dependencies.*?\n## ", "## ", text, flags=re.S)
+            text = re.sub(r"## Module map.*?\n## ", "## ", text, flags=re.S)
+        for code in _code_text(text):
+            for ref in re.findall(r"(?<![\w./-])([\w/]+\.py)\b", code):
+                if ref != "decrypt.py":  # the reader's own file (format.md §11.9)
+                    named.add((path.name, ref))
+    missing = sorted(
+        (doc, ref)
+        for doc, ref in named
+        if not any(f == ref or f.endswith("/" + ref) for f in files)
+    )
+    assert missing == []
