@@ -324,3 +324,27 @@ def test_every_source_file_named_by_its_short_name_exists() -> None:
         if not any(f == ref or f.endswith("/" + ref) for f in files)
     )
     assert missing == []
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_every_relative_link_and_anchor_resolves() -> None:
+    broken = []
+    for path in DOC_FILES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto
+                continue
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                broken.append((path.name, target))
+                continue
+            if anchor and dest.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", dest.read_text(), re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append((path.name, target))
+    assert broken == []
