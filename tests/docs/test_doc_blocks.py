@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import re
 import shlex
@@ -231,13 +232,33 @@ def test_python_blocks_run(block: Block, tmp_path: Path, monkeypatch: pytest.Mon
         exec(
             compile(_file_urls(previous[-1].body, buckets), f"{previous[-1].id}", "exec"), namespace
         )
+    saved = _logging_state()
     try:
         exec(compile(code, f"{block.path}:{block.line}", "exec"), namespace)
     finally:
+        _restore_logging(saved)
         for value in [given["archive"], *namespace.values()]:
             if isinstance(value, Archive) and not value.closed:
                 value.close()
         monkeypatch.chdir(ROOT)
+
+
+def _logging_state() -> dict[str, tuple[int, list[logging.Handler], bool]]:
+    """Snapshot of the loggers a block may configure (observability.md's do)."""
+    names = ["", *logging.root.manager.loggerDict]
+    return {
+        n: (lg.level, list(lg.handlers), lg.propagate)
+        for n in names
+        if isinstance(lg := logging.getLogger(n), logging.Logger)
+    }
+
+
+def _restore_logging(saved: dict[str, tuple[int, list[logging.Handler], bool]]) -> None:
+    for name, (level, handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
 
 
 def _line_before(block: Block) -> str:
