@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import runarchive.reader as reader_module
 from runarchive import Archive, Reader
+from runarchive.store.counting import CountingStore
+from runarchive.store.url import make_store
 
 ROOT = Path(__file__).resolve().parents[2]
 NEVER = {"flush_age": 3600.0, "flush_records": 10**9, "flush_bytes": 1 << 40}
@@ -150,3 +153,36 @@ def test_the_export_procedure_fails_an_edited_index_with_a_regenerated_manifest(
     ), "the forged manifest must hold, or this test proves nothing"
     out = _check_procedure(bundle, run_id)
     assert out.returncode != 0 or "BAD" in out.stdout, out.stdout
+
+
+def test_the_readme_restores_read_only_on_an_empty_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Use": the second host restores through Reader: no cache, no write."""
+    code = _block_after(ROOT / "README.md", "## Use", "python")
+    writer, _, reader_part = code.partition("# On any other host")
+    assert reader_part, "the README's Use block no longer has a second host"
+    assert "Reader.open(" in reader_part
+    assert "Archive.open(" not in reader_part
+    url = (tmp_path / "bucket").as_uri()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUNARCHIVE_CACHE_DIR", str(tmp_path / "host-a-cache"))
+    namespace: dict[str, object] = {}
+    exec(compile(writer.replace("s3://my-bucket/agents", url), "README.md", "exec"), namespace)
+
+    stores: list[CountingStore] = []
+
+    def counted(*args: object, **kwargs: object) -> CountingStore:
+        stores.append(CountingStore(make_store(*args, **kwargs)))  # type: ignore[arg-type]
+        return stores[-1]
+
+    # Only the reader's store is counted: the writer above has closed.
+    monkeypatch.setattr(reader_module, "make_store", counted)
+    monkeypatch.delenv("RUNARCHIVE_CACHE_DIR")
+    reader_code = "# On any other host" + reader_part.replace("s3://my-bucket/agents", url)
+    exec(compile(reader_code, "README.md", "exec"), namespace)
+    [store] = stores
+    assert store.counts["get"] >= 2  # the index and the segment
+    assert {op for op in store.counts if store.counts[op]} <= {"get", "head", "list"}
+    assert not (tmp_path / ".runarchive").exists(), "the reader made a cache"
+    assert "restored" in namespace
