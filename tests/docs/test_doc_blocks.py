@@ -229,18 +229,21 @@ def test_python_blocks_run(block: Block, tmp_path: Path, monkeypatch: pytest.Mon
         b for b in BLOCKS if b.path == block.path and b.lang == "python" and b.line < block.line
     ]
     if "<!-- test: continues -->" in _line_before(block) and previous:
-        exec(
-            compile(_file_urls(previous[-1].body, buckets), f"{previous[-1].id}", "exec"), namespace
-        )
+        exec(_compiled(previous[-1], _file_urls(previous[-1].body, buckets)), namespace)
     saved = _logging_state()
     try:
-        exec(compile(code, f"{block.path}:{block.line}", "exec"), namespace)
+        exec(_compiled(block, code), namespace)
     finally:
         _restore_logging(saved)
         for value in [given["archive"], *namespace.values()]:
             if isinstance(value, Archive) and not value.closed:
                 value.close()
         monkeypatch.chdir(ROOT)
+
+
+def _compiled(block: Block, code: str) -> Any:
+    """``code`` compiled so that a traceback names the markdown file and its line."""
+    return compile("\n" * block.line + code, str(block.path), "exec")
 
 
 def _logging_state() -> dict[str, tuple[int, list[logging.Handler], bool]]:
