@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from runarchive import Archive, Policy
 from runarchive.cli.main import main
+from runarchive.config import NOT_SETTINGS, ArchiveConfig
 from runarchive.format.model import (
     CompactionRecord,
     DataKey,
@@ -348,3 +349,24 @@ def test_every_relative_link_and_anchor_resolves() -> None:
                 if anchor not in {_slug(h) for h in headings}:
                     broken.append((path.name, target))
     assert broken == []
+
+
+def test_every_environment_variable_named_in_the_docs_is_read() -> None:
+    fields = set(ArchiveConfig.model_fields)
+    policy_fields = set(Policy.model_fields)
+    named = {
+        (path.name, var)
+        for path in DOC_FILES
+        for var in re.findall(r"\bRUNARCHIVE_([A-Z0-9_]+)\b", path.read_text())
+    }
+    assert len(named) > 10
+
+    def read(var: str) -> bool:
+        setting, _, sub = var.lower().partition("__")
+        if sub:
+            return setting == "policy" and sub in policy_fields
+        return setting in fields or f"RUNARCHIVE_{var}" in NOT_SETTINGS
+
+    # config.md shows the error a misspelt variable gets: that one is meant not to exist.
+    unknown = sorted((doc, v) for doc, v in named if not read(v) and v != "FLUSH_RECORDZ")
+    assert unknown == []
