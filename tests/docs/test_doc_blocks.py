@@ -5,17 +5,19 @@
 * ``python`` blocks are executed in a temp directory, their ``s3://bucket/prefix`` URLs
   pointing at ``file://`` directories, with a few names a snippet takes from its
   reader's program given (:func:`_given`);
-* shell blocks (``sh``, ``console``) are run with bash in a temp directory
-  holding a ``file://`` archive with one ended run (``$RUN``), ``RUNARCHIVE_URL``
-  pointing at it and this venv's ``runarchive`` on ``PATH``; in a transcript (lines
-  starting with ``$ ``) only those lines run;
+* shell blocks (``sh``, ``console``) are run with bash in the directory of a
+  ``file://`` archive with one ended run (``$RUN``, the id the docs show),
+  ``RUNARCHIVE_URL`` pointing at it and this venv's ``runarchive`` on ``PATH``; in a
+  transcript (lines starting with ``$ ``) only those lines run;
 * every ``runarchive`` command line of a shell block, run or not, must name a
   subcommand and options the parser has (placeholders such as ``RUN`` are fine).
 
 Untagged blocks are text (diagrams, key templates, regexes, program output) and are
-counted, not run. A block that cannot run here (it needs AWS, a server, or the reader's own program)
-is preceded by ``<!-- no-test: reason -->``; test_skipped_blocks_say_why reports how
-many are skipped and why. Each test id names the file and the block's line.
+counted, not run. A block that cannot run here (it needs AWS, a server, an encrypted
+run...) is preceded by ``<!-- no-test: reason -->``; test_skipped_blocks_say_why
+reports how many are skipped and why (``pytest -s``). A python block preceded by
+``<!-- test: continues -->`` runs after the file's previous python block. Each test id
+names the file and the block's line, and a failing python block's traceback the line.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from runarchive import Archive
 from runarchive.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-# docs/cli.md belongs to the CLI's owner and is checked by its own tests; every other
-# markdown file a user reads is swept here.
+# docs/cli.md is being rewritten with the command line (issue 14, its own owner): its
+# blocks join this sweep once that lands. Every other markdown file a user reads is here.
 DOC_FILES = [
     ROOT / "README.md",
     *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "cli.md"),
