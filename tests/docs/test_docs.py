@@ -12,7 +12,7 @@ from runarchive.compat.runstore import ArchiveRunStore, RunHandle
 from runarchive.config import ArchiveConfig
 from runarchive.policy import Policy
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_every_setting_is_documented() -> None:
