@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 # checkov lives in its own venv inside .venv: in the project's venv it would downgrade
 # urllib3 (2.x -> 1.26), packaging, networkx and pytest. Pinned: new checks must not
-# break `make test` unannounced. cfn-lint is in the dev extra (moto[server] needs it too).
+# break `make test` unannounced. cfn-lint is in the test dependency group (moto[server]
+# needs it too).
 CHECKOV_VENV  := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_PIN   := checkov==3.2.459
