@@ -4,9 +4,10 @@ moto (in-process) and SeaweedFS over HTTP, as a user's custom store runs it."""
 from __future__ import annotations
 
 import pytest
-from conftest import StoreFactory
+from conftest import StoreFactory, s3_store_for
+from servers import S3Server
 
-from runarchive.store import Store
+from runarchive.store import CountingStore, MemoryStore, Retention, Store
 from runarchive.testing import StoreContract
 
 
@@ -23,3 +24,30 @@ class TestOurStores(StoreContract):
 
     def make_store(self) -> Store:
         return self._factory()
+
+
+class TestCountingStore(StoreContract):
+    """The counting wrapper (benchmarks, request budgets) keeps the contract."""
+
+    def make_store(self) -> Store:
+        return CountingStore(MemoryStore())
+
+
+class TestMemoryStoreWithRetention(StoreContract):
+    """Immutable puts take a GOVERNANCE retention; every other rule holds."""
+
+    def make_store(self) -> Store:
+        return MemoryStore(retention=Retention("GOVERNANCE", 1))
+
+
+@pytest.mark.real_server
+class TestSeaweedFSObjectLockBucket(StoreContract):
+    """A versioned bucket with Object Lock on a real server: the legal-hold rules run
+    (a plain delete only adds a delete marker there; a bypassing one is refused)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, seaweed: S3Server) -> None:
+        self._seaweed = seaweed
+
+    def make_store(self) -> Store:
+        return s3_store_for(self._seaweed, self._seaweed.make_bucket(object_lock=True))
