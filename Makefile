@@ -1,4 +1,5 @@
-# Each target sets itself up on a fresh machine: a .venv with runarchive[dev].
+# Each target sets itself up on a fresh machine: a .venv with runarchive, its langgraph
+# and otel extras, and the dev dependency group (PEP 735; test and lint tooling).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,15 +9,16 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[langgraph,otel]' --group dev
 	@command -v zstd >/dev/null || { echo "installing the zstd CLI (used by a format test)"; \
 	  (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null; }
 	touch $(STAMP)
 
 # checkov lives in its own venv inside .venv: in the project's venv it would downgrade
 # urllib3 (2.x -> 1.26), packaging, networkx and pytest. Pinned: new checks must not
-# break `make test` unannounced. cfn-lint is in the dev extra (moto[server] needs it too).
+# break `make test` unannounced. cfn-lint is in the test dependency group (moto[server]
+# needs it too).
 CHECKOV_VENV  := $(VENV)/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 CHECKOV_PIN   := checkov==3.2.459

@@ -449,6 +449,79 @@ def test_import_runarchive_does_not_import_langgraph() -> None:
     assert "pip install 'runarchive[langgraph]'" in out.stdout
 
 
+# -- from_url: a saver that owns its archive ------------------------------------------
+
+
+def _counter_graph(saver: ArchiveSaver) -> Any:
+    def step(state: Counter) -> dict[str, Any]:
+        return {"n": state["n"] + 1, "log": ["step"]}
+
+    g = StateGraph(Counter)
+    g.add_node("step", step)
+    g.add_edge(START, "step")
+    g.add_edge("step", END)
+    return g.compile(checkpointer=saver)
+
+
+def test_from_url_owns_its_archive_and_closes_it(tmp_path: Path) -> None:
+    """``with ArchiveSaver.from_url(...)``: the archive is closed (and flushed) at the
+    end, so a fresh host (an empty cache) continues the thread from the bucket."""
+    url = (tmp_path / "bucket").as_uri()
+    config: RunnableConfig = {"configurable": {"thread_id": "owned"}}
+    with ArchiveSaver.from_url(url, cache_dir=tmp_path / "c1", flush_age=3600) as saver:
+        assert _counter_graph(saver).invoke({"n": 0, "log": []}, config)["n"] == 1
+        archive = saver.archive
+        assert not archive.closed
+    assert archive.closed  # flush_age=3600: only the close put the run in the bucket
+    saver.close()  # again: nothing happens
+
+    with ArchiveSaver.from_url(url, cache_dir=tmp_path / "c2", agent="lg2") as fresh:
+        assert fresh.agent == "lg2"
+        assert _counter_graph(fresh).get_state(config).values["n"] == 1
+        assert _counter_graph(fresh).invoke({"n": 5, "log": []}, config)["n"] == 6
+    assert fresh.archive.closed
+
+
+def test_a_saver_on_a_callers_archive_leaves_it_open(archive_factory: ArchiveFactory) -> None:
+    archive = archive_factory()
+    with ArchiveSaver(archive) as saver:
+        put(saver, "t1")
+    saver.close()
+    assert not archive.closed
+    assert archive.start_run("agent", "still-open").run_id == "still-open"
+
+
+def test_async_with_from_url_closes_off_the_event_loop(tmp_path: Path) -> None:
+    url = (tmp_path / "bucket").as_uri()
+
+    async def scenario() -> ArchiveSaver:
+        async with ArchiveSaver.from_url(url, cache_dir=tmp_path / "c") as saver:
+            config = generate_config("async-owned")
+            cp = generate_checkpoint()
+            await saver.aput(config, cp, generate_metadata(), {})
+            assert (await saver.aget_tuple(generate_config("async-owned"))) is not None
+        return saver
+
+    saver = asyncio.run(scenario())
+    assert saver.archive.closed
+    reader = Reader.open(url)
+    try:  # the run reached the bucket at the close
+        assert reader.restore(saver.run_id_for("async-owned")).checkpoints
+    finally:
+        reader.close()
+
+
+def test_from_url_closes_the_archive_when_the_saver_refuses_its_options(
+    tmp_path: Path,
+) -> None:
+    url = (tmp_path / "bucket").as_uri()
+    with pytest.raises(InvalidInputError, match="run_prefix"):
+        ArchiveSaver.from_url(url, cache_dir=tmp_path / "c", run_prefix="")
+    # The cache directory was released: another archive can open it at once.
+    with ArchiveSaver.from_url(url, cache_dir=tmp_path / "c") as saver:
+        assert saver.run_prefix == "lg-"
+
+
 # -- real graphs ---------------------------------------------------------------------
 
 

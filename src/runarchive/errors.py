@@ -200,12 +200,34 @@ class FormatVersionError(RunArchiveError):
 
 
 class StoreError(RunArchiveError):
-    """An object-store operation failed. ``key`` is the object concerned, if any."""
+    """An object-store operation failed. ``key`` is the object concerned, if any.
 
-    def __init__(self, message: str, *, key: str | None = None, code: str | None = None) -> None:
+    ``code`` is the S3 error code (or HTTP status) when the store answered. For an
+    answer from an S3 server, ``request_id`` (``x-amz-request-id``) and ``host_id``
+    (``x-amz-id-2``) identify the request for the provider's support; ``str()`` ends
+    with them. All three are ``None`` when there was no answer (connection refused,
+    timeout) or the store is not S3.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        host_id: str | None = None,
+    ) -> None:
         self.key = key
         self.code = code
-        super().__init__(message)
+        self.request_id = request_id or None
+        self.host_id = host_id or None
+        ids = [f"request id {self.request_id}"] if self.request_id else []
+        if self.host_id:
+            ids.append(f"host id {self.host_id}")
+        # In the message itself, so every way of printing the error (str, logging,
+        # a traceback, the CLI) shows what support asks for.
+        super().__init__(f"{message} [S3 {', '.join(ids)}]" if ids else message)
 
 
 class ObjectNotFoundError(StoreError, KeyError):
@@ -291,13 +313,25 @@ S3_ERROR_TABLE: dict[str, tuple[type[StoreError], str]] = {
 }
 
 
-def store_error_for(code: str, status: int | None, *, op: str, key: str | None) -> StoreError:
-    """Build our exception for an S3 error ``code`` / HTTP ``status`` from operation ``op``."""
+def store_error_for(
+    code: str,
+    status: int | None,
+    *,
+    op: str,
+    key: str | None,
+    request_id: str | None = None,
+    host_id: str | None = None,
+) -> StoreError:
+    """Build our exception for an S3 error ``code`` / HTTP ``status`` from operation ``op``.
+
+    ``request_id`` / ``host_id`` are the answer's ``x-amz-request-id`` / ``x-amz-id-2``.
+    """
     entry = S3_ERROR_TABLE.get(code) or (
         S3_ERROR_TABLE.get(str(status)) if status is not None else None
     )
     where = f" on {key!r}" if key else ""
+    ids = {"key": key, "code": code, "request_id": request_id, "host_id": host_id}
     if entry is None:
-        return StoreError(f"{op}{where} failed with S3 error {code or status}", key=key, code=code)
+        return StoreError(f"{op}{where} failed with S3 error {code or status}", **ids)
     cls, advice = entry
-    return cls(f"{op}{where}: {advice} (S3 {code or status})", key=key, code=code)
+    return cls(f"{op}{where}: {advice} (S3 {code or status})", **ids)

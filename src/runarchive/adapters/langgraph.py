@@ -142,6 +142,57 @@ class ArchiveSaver(ThreadMaintenance, BaseCheckpointSaver[int]):
         self._locks: dict[str, threading.RLock] = {}
         self._absent: set[str] = set()  # threads last looked up in vain
         self._lock = threading.Lock()
+        self._owns_archive = False  # from_url opened it: close() closes it
+
+    # -- an archive of its own: from_url, close, with / async with -------------------
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        agent: str = "langgraph",
+        run_prefix: str = "lg-",
+        policy: Policy | None = KEEP_ALL,
+        serde: SerializerProtocol | None = None,
+        **settings: Any,
+    ) -> ArchiveSaver:
+        """Open the archive at ``url`` and return a saver that owns it (as LangGraph's
+        ``PostgresSaver.from_conn_string`` owns its connection): ``with
+        ArchiveSaver.from_url(url) as saver:``, or ``async with``, or :meth:`close`,
+        closes the archive, flushing pending records. ``settings`` go to
+        :meth:`Archive.open <runarchive.Archive.open>`; ``agent``, ``run_prefix``,
+        ``policy`` (the saver's runs') and ``serde`` are the constructor's. A saver on a
+        caller's archive (``ArchiveSaver(archive)``) never closes it.
+        """
+        from runarchive.archive import Archive  # noqa: PLC0415 - facade, only for this
+
+        archive = Archive.open(url, **settings)
+        try:
+            saver = cls(archive, agent=agent, run_prefix=run_prefix, policy=policy, serde=serde)
+        except BaseException:
+            archive.close()
+            raise
+        saver._owns_archive = True
+        return saver
+
+    def close(self) -> None:
+        """Close the archive if :meth:`from_url` opened it (flushing what is pending);
+        leave a caller's archive open. Safe to call twice."""
+        if self._owns_archive:
+            self.archive.close()
+
+    def __enter__(self) -> ArchiveSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ArchiveSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)  # the final flush must not block the loop
 
     # -- threads <-> runs ----------------------------------------------------------
 

@@ -75,6 +75,26 @@ def _md5_b64(body: bytes) -> str:
 IMMUTABLE_TAG = "runarchive-object=segment"  # URL-encoded tag set of immutable puts
 
 
+def request_ids(meta: Any) -> dict[str, str | None]:
+    """``request_id`` and ``host_id`` of an S3 answer, from botocore's ``ResponseMetadata``.
+
+    The headers come first (``x-amz-request-id``, ``x-amz-id-2``: S3 sends them on every
+    answer, a HEAD's 404 included); botocore's ``RequestId`` / ``HostId`` (parsed from an
+    XML error body) and ``x-amzn-requestid`` (moto) stand in where a server omits them.
+    """
+    if not isinstance(meta, dict):
+        return {"request_id": None, "host_id": None}
+    headers: Any = meta.get("HTTPHeaders") or {}
+    request_id = (
+        headers.get("x-amz-request-id")
+        or meta.get("RequestId")
+        or headers.get("x-amzn-requestid")
+        or None
+    )
+    host_id = headers.get("x-amz-id-2") or meta.get("HostId") or None
+    return {"request_id": request_id, "host_id": host_id}
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach the bucket. ``None`` means boto3's own default/chain."""
@@ -198,7 +218,11 @@ class S3Store(Store):
             meta: Any = exc.response.get("ResponseMetadata", {})
             self._note_retries(meta)
             raise store_error_for(
-                str(err.get("Code", "")), meta.get("HTTPStatusCode"), op=op, key=key
+                str(err.get("Code", "")),
+                meta.get("HTTPStatusCode"),
+                op=op,
+                key=key,
+                **request_ids(meta),
             ) from exc
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             raise AccessDeniedError(
@@ -316,6 +340,8 @@ class S3Store(Store):
                     "with --object-lock-enabled-for-bucket)",
                     key=key,
                     code=exc.code,
+                    request_id=exc.request_id,
+                    host_id=exc.host_id,
                 ) from exc
             raise
 
@@ -391,7 +417,13 @@ class S3Store(Store):
             # AWS answers If-Match on a missing key with 404 (SeaweedFS: 412); to the
             # contract both mean "the object is not the one you read".
             if "IfMatch" in cond and not isinstance(exc, BucketNotFoundError):
-                raise PreconditionFailedError(f"{key!r} does not exist", key=key) from exc
+                raise PreconditionFailedError(
+                    f"{key!r} does not exist",
+                    key=key,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                    host_id=exc.host_id,
+                ) from exc
             raise
         return resp["ETag"]
 
@@ -529,6 +561,8 @@ class S3Store(Store):
             return
         first = errors[0]
         code = str(first.get("Code", ""))
+        # DeleteObjects answers 200 with per-key errors: the ids are of that answer.
+        ids = request_ids(resp.get("ResponseMetadata"))
         if code == "AccessDenied":
             raise ObjectLockedError(
                 f"DELETE of {len(errors)} version(s) of {key!r} was refused: a legal hold or "
@@ -536,8 +570,9 @@ class S3Store(Store):
                 "s3:BypassGovernanceRetention / s3:DeleteObjectVersion",
                 key=key,
                 code=code,
+                **ids,
             )
-        raise store_error_for(code, None, op="DELETE (bypassing governance)", key=key)
+        raise store_error_for(code, None, op="DELETE (bypassing governance)", key=key, **ids)
 
     def close(self) -> None:
         self._client.close()

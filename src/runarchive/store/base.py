@@ -33,6 +33,8 @@ backend does what:
 Backends: :class:`MemoryStore` (reference), :class:`FileStore` (``file://``,
 the embedded default), :class:`S3Store` (any S3-compatible bucket through
 boto3). :class:`CountingStore` wraps any of them to count requests and bytes.
+A custom backend proves it keeps these rules with :class:`runarchive.testing.StoreContract`
+(``docs/testing.md``), the suite the built-in backends pass.
 """
 
 from __future__ import annotations
