@@ -19,15 +19,13 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from runarchive import telemetry
-from runarchive.crypto.sealing import Keyring, open_index, seal_index, seal_segment, segment_raw
+from runarchive.crypto.sealing import Keyring, open_index, seal_index, seal_segment
+from runarchive.engine.lines import Line, read_lines
 from runarchive.errors import (
     EncryptionError,
     IndexConflictError,
@@ -41,7 +39,6 @@ from runarchive.format.codec import (
     join_lines,
     segment_header,
     segment_key,
-    split_header,
 )
 from runarchive.format.model import (
     SEALED_FORMAT,
@@ -56,17 +53,6 @@ from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
 
 log = logging.getLogger("runarchive.compact")
-
-
-@dataclass(frozen=True)
-class Line:
-    """One archived record: what the planner needs, and its bytes as stored."""
-
-    seq: int
-    type: str
-    name: str
-    ts: str
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -159,49 +145,6 @@ def plan_compaction(
     if index.last_seq == 0:
         after = []
     return CompactionPlan(index.run_id, index.segments, tuple(after), len(lines), dropped)
-
-
-def _read_lines(
-    store: Store, ref: SegmentRef, index: RunIndex, keyring: Keyring | None
-) -> list[Line]:
-    raw = segment_raw(store.get(ref.key).body, ref, index.run_id, keyring, index.keys)
-    _, rest = split_header(raw, ref.key, ref.format)
-    out = []
-    for line in rest.splitlines():
-        if line:
-            rec = orjson.loads(line)
-            name = rec.get("name") if rec.get("type") == "checkpoint" else rec.get("kind")
-            out.append(Line(rec["seq"], rec["type"], str(name), rec["ts"], line))
-    return out
-
-
-def read_lines_of(
-    store: Store,
-    index: RunIndex,
-    refs: list[SegmentRef],
-    keyring: Keyring | None = None,
-    workers: int = 8,
-) -> list[list[Line]]:
-    """The record lines of each of ``refs`` (1 GET each, in parallel; checked)."""
-    if len(refs) <= 1:
-        return [_read_lines(store, ref, index, keyring) for ref in refs]
-    with ThreadPoolExecutor(max_workers=min(workers, len(refs))) as pool:
-        return list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), refs))
-
-
-def read_lines(
-    store: Store, index: RunIndex, workers: int = 8, keyring: Keyring | None = None
-) -> list[Line]:
-    """Every archived record line of a run, checked against the index's SHA-256s
-    (sealed segments decrypted with ``keyring``).
-
-    Cost: 1 GET per segment, in parallel.
-    """
-    if not index.segments:
-        return []
-    with ThreadPoolExecutor(max_workers=min(workers, len(index.segments))) as pool:
-        parts = list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), index.segments))
-    return [ln for part in parts for ln in part]
 
 
 @dataclass
