@@ -56,7 +56,6 @@ from runarchive.maintenance.gc import GcReport, run_gc
 from runarchive.maintenance.rekey import RekeyResult, rekey_run
 from runarchive.maintenance.retention import (
     check_deletable,
-    check_store_settings,
     hold_run,
     release_run,
 )
@@ -67,7 +66,7 @@ from runarchive.store import (
     Store,
     probe_conditional_writes,
 )
-from runarchive.store.url import make_store
+from runarchive.store.url import check_store_settings, make_store
 
 log = logging.getLogger(__name__)
 _open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()

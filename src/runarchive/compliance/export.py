@@ -53,7 +53,6 @@ from runarchive.compliance.bundle import (
     readme_text,
     run_document,
     segment_file,
-    store_for_url,
 )
 from runarchive.compliance.bundle_verify import verify_export
 from runarchive.crypto.sealing import Keyring, open_index
@@ -80,6 +79,7 @@ from runarchive.format.model import (
     validate_run_id,
 )
 from runarchive.store import Store, check_key
+from runarchive.store.url import store_for_url
 
 if TYPE_CHECKING:
     from runarchive.config import ArchiveConfig
