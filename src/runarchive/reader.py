@@ -341,7 +341,10 @@ class Reader:
         a ``.tar`` needs twice its size while it is built.
         """
         return export_runs(
-            self,
+            self.store,
+            self.manifest,
+            self.config,
+            self.keyring,
             run_ids,
             agent=agent,
             since=since,
@@ -359,10 +362,10 @@ class Reader:
         ``price_*`` settings (``runarchive stats``; see :mod:`runarchive.compliance.stats`)."""
         before, bytes_before = dict(self.store.counts), self.store.bytes_in
         if run_id is None:
-            result = archive_stats(self, objects=objects)
+            result = archive_stats(self.config, self.manifest, self.store, objects=objects)
         else:
             index = self.index(run_id, decrypt=False)  # figures need no key
-            result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)
+            result = run_stats(self.config, run_id, index, self.store.bytes_in - bytes_before)
         result.stats_requests = {
             k: v - before.get(k, 0) for k, v in self.store.counts.items() if v > before.get(k, 0)
         }

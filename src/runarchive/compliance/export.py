@@ -83,7 +83,7 @@ from runarchive.store.url import store_for_url
 
 if TYPE_CHECKING:
     from runarchive.config import ArchiveConfig
-    from runarchive.reader import Reader
+    from runarchive.engine.manifest.core import Manifest
 
 __all__ = ["ExportProblem", "ExportResult", "ExportedRun", "export_runs", "verify_export"]
 
@@ -213,7 +213,7 @@ def _target(dest: str | os.PathLike[str] | Store, config: ArchiveConfig | None) 
 
 
 def select_runs(
-    reader: Reader,
+    manifest: Manifest,
     run_ids: Sequence[str] | str | None,
     *,
     agent: str | None = None,
@@ -242,10 +242,12 @@ def select_runs(
         )
     if status not in (None, "running", "completed", "failed"):
         raise InvalidInputError(f"status must be running, completed or failed, not {status!r}")
-    entries = reader.list_runs(status=status, agent=agent, since=since, until=until, limit=None)
+    entries = manifest.entries(
+        status=status, agent=agent, since=since, until=until, decrypt_remote=False
+    )
     if not entries:
         raise RunNotFoundError(
-            f"no run of {reader.store.description} matches the filter; check it with "
+            f"no run of {manifest.store.description} matches the filter; check it with "
             "`runarchive runs` and the same options"
         )
     for e in entries:
@@ -253,7 +255,7 @@ def select_runs(
             validate_run_id(e.run_id)
         except InvalidInputError:
             raise CorruptObjectError(
-                reader.manifest.locate(e.run_id) or "manifest/",
+                manifest.locate(e.run_id) or "manifest/",
                 f"it lists the run id {e.run_id[:200]!r}, which is not a valid run id: the "
                 "manifest was altered. Export by run id, or repair the shard",
             ) from None
@@ -399,7 +401,10 @@ def _stage_again_if_merged(
 
 
 def export_runs(
-    reader: Reader,
+    store: Store,
+    manifest: Manifest,
+    config: ArchiveConfig,
+    keyring: Keyring,
     run_ids: Sequence[str] | str | None = None,
     *,
     agent: str | None = None,
@@ -410,14 +415,16 @@ def export_runs(
     progress: bool | None = None,
     decrypt: bool = False,
 ) -> ExportResult:
-    """Write a bundle of the chosen runs at ``dest``; see :meth:`Reader.export`."""
-    keyring = reader.keyring if decrypt else None
-    ids = select_runs(reader, run_ids, agent=agent, since=since, until=until, status=status)
-    target = _target(dest, reader.config)
-    workers = reader.config.restore_workers
+    """Write a bundle of the chosen runs of ``store`` (listed by ``manifest``) at
+    ``dest``; see :meth:`Reader.export`. ``config`` gives the source URL, the workers
+    and the settings of a destination URL; ``keyring`` opens runs when ``decrypt``."""
+    opener = keyring if decrypt else None
+    ids = select_runs(manifest, run_ids, agent=agent, since=since, until=until, status=status)
+    target = _target(dest, config)
+    workers = config.restore_workers
     try:
         with ThreadPoolExecutor(max_workers=min(workers, len(ids))) as pool:
-            indexes = list(pool.map(lambda r: _read_index(reader.store, r), ids))
+            indexes = list(pool.map(lambda r: _read_index(store, r), ids))
         total = sum(len(i.segments) for _, i in indexes)
         bar = progress_for(total, f"exporting {len(ids)} run(s)", progress)
         parent = target.path.parent if target.path is not None else None
@@ -426,16 +433,14 @@ def export_runs(
             staged = _Staged(staging)
             docs = []
             for raw, index in indexes:
-                doc = _stage_again_if_merged(
-                    reader.store, raw, index, staged, workers, bar, keyring
-                )
+                doc = _stage_again_if_merged(store, raw, index, staged, workers, bar, opener)
                 staged.write(f"runs/{index.run_id}/run.json", [orjson.dumps(doc, option=_JSON)])
                 docs.append(doc)
             created = utcnow()
             export_doc = {
                 "bundle_format": BUNDLE_FORMAT,
                 "created_at": format_ts(created),
-                "source": _public(reader.url),
+                "source": _public(config.resolved_url),
                 "runarchive_version": _version(),
                 "filter": {
                     "run_ids": None if run_ids is None else ids,
