@@ -18,6 +18,7 @@ from runarchive.compliance.stats import Stats, archive_stats, run_stats
 from runarchive.compliance.verify import VerifyReport, verify_runs
 from runarchive.config import ArchiveConfig, load_config
 from runarchive.crypto.providers import KeyProvider
+from runarchive.crypto.required import check_required
 from runarchive.crypto.sealing import keyring_for, open_index
 from runarchive.engine.manifest.core import Manifest, RunEntry, RunList
 from runarchive.engine.restore import (
@@ -29,7 +30,6 @@ from runarchive.engine.restore import (
     plan_restore,
 )
 from runarchive.errors import (
-    EncryptionError,
     InvalidInputError,
     NamedObjectMissingError,
     ObjectNotFoundError,
@@ -105,22 +105,8 @@ class Reader:
                 if again:
                     raise
         check_index_run(index, run_id)
-        self._check_required(index)
+        check_required(index, self.config.encryption_required)
         return open_index(index, self.keyring, key) if decrypt else index
-
-    def _check_required(self, index: RunIndex) -> None:
-        # With encryption_required, plaintext where ciphertext belongs is an attack
-        # (someone with write access replaced the index), not an old run.
-        if not self.config.encryption_required:
-            return
-        plain = [s.key for s in index.segments if s.dek is None]
-        if not index.keys or plain:
-            what = f"segment {plain[0]!r}" if plain and index.keys else "its index"
-            raise EncryptionError(
-                f"run {index.run_id!r} is not encrypted ({what} is plaintext) and "
-                "encryption_required is set: refusing to read it. If the run predates "
-                "encryption, compact it with encryption on; otherwise its index was replaced."
-            )
 
     def restore(
         self,

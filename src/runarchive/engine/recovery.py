@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from runarchive.cache.core import RunRow
+from runarchive.crypto.required import check_required
 from runarchive.crypto.sealing import open_index
 from runarchive.engine.ownership import extends, owner_of
 from runarchive.engine.restore import execute_restore, plan_restore
@@ -149,7 +150,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
         raise RunNotFoundError(f"no run {run_id!r} in {archive.store.description}") from None
     head = parse_index(got.body, key)
     index = expand(archive.store, head)
-    archive._check_required(index)
+    check_required(index, archive.config.encryption_required)
     if index.status != "running":
         raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
     # Before any write: without its key an encrypted run must not be taken over.
