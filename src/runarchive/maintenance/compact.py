@@ -19,17 +19,29 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from runarchive import telemetry
-from runarchive.crypto.sealing import Keyring, open_index, seal_index, seal_segment
+from runarchive.config import ArchiveConfig
+from runarchive.crypto.sealing import (
+    Keyring,
+    open_index,
+    seal_index,
+    seal_segment,
+    sealed_metadata,
+)
 from runarchive.engine.lines import Line, read_lines
+from runarchive.engine.manifest.core import Manifest
 from runarchive.errors import (
+    ConfigError,
     EncryptionError,
     IndexConflictError,
+    ObjectNotFoundError,
     PreconditionFailedError,
+    RunNotFoundError,
     RunStateError,
 )
 from runarchive.faults import fault_point
@@ -40,6 +52,7 @@ from runarchive.format.codec import (
     segment_header,
     segment_key,
 )
+from runarchive.format.indexpages import load_index
 from runarchive.format.model import (
     SEALED_FORMAT,
     CompactionRecord,
@@ -47,6 +60,7 @@ from runarchive.format.model import (
     RunIndex,
     SegmentRef,
     utcnow,
+    validate_run_id,
 )
 from runarchive.logs import log_run
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
@@ -348,6 +362,94 @@ def compact_run(
         plan.records_after,
     )
     return CompactionResult(plan, True, record.stored_bytes_after, written)
+
+
+def compact_runs(
+    store: Store,
+    manifest: Manifest,
+    keyring: Keyring,
+    config: ArchiveConfig,
+    run_id: str | None,
+    *,
+    index_of: Callable[[str], RunIndex],
+    dry_run: bool = False,
+    reencrypt: bool = False,
+) -> list[CompactionResult]:
+    """Compact one ended run, or (``None``) every completed or failed run the
+    ``manifest`` lists, then patch each one's manifest entry to the new chain; see
+    :meth:`Archive.compact`. ``config`` gives the default policy, the compression
+    level and the workers; ``index_of`` reads a run's index as stored (after a
+    compaction, for the entry)."""
+    if reencrypt and not keyring.writes:
+        raise ConfigError(
+            "compact --reencrypt needs a key to encrypt with: set encryption "
+            "(RUNARCHIVE_ENCRYPTION) and the current key"
+        )
+    if run_id is None:
+        listed = {e.run_id: e for e in manifest.entries(limit=None)}
+        ids = [r for r, e in listed.items() if e.status != "running"]
+    else:
+        ids = [validate_run_id(run_id)]
+        listed = manifest.lookup(ids)
+    results = []
+    for rid in ids:
+        key = index_key(rid)
+        try:
+            got = store.get(key)
+        except ObjectNotFoundError:
+            raise RunNotFoundError(f"no run {rid!r} in {store.description}") from None
+        index = load_index(store, got.body, key)
+        if run_id is None and index.keys and not keyring.writes:
+            log_run(
+                log,
+                logging.WARNING,
+                rid,
+                index.last_seq,
+                "encrypted and this archive has no key to encrypt with: not compacted",
+            )
+            results.append(CompactionResult.skip(index, "encrypted; no key to encrypt"))
+            continue
+        own = Policy.model_validate(index.policy) if index.policy else config.policy
+        result = compact_run(
+            store,
+            index,
+            got.etag,
+            own,
+            level=config.compression_level,
+            dry_run=dry_run,
+            workers=config.restore_workers,
+            keyring=keyring,
+            fresh_key=reencrypt,
+        )
+        entry = listed.get(rid)
+        # Also when nothing was compacted now: a compaction killed between its index
+        # swap and this patch left the manifest on the old chain.
+        stale = entry is not None and getattr(entry, "chain_head", None) != index.chain_head
+        if result.done or (stale and not dry_run):
+            _patch_entry(manifest, rid, index_of(rid) if result.done else index)
+        results.append(result)
+    return results
+
+
+def _patch_entry(manifest: Manifest, run_id: str, new: RunIndex) -> None:
+    """Point a finished run's manifest entry at its new chain (and sealed metadata)."""
+    sealed = sealed_metadata(new)
+    manifest.patch_done(
+        run_id,
+        {
+            "chain_head": new.chain_head,
+            "stored_bytes": new.stored_bytes,
+            "records": sum(s.records for s in new.segments),
+        }
+        | (
+            {  # re-encrypted: the entry's copy follows the index's
+                "sealed_metadata": sealed.value.model_dump(mode="json"),
+                "metadata_key": sealed.key.model_dump(mode="json"),
+            }
+            if sealed is not None
+            else {}
+        ),
+    )
 
 
 def _needs_reencryption(index: RunIndex, keyring: Keyring) -> bool:
