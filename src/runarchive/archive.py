@@ -31,20 +31,13 @@ from runarchive.engine.takeover import fork_run, resume_run
 from runarchive.engine.writepath import WritePath
 from runarchive.errors import (
     ConfigError,
-    FencedError,
     InvalidInputError,
-    RunExistsError,
     RunNotFoundError,
     RunStateError,
 )
 from runarchive.format.codec import run_prefix
-from runarchive.format.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.jsonvalue import check_json_value
 from runarchive.format.model import (
-    RunIndex,
-    format_ts,
-    new_run_id,
-    new_writer_id,
-    utcnow,
     validate_name,
     validate_run_id,
 )
@@ -188,49 +181,7 @@ class Archive(Reader):
             raise InvalidInputError("metadata must be a dict")
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, not {type(policy).__name__}")
-        writer = new_writer_id()
-        now = utcnow()
-        policy_json = policy.model_dump_json() if policy is not None else None
-        claim: tuple[str, str] | None = None
-        if run_id is None:
-            run_id = new_run_id()
-        else:
-            validate_run_id(run_id)
-            if self.cache.run(run_id) is not None:
-                raise RunExistsError(
-                    f"run {run_id!r} already exists in this host's cache "
-                    f"{self.cache.directory}; choose another run_id or use "
-                    "archive.run(run_id) to continue it"
-                )
-            # A chosen id may be chosen by another host too: claim it in the bucket
-            # before acknowledging anything, so that exactly one of them writes it.
-            claim = self.engine.claim(
-                run_id,
-                RunIndex(
-                    run_id=run_id,
-                    agent=agent,
-                    metadata=meta,
-                    created_at=now,
-                    updated_at=now,
-                    policy=loads(policy_json) if policy_json else None,
-                    epoch=1,
-                    writer=writer,
-                    owner_host=self.config.host_id,
-                    owner_pid=self.engine.pid,
-                ),
-            )
-        self.cache.create_run(
-            run_id,
-            agent,
-            dumps(meta).decode(),
-            format_ts(now),
-            policy_json,
-            writer=writer,
-            claim=claim,
-        )
-        # The index is first written by the first flush (at most flush_age later),
-        # not here: that saves one request per run.
-        self.engine.mark_synced(run_id)
+        run_id = self._path.create(agent, run_id, meta, policy)
         log_run(log, logging.INFO, run_id, 0, "started")
         return self._handle(run_id)
 
@@ -245,26 +196,7 @@ class Archive(Reader):
         """
         self._check_open()
         validate_run_id(run_id)
-        row = self.cache.run(run_id)
-        if row is None:
-            raise RunNotFoundError(
-                f"run {run_id!r} is not in this host's cache {self.cache.directory}; "
-                "use archive.restore(run_id) to read it from the bucket"
-            )
-        if run_id not in self.engine.live and not self.engine.revalidate(run_id):
-            row = self.cache.run(run_id) or row
-            stranded = row.last_seq - row.archived_seq
-            raise FencedError(
-                f"run {run_id!r} is owned by another host now (this host's copy is at epoch "
-                f"{row.epoch}): read it with archive.restore(), take it back with "
-                "archive.resume()"
-                + (
-                    f"; this host's {stranded} records the bucket lacks are kept: "
-                    f"archive.fork({run_id!r}) archives them as a new run"
-                    if stranded
-                    else ""
-                )
-            )
+        self._path.check_owned(run_id)
         return self._handle(run_id)
 
     def fork(self, run_id: str, *, to: str | None = None) -> Run:
@@ -311,6 +243,9 @@ class Archive(Reader):
                 f"this host's copy of run {run_id!r} holds {row.last_seq - row.archived_seq} "
                 f"records the bucket lacks; archive.fork({run_id!r}) first"
             )
+        self._forget_local(run_id)
+
+    def _forget_local(self, run_id: str) -> None:
         self.engine.forget(run_id)
         with self._lock:
             self._runs.pop(run_id, None)
@@ -371,10 +306,7 @@ class Archive(Reader):
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
             self.store.delete(key, bypass_governance=bypass_governance)
         self.manifest.forget(run_id, where=where)
-        self.engine.forget(run_id)
-        with self._lock:
-            self._runs.pop(run_id, None)
-        self.cache.delete_run(run_id)
+        self._forget_local(run_id)
         log_run(log, logging.INFO, run_id, None, "deleted (%d objects)", len(keys))
         return len(keys)
 

@@ -1,15 +1,17 @@
-"""The narrow interface between the public writers and this host's write side.
+"""The write side of one open archive, and the narrow interface a writer uses.
 
 An open :class:`~runarchive.archive.Archive` builds one :class:`WritePath` over its
-cache, flush engine and background flusher and hands it to every
-:class:`~runarchive.run.Run` (and to the takeover code): appends, ends, flushes and
-the run's own reads go through it, so that neither needs the ``Archive`` itself, and
-the open/closed state and the append counters have one owner.
+cache, flush engine and background flusher. It creates runs (claiming a chosen id)
+and checks that a run is still this host's; every :class:`~runarchive.run.Run`
+appends, ends, flushes and reads its own records through it, and the takeover code
+works on it, so that none of them needs the ``Archive``. The open/closed state and
+the append counters have their one owner here.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from runarchive import telemetry
 from runarchive.cache.core import Cache, CachedRecord, RunRow
@@ -18,9 +20,26 @@ from runarchive.crypto.sealing import Keyring
 from runarchive.engine.flush import FlushEngine
 from runarchive.engine.flusher import Flusher
 from runarchive.engine.restore import execute_restore, plan_restore
-from runarchive.errors import BackpressureError, FencedError, RunStateError
+from runarchive.errors import (
+    BackpressureError,
+    FencedError,
+    RunExistsError,
+    RunNotFoundError,
+    RunStateError,
+)
 from runarchive.format.indexpages import expand
-from runarchive.format.model import Checkpoint, Event, RunIndex
+from runarchive.format.jsonvalue import dumps, loads
+from runarchive.format.model import (
+    Checkpoint,
+    Event,
+    RunIndex,
+    format_ts,
+    new_run_id,
+    new_writer_id,
+    utcnow,
+    validate_run_id,
+)
+from runarchive.policy import Policy
 from runarchive.store import Store
 
 
@@ -58,6 +77,82 @@ class WritePath:
                 f"run {run_id!r} was {why}; this host records nothing more in it "
                 "(archive.resume() takes it back, archive.fork() archives what this "
                 "host holds that the bucket lacks)"
+            )
+
+    def create(
+        self, agent: str, run_id: str | None, meta: dict[str, Any], policy: Policy | None
+    ) -> str:
+        """Record a new run in the cache and return its id (``run_id``, else a
+        generated one). A chosen id is claimed in the bucket first (1 create-only PUT):
+        ``RunExistsError`` if the cache or the bucket has it. Arguments are checked by
+        the caller (``Archive.start_run``)."""
+        writer = new_writer_id()
+        now = utcnow()
+        policy_json = policy.model_dump_json() if policy is not None else None
+        claim: tuple[str, str] | None = None
+        if run_id is None:
+            run_id = new_run_id()
+        else:
+            validate_run_id(run_id)
+            if self.cache.run(run_id) is not None:
+                raise RunExistsError(
+                    f"run {run_id!r} already exists in this host's cache "
+                    f"{self.cache.directory}; choose another run_id or use "
+                    "archive.run(run_id) to continue it"
+                )
+            # A chosen id may be chosen by another host too: claim it in the bucket
+            # before acknowledging anything, so that exactly one of them writes it.
+            claim = self.engine.claim(
+                run_id,
+                RunIndex(
+                    run_id=run_id,
+                    agent=agent,
+                    metadata=meta,
+                    created_at=now,
+                    updated_at=now,
+                    policy=loads(policy_json) if policy_json else None,
+                    epoch=1,
+                    writer=writer,
+                    owner_host=self.config.host_id,
+                    owner_pid=self.engine.pid,
+                ),
+            )
+        self.cache.create_run(
+            run_id,
+            agent,
+            dumps(meta).decode(),
+            format_ts(now),
+            policy_json,
+            writer=writer,
+            claim=claim,
+        )
+        # The index is first written by the first flush (at most flush_age later),
+        # not here: that saves one request per run.
+        self.engine.mark_synced(run_id)
+        return run_id
+
+    def check_owned(self, run_id: str) -> None:
+        """Raise unless this host's cache holds ``run_id`` and this host still owns it
+        (the first check in a process asks the bucket: 1 conditional GET)."""
+        row = self.cache.run(run_id)
+        if row is None:
+            raise RunNotFoundError(
+                f"run {run_id!r} is not in this host's cache {self.cache.directory}; "
+                "use archive.restore(run_id) to read it from the bucket"
+            )
+        if run_id not in self.engine.live and not self.engine.revalidate(run_id):
+            row = self.cache.run(run_id) or row
+            stranded = row.last_seq - row.archived_seq
+            raise FencedError(
+                f"run {run_id!r} is owned by another host now (this host's copy is at epoch "
+                f"{row.epoch}): read it with archive.restore(), take it back with "
+                "archive.resume()"
+                + (
+                    f"; this host's {stranded} records the bucket lacks are kept: "
+                    f"archive.fork({run_id!r}) archives them as a new run"
+                    if stranded
+                    else ""
+                )
             )
 
     def append(self, run_id: str, seq: int, ts: str, rtype: str, name: str, line: bytes) -> None:
