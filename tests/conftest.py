@@ -74,7 +74,7 @@ def abandon(archive: Archive) -> None:
     """
     archive.flusher.stop()
     archive.cache.close()
-    archive._closed = True
+    archive._path.closed = True
 
 
 @pytest.fixture(params=["memory", "file", "moto", "seaweedfs"])

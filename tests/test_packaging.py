@@ -15,14 +15,14 @@ PROJECT = PYPROJECT["project"]
 
 
 def test_the_version_has_one_source_read_without_importing() -> None:
-    """pyproject names ``runarchive.__version__``; setuptools reads it from the source
-    without importing the package (a build has none of its dependencies), which works
-    only while it is a plain string literal in ``__init__.py``."""
+    """pyproject names ``runarchive._version.__version__``; setuptools reads it from the
+    source without importing the package (a build has none of its dependencies), which
+    works only while it is a plain string literal in ``_version.py``."""
     assert "version" not in PROJECT
     assert PROJECT["dynamic"] == ["version"]
     attr = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]["attr"]
-    assert attr == "runarchive.__version__"
-    tree = ast.parse((ROOT / "src" / "runarchive" / "__init__.py").read_text())
+    assert attr == "runarchive._version.__version__"
+    tree = ast.parse((ROOT / "src" / "runarchive" / "_version.py").read_text())
     literals = [
         node.value.value
         for node in tree.body

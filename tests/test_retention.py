@@ -31,8 +31,8 @@ from runarchive.errors import (
     ObjectLockUnsupportedError,
     RunNotFoundError,
 )
-from runarchive.maintenance.retention import check_store_settings
 from runarchive.store import CountingStore, MemoryStore, Retention, S3Settings, S3Store
+from runarchive.store.url import check_store_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

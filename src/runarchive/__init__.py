@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from runarchive._version import __version__ as __version__
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from typing import Any
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
     from runarchive.reader import Reader
     from runarchive.run import Run
 
-__version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",

@@ -1,4 +1,4 @@
-"""The public entry point: :class:`Archive` (one bucket + one local cache) and :class:`Run`.
+"""The public entry point: :class:`Archive`, one bucket and this host's cache in front of it.
 
 ::
 
@@ -26,38 +26,28 @@ from runarchive.cache.core import Cache
 from runarchive.cache.status import CacheStatus, read_status
 from runarchive.config import ArchiveConfig, load_config
 from runarchive.crypto.providers import KeyProvider
-from runarchive.crypto.sealing import sealed_metadata
 from runarchive.engine.flush import FlushEngine, HealReport
 from runarchive.engine.flusher import Flusher, FlushError
-from runarchive.engine.recovery import fork_run, resume_run
+from runarchive.engine.takeover import fork_run, resume_run
+from runarchive.engine.writepath import WritePath
 from runarchive.errors import (
     ConfigError,
-    FencedError,
     InvalidInputError,
-    ObjectNotFoundError,
-    RunExistsError,
     RunNotFoundError,
     RunStateError,
 )
-from runarchive.format.codec import index_key, run_prefix
-from runarchive.format.indexpages import load_index
-from runarchive.format.jsonvalue import check_json_value, dumps, loads
+from runarchive.format.codec import run_prefix
+from runarchive.format.jsonvalue import check_json_value
 from runarchive.format.model import (
-    RunIndex,
-    format_ts,
-    new_run_id,
-    new_writer_id,
-    utcnow,
     validate_name,
     validate_run_id,
 )
 from runarchive.logs import log_run
-from runarchive.maintenance.compact import CompactionResult, compact_run
+from runarchive.maintenance.compact import CompactionResult, compact_runs
 from runarchive.maintenance.gc import GcReport, run_gc
 from runarchive.maintenance.rekey import RekeyResult, rekey_run
 from runarchive.maintenance.retention import (
     check_deletable,
-    check_store_settings,
     hold_run,
     release_run,
 )
@@ -68,7 +58,7 @@ from runarchive.store import (
     Store,
     probe_conditional_writes,
 )
-from runarchive.store.url import make_store
+from runarchive.store.url import check_store_settings, make_store
 
 log = logging.getLogger(__name__)
 _open_archives: weakref.WeakSet[Archive] = weakref.WeakSet()
@@ -110,12 +100,13 @@ class Archive(Reader):
         self.engine = FlushEngine(self.cache, self.store, config, self.keyring)
         self._manifest = self.engine.manifest
         self.flusher = Flusher(self.engine, config)
+        # What a Run writes and reads through:
+        self._path = WritePath(
+            config, self.store, self.keyring, self.cache, self.engine, self.flusher
+        )
         # Weak: a process that writes many runs keeps only the handles its code holds.
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
-        self._closed = False
-        self.appended_records = 0  # this process's appends, for reports
-        self.appended_bytes = 0
         self.flusher.start(
             {r: row.last_seq for r in self.cache.runs_needing_flush() if (row := self.cache.run(r))}
         )
@@ -191,49 +182,7 @@ class Archive(Reader):
             raise InvalidInputError("metadata must be a dict")
         if policy is not None and not isinstance(policy, Policy):
             raise InvalidInputError(f"policy must be a Policy, not {type(policy).__name__}")
-        writer = new_writer_id()
-        now = utcnow()
-        policy_json = policy.model_dump_json() if policy is not None else None
-        claim: tuple[str, str] | None = None
-        if run_id is None:
-            run_id = new_run_id()
-        else:
-            validate_run_id(run_id)
-            if self.cache.run(run_id) is not None:
-                raise RunExistsError(
-                    f"run {run_id!r} already exists in this host's cache "
-                    f"{self.cache.directory}; choose another run_id or use "
-                    "archive.run(run_id) to continue it"
-                )
-            # A chosen id may be chosen by another host too: claim it in the bucket
-            # before acknowledging anything, so that exactly one of them writes it.
-            claim = self.engine.claim(
-                run_id,
-                RunIndex(
-                    run_id=run_id,
-                    agent=agent,
-                    metadata=meta,
-                    created_at=now,
-                    updated_at=now,
-                    policy=loads(policy_json) if policy_json else None,
-                    epoch=1,
-                    writer=writer,
-                    owner_host=self.config.host_id,
-                    owner_pid=self.engine.pid,
-                ),
-            )
-        self.cache.create_run(
-            run_id,
-            agent,
-            dumps(meta).decode(),
-            format_ts(now),
-            policy_json,
-            writer=writer,
-            claim=claim,
-        )
-        # The index is first written by the first flush (at most flush_age later),
-        # not here: that saves one request per run.
-        self.engine.mark_synced(run_id)
+        run_id = self._path.create(agent, run_id, meta, policy)
         log_run(log, logging.INFO, run_id, 0, "started")
         return self._handle(run_id)
 
@@ -248,26 +197,7 @@ class Archive(Reader):
         """
         self._check_open()
         validate_run_id(run_id)
-        row = self.cache.run(run_id)
-        if row is None:
-            raise RunNotFoundError(
-                f"run {run_id!r} is not in this host's cache {self.cache.directory}; "
-                "use archive.restore(run_id) to read it from the bucket"
-            )
-        if run_id not in self.engine.live and not self.engine.revalidate(run_id):
-            row = self.cache.run(run_id) or row
-            stranded = row.last_seq - row.archived_seq
-            raise FencedError(
-                f"run {run_id!r} is owned by another host now (this host's copy is at epoch "
-                f"{row.epoch}): read it with archive.restore(), take it back with "
-                "archive.resume()"
-                + (
-                    f"; this host's {stranded} records the bucket lacks are kept: "
-                    f"archive.fork({run_id!r}) archives them as a new run"
-                    if stranded
-                    else ""
-                )
-            )
+        self._path.check_owned(run_id)
         return self._handle(run_id)
 
     def fork(self, run_id: str, *, to: str | None = None) -> Run:
@@ -280,7 +210,11 @@ class Archive(Reader):
         flush fails it raises, and the records wait in the cache under the new run).
         Cost: the new run's claim (if ``to`` is given), its flush and manifest entry."""
         self._check_open()
-        return fork_run(self, run_id, to)
+
+        def start(agent: str, to: str | None, meta: dict[str, Any], policy: Policy) -> Run:
+            return self.start_run(agent, to, meta, policy=policy)
+
+        return fork_run(self._path, run_id, to, start)
 
     def repair(self, run_id: str) -> HealReport:
         """Make the bucket hold every record of ``run_id`` this host archived: write the
@@ -294,8 +228,7 @@ class Archive(Reader):
         self._check_open()
         validate_run_id(run_id)
         report = self.engine.repair(run_id)
-        if run_id in self.cache.runs_needing_flush():
-            self.flusher.request(run_id)
+        self._path.request(run_id)
         return report
 
     def discard_local(self, run_id: str) -> None:
@@ -311,6 +244,9 @@ class Archive(Reader):
                 f"this host's copy of run {run_id!r} holds {row.last_seq - row.archived_seq} "
                 f"records the bucket lacks; archive.fork({run_id!r}) first"
             )
+        self._forget_local(run_id)
+
+    def _forget_local(self, run_id: str) -> None:
         self.engine.forget(run_id)
         with self._lock:
             self._runs.pop(run_id, None)
@@ -321,7 +257,7 @@ class Archive(Reader):
         with self._lock:
             handle = self._runs.get(run_id)
             if handle is None:
-                handle = self._runs[run_id] = Run(self, run_id)
+                handle = self._runs[run_id] = Run(self._path, run_id)
             return handle
 
     def resume(self, run_id: str, *, expected_epoch: int | None = None) -> Run:
@@ -341,7 +277,9 @@ class Archive(Reader):
         that all recover from ``interrupted()`` should pass it.
         """
         self._check_open()
-        return resume_run(self, run_id, expected_epoch)
+        return resume_run(
+            self._path, run_id, expected_epoch, handle=self._handle, discard=self.discard_local
+        )
 
     def delete_run(self, run_id: str, *, bypass_governance: bool = False) -> int:
         """Delete a run's objects, its manifest entry and its local cache copy.
@@ -369,10 +307,7 @@ class Archive(Reader):
         for key in sorted(keys, key=lambda k: k.endswith("index.json")):
             self.store.delete(key, bypass_governance=bypass_governance)
         self.manifest.forget(run_id, where=where)
-        self.engine.forget(run_id)
-        with self._lock:
-            self._runs.pop(run_id, None)
-        self.cache.delete_run(run_id)
+        self._forget_local(run_id)
         log_run(log, logging.INFO, run_id, None, "deleted (%d objects)", len(keys))
         return len(keys)
 
@@ -401,77 +336,17 @@ class Archive(Reader):
         of the one run, or runs done of every run.
         """
         self._check_open()
-        if reencrypt and not self.keyring.writes:
-            raise ConfigError(
-                "compact --reencrypt needs a key to encrypt with: set encryption "
-                "(RUNARCHIVE_ENCRYPTION) and the current key"
-            )
-        if run_id is None:
-            listed = {e.run_id: e for e in self.manifest.entries(limit=None)}
-            ids = [r for r, e in listed.items() if e.status != "running"]
-        else:
-            ids = [validate_run_id(run_id)]
-            listed = self.manifest.lookup(ids)
-        results: list[CompactionResult] = []
-        for rid in ids:
-            if progress is not None and run_id is None and results:
-                progress(len(results), len(ids))
-            key = index_key(rid)
-            try:
-                got = self.store.get(key)
-            except ObjectNotFoundError:
-                raise RunNotFoundError(f"no run {rid!r} in {self.store.description}") from None
-            index = load_index(self.store, got.body, key)
-            if run_id is None and index.keys and not self.keyring.writes:
-                log_run(
-                    log,
-                    logging.WARNING,
-                    rid,
-                    index.last_seq,
-                    "encrypted and this archive has no key to encrypt with: not compacted",
-                )
-                results.append(CompactionResult.skip(index, "encrypted; no key to encrypt"))
-                continue
-            own = Policy.model_validate(index.policy) if index.policy else self.config.policy
-            result = compact_run(
-                self.store,
-                index,
-                got.etag,
-                own,
-                level=self.config.compression_level,
-                dry_run=dry_run,
-                workers=self.config.restore_workers,
-                keyring=self.keyring,
-                fresh_key=reencrypt,
-                progress=progress if run_id is not None else None,
-            )
-            entry = listed.get(rid)
-            # Also when nothing was compacted now: a compaction killed between its index
-            # swap and this patch left the manifest on the old chain.
-            stale = entry is not None and getattr(entry, "chain_head", None) != index.chain_head
-            if result.done or (stale and not dry_run):
-                new = self.index(rid, decrypt=False) if result.done else index
-                sealed = sealed_metadata(new)
-                self.manifest.patch_done(
-                    rid,
-                    {
-                        "chain_head": new.chain_head,
-                        "stored_bytes": new.stored_bytes,
-                        "records": sum(s.records for s in new.segments),
-                    }
-                    | (
-                        {  # re-encrypted: the entry's copy follows the index's
-                            "sealed_metadata": sealed.value.model_dump(mode="json"),
-                            "metadata_key": sealed.key.model_dump(mode="json"),
-                        }
-                        if sealed is not None
-                        else {}
-                    ),
-                )
-            results.append(result)
-        if progress is not None and run_id is None and ids:
-            progress(len(results), len(ids))
-        return results
+        return compact_runs(
+            self.store,
+            self.manifest,
+            self.keyring,
+            self.config,
+            run_id,
+            index_of=lambda rid: self.index(rid, decrypt=False),
+            dry_run=dry_run,
+            reencrypt=reencrypt,
+            progress=progress,
+        )
 
     def rekey(
         self, run_id: str | None = None, *, progress: Callable[[int, int], None] | None = None
@@ -534,9 +409,7 @@ class Archive(Reader):
 
     def flush(self) -> None:
         """Flush every run with pending records now, in this thread; raise on failure."""
-        self._check_open()
-        for run_id in self.cache.runs_needing_flush():
-            self.flusher.flushed(run_id, self.engine.flush_run(run_id))
+        self._path.flush_all()
 
     @property
     def flush_errors(self) -> dict[str, FlushError]:
@@ -565,25 +438,11 @@ class Archive(Reader):
         If the bucket cannot be reached the error is raised, and the records stay
         safe in the cache for the next ``open``.
         """
-        if self._closed:
+        if self._path.closed:
             return
-        self._closed = True
         _open_archives.discard(self)
-        self.flusher.stop()
-        errors: list[Exception] = []
         try:
-            for run_id in self.cache.runs_needing_flush():
-                try:
-                    self.engine.flush_run(run_id)
-                except Exception as exc:  # try every run; report them all below
-                    errors.append(exc)
-            if self.config.read_back:  # what this host archived is really in the bucket
-                for row in self.cache.runs():
-                    if row.archived_seq > row.verified_seq:
-                        try:
-                            self.engine.verify_stored(row.run_id)
-                        except Exception as exc:
-                            errors.append(exc)
+            errors = self._path.close()
         finally:
             self.cache.close()
             self.store.close()
@@ -600,11 +459,20 @@ class Archive(Reader):
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._closed
+        return self._path.closed
+
+    @property
+    def appended_records(self) -> int:
+        """Records this process appended through this archive (for reports)."""
+        return self._path.appended_records
+
+    @property
+    def appended_bytes(self) -> int:
+        """Bytes of JSON record lines this process appended through this archive."""
+        return self._path.appended_bytes
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise RunStateError("this archive is closed; open it again")
+        self._path.check_open()
 
     # -- legal holds (docs/design.md, "Retention locks") -------------------------
 
@@ -622,7 +490,7 @@ class Archive(Reader):
         self._check_open()
         validate_run_id(run_id)
         if run_id in self.cache.runs_needing_flush():
-            self.flusher.flushed(run_id, self.engine.flush_run(run_id))
+            self._path.flush(run_id)
         return hold_run(self.store, run_id, workers=self.config.restore_workers)
 
     def release(self, run_id: str) -> int:

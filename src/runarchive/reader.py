@@ -19,6 +19,7 @@ from runarchive.compliance.verify import VerifyReport, verify_runs
 from runarchive.config import ArchiveConfig, load_config
 from runarchive.crypto.keyring import keyring_for
 from runarchive.crypto.providers import KeyProvider
+from runarchive.crypto.required import check_required
 from runarchive.crypto.sealing import open_index
 from runarchive.engine.manifest.core import Manifest, RunEntry, RunList
 from runarchive.engine.restore import (
@@ -32,7 +33,6 @@ from runarchive.engine.restore import (
     plan_restore,
 )
 from runarchive.errors import (
-    EncryptionError,
     InvalidInputError,
     NamedObjectMissingError,
     ObjectNotFoundError,
@@ -108,22 +108,8 @@ class Reader:
                 if again:
                     raise
         check_index_run(index, run_id)
-        self._check_required(index)
+        check_required(index, self.config.encryption_required)
         return open_index(index, self.keyring, key) if decrypt else index
-
-    def _check_required(self, index: RunIndex) -> None:
-        # With encryption_required, plaintext where ciphertext belongs is an attack
-        # (someone with write access replaced the index), not an old run.
-        if not self.config.encryption_required:
-            return
-        plain = [s.key for s in index.segments if s.dek is None]
-        if not index.keys or plain:
-            what = f"segment {plain[0]!r}" if plain and index.keys else "its index"
-            raise EncryptionError(
-                f"run {index.run_id!r} is not encrypted ({what} is plaintext) and "
-                "encryption_required is set: refusing to read it. If the run predates "
-                "encryption, compact it with encryption on; otherwise its index was replaced."
-            )
 
     def restore(
         self,
@@ -345,7 +331,10 @@ class Reader:
         a ``.tar`` needs twice its size while it is built.
         """
         return export_runs(
-            self,
+            self.store,
+            self.manifest,
+            self.config,
+            self.keyring,
             run_ids,
             agent=agent,
             since=since,
@@ -370,10 +359,12 @@ class Reader:
         ``progress`` is told ``(objects counted, total)`` while ``objects`` lists."""
         before, bytes_before = dict(self.store.counts), self.store.bytes_in
         if run_id is None:
-            result = archive_stats(self, objects=objects, progress=progress)
+            result = archive_stats(
+                self.config, self.manifest, self.store, objects=objects, progress=progress
+            )
         else:
             index = self.index(run_id, decrypt=False)  # figures need no key
-            result = run_stats(self, run_id, index, self.store.bytes_in - bytes_before)
+            result = run_stats(self.config, run_id, index, self.store.bytes_in - bytes_before)
         result.stats_requests = {
             k: v - before.get(k, 0) for k, v in self.store.counts.items() if v > before.get(k, 0)
         }

@@ -1,4 +1,8 @@
-"""The writer and reader of one run: :class:`Run`, handed out by ``Archive``."""
+"""The writer and reader of one run: :class:`Run`, handed out by ``Archive``.
+
+A run writes and reads through the archive's
+:class:`~runarchive.engine.writepath.WritePath`, never through the ``Archive`` itself.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,15 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Self
 
-from runarchive import telemetry
 from runarchive.cache.core import CachedRecord
-from runarchive.engine.restore import execute_restore, plan_restore
-from runarchive.errors import (
-    BackpressureError,
-    FencedError,
-    InvalidInputError,
-    RecordTooLargeError,
-    RunStateError,
-)
+from runarchive.engine.writepath import WritePath
+from runarchive.errors import InvalidInputError, RecordTooLargeError, RunStateError
 from runarchive.format.codec import parse_records
-from runarchive.format.indexpages import expand
 from runarchive.format.jsonvalue import check_json_value, dumps, loads
-from runarchive.format.model import Checkpoint, Event, RunIndex, format_ts, utcnow, validate_name
+from runarchive.format.model import Checkpoint, Event, format_ts, utcnow, validate_name
 from runarchive.logs import log_run
-
-if TYPE_CHECKING:
-    from runarchive.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +35,10 @@ class Run:
     ``durability="remote"``: in the bucket). One run's appends are serialised.
     """
 
-    def __init__(self, archive: Archive, run_id: str) -> None:
-        self.archive = archive
+    def __init__(self, path: WritePath, run_id: str) -> None:
+        self._path = path
         self.run_id = run_id
-        row = archive.cache.run(run_id)
+        row = path.row(run_id)
         assert row is not None  # callers check
         self.agent = row.agent
         self.metadata: dict[str, Any] = loads(row.metadata)
@@ -65,14 +58,7 @@ class Run:
 
     def _append(self, rtype: str, name: str, body: dict[str, Any]) -> tuple[int, datetime]:
         with self._lock:
-            self.archive._check_open()
-            why = self.archive.engine.fenced.get(self.run_id)
-            if why is not None:
-                raise FencedError(
-                    f"run {self.run_id!r} was {why}; this host records nothing more in it "
-                    "(archive.resume() takes it back, archive.fork() archives what this "
-                    "host holds that the bucket lacks)"
-                )
+            self._path.check_writable(self.run_id)
             if self._status != "running":
                 raise RunStateError(
                     f"run {self.run_id!r} is {self._status}; start a new run to record more"
@@ -81,34 +67,17 @@ class Run:
             ts = utcnow()
             ts_text = format_ts(ts)
             line = dumps({"run": self.run_id, "seq": seq, "ts": ts_text, "type": rtype, **body})
-            limit = self.archive.config.max_record_bytes
+            limit = self._path.config.max_record_bytes
             if len(line) > limit:
                 raise RecordTooLargeError(
                     f"this {rtype} of run {self.run_id!r} is {len(line):,} bytes of JSON, over "
                     f"max_record_bytes ({limit:,}); nothing was recorded. Store large blobs "
                     "elsewhere and checkpoint a reference, or raise RUNARCHIVE_MAX_RECORD_BYTES"
                 )
-            try:
-                self.archive.cache.append(
-                    self.run_id,
-                    seq,
-                    ts_text,
-                    rtype,
-                    name,
-                    line,
-                    self.archive.config.cache_max_unflushed_bytes,  # positional: spied on
-                )
-            except BackpressureError as exc:
-                if (err := self.archive.flush_errors.get(self.run_id)) is not None:
-                    exc.add_note(f"last flush error of run {self.run_id}: {err.error}")
-                raise
+            self._path.append(self.run_id, seq, ts_text, rtype, name, line)
             self._last_seq = seq
-        with self.archive._lock:
-            self.archive.appended_records += 1
-            self.archive.appended_bytes += len(line)
-        self.archive.flusher.note_append(self.run_id, seq, rtype, name, len(line))
-        telemetry.count_append(rtype)
-        if self.archive.config.durability == "remote":
+        self._path.appended(self.run_id, seq, rtype, name, len(line))
+        if self._path.config.durability == "remote":
             self.flush()
         return seq, ts
 
@@ -145,7 +114,7 @@ class Run:
             if self._status != "running":
                 raise RunStateError(f"run {self.run_id!r} is already {self._status}")
             result_text = None if result is None else dumps(result).decode()
-            self.archive.cache.end_run(self.run_id, status, format_ts(utcnow()), result_text, error)
+            self._path.end(self.run_id, status, format_ts(utcnow()), result_text, error)
             self._status = status
         log_run(
             log, logging.INFO, self.run_id, self._last_seq, "%s at seq %d", status, self._last_seq
@@ -167,8 +136,7 @@ class Run:
 
     def flush(self) -> None:
         """Ship this run's pending records to the bucket now; raise if that fails."""
-        self.archive._check_open()
-        self.archive.flusher.flushed(self.run_id, self.archive.engine.flush_run(self.run_id))
+        self._path.flush(self.run_id)
 
     def __enter__(self) -> Self:
         return self
@@ -193,7 +161,7 @@ class Run:
 
     def latest(self, name: str | None = None) -> Checkpoint | None:
         """The newest checkpoint (of ``name``, if given), from the cache."""
-        rows = self.archive.cache.records(
+        rows = self._path.cached(
             self.run_id, rtype="checkpoint", name=name, newest_first=True, limit=1
         )
         rec = _parse(rows[0]) if rows else None
@@ -201,10 +169,10 @@ class Run:
 
     def get(self, seq: int) -> Checkpoint | Event | None:
         """The record with this seq, from the cache or else the bucket; ``None`` if gone."""
-        rows = self.archive.cache.records(self.run_id, min_seq=seq, max_seq=seq)
+        rows = self._path.cached(self.run_id, min_seq=seq, max_seq=seq)
         if rows:
             return _parse(rows[0])
-        for rec in self._archived(seq, seq):
+        for rec in self._path.archived(self.run_id, seq, seq):
             return rec
         return None
 
@@ -223,14 +191,12 @@ class Run:
         checkpoints by name and events by kind.
         """
         lo, hi = since or 1, until
-        cached = self.archive.cache.records(
-            self.run_id, rtype=type, name=name, min_seq=lo, max_seq=hi
-        )
+        cached = self._path.cached(self.run_id, rtype=type, name=name, min_seq=lo, max_seq=hi)
         found: dict[int, Checkpoint | Event] = {r.seq: r for r in map(_parse, cached)}
-        row = self.archive.cache.run(self.run_id)
+        row = self._path.row(self.run_id)
         evicted = row.evicted_seq if row else 0
         if evicted >= lo:  # part of the range left the cache: read it from the bucket
-            for r in self._archived(lo, min(evicted, hi or evicted)):
+            for r in self._path.archived(self.run_id, lo, min(evicted, hi or evicted)):
                 if type is not None and r.type != type:
                     continue
                 if name is not None and (r.name if isinstance(r, Checkpoint) else r.kind) != name:
@@ -283,13 +249,3 @@ class Run:
             what = "an event" if rec is not None else "not held (dropped by the policy or unknown)"
             raise InvalidInputError(f"seq {seq} of run {self.run_id!r} is {what}, not a checkpoint")
         return rec.state
-
-    def _archived(self, lo: int, hi: int) -> list[Checkpoint | Event]:
-        row = self.archive.cache.run(self.run_id)
-        if row is None or row.index_json is None or lo > row.archived_seq:
-            return []
-        index = expand(self.archive.store, RunIndex.model_validate_json(row.index_json))
-        plan = plan_restore(index, seq=hi, min_seq=lo, run_id=self.run_id)
-        return execute_restore(
-            plan, self.archive.store, workers=self.archive.config.restore_workers
-        )

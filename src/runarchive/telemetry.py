@@ -23,7 +23,7 @@ Instruments (tracer and meter name ``runarchive``):
 * observable gauges ``runarchive.backlog.records``, ``runarchive.backlog.bytes``,
   ``runarchive.backlog.age``, read from memory only (no I/O in their callbacks).
 
-This module imports nothing from runarchive: the store package and every other
+This module imports nothing from runarchive but its version: the store package and every other
 module may use it.
 """
 
@@ -37,6 +37,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar, cast
+
+from runarchive._version import __version__
 
 NAME = "runarchive"
 AttrValue = str | int | float | bool
@@ -283,12 +285,7 @@ class _Live(Hooks):
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version  # noqa: PLC0415
-
-        return version(NAME)
-    except Exception:  # an uninstalled checkout: the version is only a label
-        return "0"
+    return __version__
 
 
 _lock = threading.Lock()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from runarchive import __version__  # a constant: no subsystem is imported
+from runarchive._version import __version__
 from runarchive.cli import exitcodes
 
 STATUSES = ["running", "completed", "failed"]

@@ -1,4 +1,4 @@
-"""``runarchive repair`` and ``runarchive fork``: the CLI side of :mod:`runarchive.engine.recovery`.
+"""``runarchive repair`` and ``runarchive fork``: the CLI side of :mod:`runarchive.engine.takeover`.
 
 Both open the archive with the host's cache directory (the one holding the records),
 so they run while the agent on that host is stopped (the cache allows one process).

@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -37,10 +37,6 @@ from runarchive.format.model import (
     RunIndex,
     SegmentRef,
 )
-from runarchive.store import Store
-
-if TYPE_CHECKING:
-    from runarchive.config import ArchiveConfig
 
 BUNDLE_FORMAT = 1
 README, EXPORT_JSON, MANIFEST = "README", "export.json", "MANIFEST.sha256"
@@ -286,26 +282,6 @@ def run_document(index: RunIndex, opened: RunIndex | None = None) -> dict[str, A
 def manifest_text(sums: dict[str, str]) -> str:
     """``sha256sum`` lines for every file but the manifest, sorted by path."""
     return "".join(f"{sums[p]}  {p}\n" for p in sorted(sums) if p != MANIFEST)
-
-
-def store_for_url(url: str, config: ArchiveConfig | None = None, *, create: bool = True) -> Store:
-    """The store an ``s3://`` / ``file://`` URL names, with ``config``'s other settings
-    (endpoint, region, object lock, SSE) or the ``RUNARCHIVE_*`` environment.
-    ``create=False`` (reading a bundle): a missing ``file://`` directory raises
-    ``BucketNotFoundError`` instead of being created."""
-    from runarchive.config import load_config  # noqa: PLC0415
-    from runarchive.maintenance.retention import check_store_settings  # noqa: PLC0415
-    from runarchive.store.url import make_store  # noqa: PLC0415
-
-    base = config.model_dump(exclude={"url"}) if config is not None else {}
-    cfg = load_config(**{**base, "url": url})
-    store = make_store(cfg, create=create)
-    try:
-        check_store_settings(cfg, store)
-    except BaseException:
-        store.close()
-        raise
-    return store
 
 
 def readme_text(doc: dict[str, Any]) -> str:

@@ -27,7 +27,6 @@ from runarchive.compliance.bundle import (
     parse_lines,
     run_document,
     segment_file,
-    store_for_url,
 )
 from runarchive.crypto.keyring import Keyring
 from runarchive.crypto.sealing import open_index
@@ -41,6 +40,7 @@ from runarchive.errors import (
 from runarchive.format.indexpages import check_page_ref, decode_page
 from runarchive.format.model import Checkpoint, RunIndex, SegmentRef, parse_index, validate_run_id
 from runarchive.store import Store
+from runarchive.store.url import store_for_url
 
 if TYPE_CHECKING:
     from runarchive.config import ArchiveConfig

@@ -32,13 +32,13 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse, urlunparse
 
 import orjson
 
+from runarchive._version import __version__
 from runarchive.compliance.bundle import (
     BUNDLE_FORMAT,
     EXPORT_JSON,
@@ -53,7 +53,6 @@ from runarchive.compliance.bundle import (
     readme_text,
     run_document,
     segment_file,
-    store_for_url,
 )
 from runarchive.compliance.bundle_verify import verify_export
 from runarchive.crypto.keyring import Keyring
@@ -81,10 +80,11 @@ from runarchive.format.model import (
     validate_run_id,
 )
 from runarchive.store import Store, check_key
+from runarchive.store.url import store_for_url
 
 if TYPE_CHECKING:
     from runarchive.config import ArchiveConfig
-    from runarchive.reader import Reader
+    from runarchive.engine.manifest.core import Manifest
 
 __all__ = ["ExportProblem", "ExportResult", "ExportedRun", "export_runs", "verify_export"]
 
@@ -214,7 +214,7 @@ def _target(dest: str | os.PathLike[str] | Store, config: ArchiveConfig | None) 
 
 
 def select_runs(
-    reader: Reader,
+    manifest: Manifest,
     run_ids: Sequence[str] | str | None,
     *,
     agent: str | None = None,
@@ -243,10 +243,12 @@ def select_runs(
         )
     if status not in (None, "running", "completed", "failed"):
         raise InvalidInputError(f"status must be running, completed or failed, not {status!r}")
-    entries = reader.list_runs(status=status, agent=agent, since=since, until=until, limit=None)
+    entries = manifest.entries(
+        status=status, agent=agent, since=since, until=until, decrypt_remote=False
+    )
     if not entries:
         raise RunNotFoundError(
-            f"no run of {reader.store.description} matches the filter; check it with "
+            f"no run of {manifest.store.description} matches the filter; check it with "
             "`runarchive runs` and the same options"
         )
     for e in entries:
@@ -254,7 +256,7 @@ def select_runs(
             validate_run_id(e.run_id)
         except InvalidInputError:
             raise CorruptObjectError(
-                reader.manifest.locate(e.run_id) or "manifest/",
+                manifest.locate(e.run_id) or "manifest/",
                 f"it lists the run id {e.run_id[:200]!r}, which is not a valid run id: the "
                 "manifest was altered. Export by run id, or repair the shard",
             ) from None
@@ -371,10 +373,7 @@ def _public(url: str) -> str:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("runarchive")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _stage_again_if_merged(
@@ -400,7 +399,10 @@ def _stage_again_if_merged(
 
 
 def export_runs(
-    reader: Reader,
+    store: Store,
+    manifest: Manifest,
+    config: ArchiveConfig,
+    keyring: Keyring,
     run_ids: Sequence[str] | str | None = None,
     *,
     agent: str | None = None,
@@ -411,14 +413,16 @@ def export_runs(
     progress: ProgressArg = None,
     decrypt: bool = False,
 ) -> ExportResult:
-    """Write a bundle of the chosen runs at ``dest``; see :meth:`Reader.export`."""
-    keyring = reader.keyring if decrypt else None
-    ids = select_runs(reader, run_ids, agent=agent, since=since, until=until, status=status)
-    target = _target(dest, reader.config)
-    workers = reader.config.restore_workers
+    """Write a bundle of the chosen runs of ``store`` (listed by ``manifest``) at
+    ``dest``; see :meth:`Reader.export`. ``config`` gives the source URL, the workers
+    and the settings of a destination URL; ``keyring`` opens runs when ``decrypt``."""
+    opener = keyring if decrypt else None
+    ids = select_runs(manifest, run_ids, agent=agent, since=since, until=until, status=status)
+    target = _target(dest, config)
+    workers = config.restore_workers
     try:
         with ThreadPoolExecutor(max_workers=min(workers, len(ids))) as pool:
-            indexes = list(pool.map(lambda r: _read_index(reader.store, r), ids))
+            indexes = list(pool.map(lambda r: _read_index(store, r), ids))
         total = sum(len(i.segments) for _, i in indexes)
         bar = progress_for(total, f"exporting {len(ids)} run(s)", progress)
         parent = target.path.parent if target.path is not None else None
@@ -427,16 +431,14 @@ def export_runs(
             staged = _Staged(staging)
             docs = []
             for raw, index in indexes:
-                doc = _stage_again_if_merged(
-                    reader.store, raw, index, staged, workers, bar, keyring
-                )
+                doc = _stage_again_if_merged(store, raw, index, staged, workers, bar, opener)
                 staged.write(f"runs/{index.run_id}/run.json", [orjson.dumps(doc, option=_JSON)])
                 docs.append(doc)
             created = utcnow()
             export_doc = {
                 "bundle_format": BUNDLE_FORMAT,
                 "created_at": format_ts(created),
-                "source": _public(reader.url),
+                "source": _public(config.resolved_url),
                 "runarchive_version": _version(),
                 "filter": {
                     "run_ids": None if run_ids is None else ids,

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 from runarchive.format.model import RunIndex, utcnow
 
 if TYPE_CHECKING:
+    from runarchive.config import ArchiveConfig
+    from runarchive.engine.manifest.core import Manifest
     from runarchive.engine.restore import ProgressCallback
-    from runarchive.reader import Reader
+    from runarchive.store import Store
 
 GIB = 1024**3
 HOURS_PER_MONTH = 730.0  # AWS bills a month as 730 hours
@@ -125,21 +127,21 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _base(reader: Reader) -> tuple[Prices, Rates]:
-    cfg = reader.config
+def _base(cfg: ArchiveConfig) -> tuple[Prices, Rates]:
     prices = Prices(cfg.price_storage_gb_month, cfg.price_put_per_1000, cfg.price_get_per_1000)
     return prices, Rates.of(cfg.flush_age, cfg.lease_seconds)
 
 
-def run_stats(reader: Reader, run_id: str, index: RunIndex, index_bytes: int) -> Stats:
-    """Figures of one run from its index (already read: 1 GET)."""
-    prices, rates = _base(reader)
+def run_stats(config: ArchiveConfig, run_id: str, index: RunIndex, index_bytes: int) -> Stats:
+    """Figures of one run from its index (already read: 1 GET) at ``config``'s prices
+    and timing."""
+    prices, rates = _base(config)
     segs = index.segments
     end: datetime = index.ended_at or (utcnow() if index.status == "running" else index.updated_at)
     hours = max((end - index.created_at).total_seconds(), 0.0) / 3600.0
     made = 2 * len(segs) + MANIFEST_REQUESTS_PER_RUN
     return Stats(
-        url=reader.url,
+        url=config.resolved_url,
         run_id=run_id,
         runs=1,
         running=int(index.status == "running"),
@@ -161,19 +163,24 @@ def run_stats(reader: Reader, run_id: str, index: RunIndex, index_bytes: int) ->
 
 
 def archive_stats(
-    reader: Reader, *, objects: bool = False, progress: ProgressCallback | None = None
+    config: ArchiveConfig,
+    manifest: Manifest,
+    store: Store,
+    *,
+    objects: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Stats:
-    """Figures of the whole archive from the manifest (a whole scan); with ``objects``, also
-    count and size every object under ``runs/`` (1 LIST request per 1,000 objects).
-    ``progress`` is told ``(counted, 0)`` every 1,000 objects (the total is unknown
-    until the listing ends), then ``(counted, counted)``."""
-    prices, rates = _base(reader)
-    entries = reader.manifest.entries(limit=None)
+    """Figures of the whole archive from ``manifest`` (a whole scan); with ``objects``,
+    also count and size every object of ``store`` under ``runs/`` (1 LIST request per
+    1,000 objects). ``progress`` is told ``(counted, 0)`` every 1,000 objects (the total
+    is unknown until the listing ends), then ``(counted, counted)``."""
+    prices, rates = _base(config)
+    entries = manifest.entries(limit=None)
     stored = sum(e.stored_bytes for e in entries)
     count: int | None = None
     if objects:
         count, stored = 0, 0
-        for meta in reader.store.list("runs/"):
+        for meta in store.list("runs/"):
             count += 1
             stored += meta.size
             if progress is not None and count % 1000 == 0:
@@ -181,7 +188,7 @@ def archive_stats(
         if progress is not None:
             progress(count, count)
     return Stats(
-        url=reader.url,
+        url=config.resolved_url,
         run_id=None,
         runs=len(entries),
         running=sum(e.status == "running" for e in entries),

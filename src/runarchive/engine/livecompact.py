@@ -39,6 +39,7 @@ from runarchive.config import ArchiveConfig
 from runarchive.crypto.sealing import seal_segment
 from runarchive.engine.healing import Healing
 from runarchive.engine.levels import LiveStep, keep_set, name_token, plan_live
+from runarchive.engine.lines import Line, read_lines_of
 from runarchive.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -63,7 +64,6 @@ from runarchive.format.model import (
     utcnow,
 )
 from runarchive.logs import log_run
-from runarchive.maintenance.compact import Line, read_lines_of
 from runarchive.policy import Policy
 from runarchive.store import IfMatch
 

@@ -10,8 +10,11 @@ when nothing changed) and, when the run grew, GETs of the new segments only.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
+from runarchive.config import ArchiveConfig
+from runarchive.crypto.keyring import Keyring
+from runarchive.crypto.required import check_required
 from runarchive.crypto.sealing import open_index
 from runarchive.engine.ownership import extends
 from runarchive.engine.restore import execute_restore, plan_restore
@@ -19,9 +22,19 @@ from runarchive.errors import ObjectNotFoundError, RunNotFoundError, RunStateErr
 from runarchive.format.codec import index_key
 from runarchive.format.indexpages import load_index
 from runarchive.format.model import Checkpoint, Event, RunIndex
+from runarchive.store import Store
 
-if TYPE_CHECKING:
-    from runarchive.reader import Reader
+
+class Source(Protocol):
+    """What a view reads through: a bucket, its keys and settings (a ``Reader`` or an
+    ``Archive`` is one)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def keyring(self) -> Keyring: ...
+    @property
+    def config(self) -> ArchiveConfig: ...
 
 
 class RunView:
@@ -32,8 +45,9 @@ class RunView:
     them if it was compacted). Thread-safe.
     """
 
-    def __init__(self, reader: Reader, run_id: str) -> None:
-        self.reader, self.run_id = reader, run_id
+    def __init__(self, source: Source, run_id: str) -> None:
+        self.run_id = run_id
+        self._store, self._keyring, self._config = source.store, source.keyring, source.config
         self.index: RunIndex | None = None
         self.etag: str | None = None
         self.metadata: dict[str, Any] = {}
@@ -41,9 +55,9 @@ class RunView:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, reader: Reader, run_id: str) -> RunView:
+    def load(cls, source: Source, run_id: str) -> RunView:
         """The run as the bucket has it now; ``RunNotFoundError`` if it has none."""
-        view = cls(reader, run_id)
+        view = cls(source, run_id)
         view.refresh()
         return view
 
@@ -51,7 +65,7 @@ class RunView:
         """Bring the view up to date; ``True`` if the run changed since the last look."""
         with self._lock:
             key = index_key(self.run_id)
-            store = self.reader.store
+            store = self._store
             try:
                 if self.etag is None:
                     got = store.get(key)
@@ -66,8 +80,8 @@ class RunView:
                     "never flushed)"
                 ) from None
             index = load_index(store, got.body, key)
-            self.reader._check_required(index)
-            opened = open_index(index, self.reader.keyring, key)
+            check_required(index, self._config.encryption_required)
+            opened = open_index(index, self._keyring, key)
             prior = self.index
             grew = prior is not None and extends(index, prior)
             plan = plan_restore(
@@ -78,8 +92,8 @@ class RunView:
             records = execute_restore(
                 plan,
                 store,
-                workers=self.reader.config.restore_workers,
-                keyring=self.reader.keyring,
+                workers=self._config.restore_workers,
+                keyring=self._keyring,
             )
             if not grew:
                 self._records = {}

@@ -19,22 +19,24 @@ Only runs that have ended are compacted: a running run's index belongs to its wr
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from runarchive import telemetry
+from runarchive.config import ArchiveConfig
 from runarchive.crypto.keyring import Keyring
-from runarchive.crypto.sealing import open_index, seal_index, seal_segment, segment_raw
+from runarchive.crypto.sealing import open_index, seal_index, seal_segment, sealed_metadata
+from runarchive.engine.lines import Line, read_lines
+from runarchive.engine.manifest.core import Manifest
 from runarchive.errors import (
+    ConfigError,
     EncryptionError,
     IndexConflictError,
+    ObjectNotFoundError,
     PreconditionFailedError,
+    RunNotFoundError,
     RunStateError,
 )
 from runarchive.faults import fault_point
@@ -44,8 +46,8 @@ from runarchive.format.codec import (
     join_lines,
     segment_header,
     segment_key,
-    split_header,
 )
+from runarchive.format.indexpages import load_index
 from runarchive.format.model import (
     SEALED_FORMAT,
     CompactionRecord,
@@ -53,23 +55,13 @@ from runarchive.format.model import (
     RunIndex,
     SegmentRef,
     utcnow,
+    validate_run_id,
 )
 from runarchive.logs import log_run
 from runarchive.policy import PendingCheckpoint, Policy, select_checkpoints
 from runarchive.store import IfMatch, Store
 
 log = logging.getLogger("runarchive.compact")
-
-
-@dataclass(frozen=True)
-class Line:
-    """One archived record: what the planner needs, and its bytes as stored."""
-
-    seq: int
-    type: str
-    name: str
-    ts: str
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -162,64 +154,6 @@ def plan_compaction(
     if index.last_seq == 0:
         after = []
     return CompactionPlan(index.run_id, index.segments, tuple(after), len(lines), dropped)
-
-
-def _read_lines(
-    store: Store, ref: SegmentRef, index: RunIndex, keyring: Keyring | None
-) -> list[Line]:
-    raw = segment_raw(store.get(ref.key).body, ref, index.run_id, keyring, index.keys)
-    _, rest = split_header(raw, ref.key, ref.format)
-    out = []
-    for line in rest.splitlines():
-        if line:
-            rec = orjson.loads(line)
-            name = rec.get("name") if rec.get("type") == "checkpoint" else rec.get("kind")
-            out.append(Line(rec["seq"], rec["type"], str(name), rec["ts"], line))
-    return out
-
-
-def read_lines_of(
-    store: Store,
-    index: RunIndex,
-    refs: list[SegmentRef],
-    keyring: Keyring | None = None,
-    workers: int = 8,
-) -> list[list[Line]]:
-    """The record lines of each of ``refs`` (1 GET each, in parallel; checked)."""
-    if len(refs) <= 1:
-        return [_read_lines(store, ref, index, keyring) for ref in refs]
-    with ThreadPoolExecutor(max_workers=min(workers, len(refs))) as pool:
-        return list(pool.map(lambda ref: _read_lines(store, ref, index, keyring), refs))
-
-
-def read_lines(
-    store: Store,
-    index: RunIndex,
-    workers: int = 8,
-    keyring: Keyring | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[Line]:
-    """Every archived record line of a run, checked against the index's SHA-256s
-    (sealed segments decrypted with ``keyring``); ``progress`` is told ``(segments
-    read, segments)``.
-
-    Cost: 1 GET per segment, in parallel.
-    """
-    if not index.segments:
-        return []
-    total, done, lock = len(index.segments), [0], threading.Lock()
-
-    def read(ref: SegmentRef) -> list[Line]:
-        lines = _read_lines(store, ref, index, keyring)
-        if progress is not None:
-            with lock:  # calls in order, from one thread at a time
-                done[0] += 1
-                progress(done[0], total)
-        return lines
-
-    with ThreadPoolExecutor(max_workers=min(workers, len(index.segments))) as pool:
-        parts = list(pool.map(read, index.segments))
-    return [ln for part in parts for ln in part]
 
 
 @dataclass
@@ -425,6 +359,101 @@ def compact_run(
         plan.records_after,
     )
     return CompactionResult(plan, True, record.stored_bytes_after, written)
+
+
+def compact_runs(
+    store: Store,
+    manifest: Manifest,
+    keyring: Keyring,
+    config: ArchiveConfig,
+    run_id: str | None,
+    *,
+    index_of: Callable[[str], RunIndex],
+    dry_run: bool = False,
+    reencrypt: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CompactionResult]:
+    """Compact one ended run, or (``None``) every completed or failed run the
+    ``manifest`` lists, then patch each one's manifest entry to the new chain; see
+    :meth:`Archive.compact`. ``config`` gives the default policy, the compression
+    level and the workers; ``index_of`` reads a run's index as stored (after a
+    compaction, for the entry). ``progress`` is told ``(segments read, segments)`` for
+    one run, ``(runs done, runs)`` for all."""
+    if reencrypt and not keyring.writes:
+        raise ConfigError(
+            "compact --reencrypt needs a key to encrypt with: set encryption "
+            "(RUNARCHIVE_ENCRYPTION) and the current key"
+        )
+    if run_id is None:
+        listed = {e.run_id: e for e in manifest.entries(limit=None)}
+        ids = [r for r, e in listed.items() if e.status != "running"]
+    else:
+        ids = [validate_run_id(run_id)]
+        listed = manifest.lookup(ids)
+    results: list[CompactionResult] = []
+    for rid in ids:
+        if progress is not None and run_id is None and results:
+            progress(len(results), len(ids))
+        key = index_key(rid)
+        try:
+            got = store.get(key)
+        except ObjectNotFoundError:
+            raise RunNotFoundError(f"no run {rid!r} in {store.description}") from None
+        index = load_index(store, got.body, key)
+        if run_id is None and index.keys and not keyring.writes:
+            log_run(
+                log,
+                logging.WARNING,
+                rid,
+                index.last_seq,
+                "encrypted and this archive has no key to encrypt with: not compacted",
+            )
+            results.append(CompactionResult.skip(index, "encrypted; no key to encrypt"))
+            continue
+        own = Policy.model_validate(index.policy) if index.policy else config.policy
+        result = compact_run(
+            store,
+            index,
+            got.etag,
+            own,
+            level=config.compression_level,
+            dry_run=dry_run,
+            workers=config.restore_workers,
+            keyring=keyring,
+            fresh_key=reencrypt,
+            progress=progress if run_id is not None else None,
+        )
+        entry = listed.get(rid)
+        # Also when nothing was compacted now: a compaction killed between its index
+        # swap and this patch left the manifest on the old chain.
+        stale = entry is not None and getattr(entry, "chain_head", None) != index.chain_head
+        if result.done or (stale and not dry_run):
+            _patch_entry(manifest, rid, index_of(rid) if result.done else index)
+        results.append(result)
+    if progress is not None and run_id is None and ids:
+        progress(len(results), len(ids))
+    return results
+
+
+def _patch_entry(manifest: Manifest, run_id: str, new: RunIndex) -> None:
+    """Point a finished run's manifest entry at its new chain (and sealed metadata)."""
+    sealed = sealed_metadata(new)
+    manifest.patch_done(
+        run_id,
+        {
+            "chain_head": new.chain_head,
+            "stored_bytes": new.stored_bytes,
+            "records": sum(s.records for s in new.segments),
+        }
+        | (
+            {  # re-encrypted: the entry's copy follows the index's
+                "sealed_metadata": sealed.value.model_dump(mode="json"),
+                "metadata_key": sealed.key.model_dump(mode="json"),
+            }
+            if sealed is not None
+            else {}
+        ),
+    )
 
 
 def _needs_reencryption(index: RunIndex, keyring: Keyring) -> bool:

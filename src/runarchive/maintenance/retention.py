@@ -1,4 +1,4 @@
-"""Retention locks: legal holds on a run, the deletability check, and the open-time check.
+"""Retention locks: legal holds on a run and the deletability check.
 
 What is locked (see docs/design.md, "Retention locks"):
 
@@ -22,9 +22,7 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from runarchive.config import ArchiveConfig
 from runarchive.errors import (
-    ConfigError,
     ObjectLockedError,
     ObjectLockUnsupportedError,
     RunNotFoundError,
@@ -32,7 +30,7 @@ from runarchive.errors import (
 from runarchive.format.codec import index_key, run_prefix
 from runarchive.format.model import validate_run_id
 from runarchive.logs import log_run
-from runarchive.store import Retention, Store
+from runarchive.store import Store
 
 log = logging.getLogger("runarchive.retention")
 
@@ -40,48 +38,6 @@ log = logging.getLogger("runarchive.retention")
 def segment_prefix(run_id: str) -> str:
     """The key prefix of a run's segment objects: ``runs/<id>/seg/``."""
     return f"{run_prefix(run_id)}seg/"
-
-
-def check_store_settings(config: ArchiveConfig, store: Store) -> None:
-    """Refuse, at open, lock and encryption settings the store cannot honour.
-
-    * ``object_lock_mode`` on a store that cannot lock (``file://``), on a store
-      built without that retention (``store=`` given to ``Archive.open``), or on a
-      bucket without Object Lock enabled (GetObjectLockConfiguration: 1 request,
-      only when a mode is set);
-    * ``sse`` on a store that cannot encrypt (``file://``).
-
-    Raises ``ConfigError`` naming the setting; makes no request otherwise.
-    """
-    mode, days = config.object_lock_mode, config.object_lock_days
-    if mode is not None and days is not None:
-        if not store.capabilities.object_lock:
-            raise ConfigError(
-                f"setting 'object_lock_mode' (RUNARCHIVE_OBJECT_LOCK_MODE) = {mode}: "
-                f"{store.description} cannot lock objects (a directory has no Object Lock). "
-                "Use an s3:// bucket created with Object Lock enabled, or unset the setting"
-            )
-        if store.retention != Retention(mode, days):
-            raise ConfigError(
-                f"setting 'object_lock_mode' (RUNARCHIVE_OBJECT_LOCK_MODE) = {mode} for "
-                f"{days} days, but the store passed to Archive.open applies "
-                f"{store.retention or 'no retention'}: build the store with the same "
-                "retention, or let the archive build it from the URL"
-            )
-        if not store.object_lock_enabled():
-            raise ConfigError(
-                f"setting 'object_lock_mode' (RUNARCHIVE_OBJECT_LOCK_MODE) = {mode}: "
-                f"{store.description} does not have S3 Object Lock enabled, so segments "
-                "cannot be locked. Use a bucket created with Object Lock "
-                "(aws s3api create-bucket --object-lock-enabled-for-bucket ...), or unset "
-                "the setting"
-            )
-    if config.sse is not None and not store.capabilities.encryption:
-        raise ConfigError(
-            f"setting 'sse' (RUNARCHIVE_SSE) = {config.sse}: {store.description} cannot "
-            "encrypt objects server-side. Encrypt the file system instead and unset it, "
-            "or use an s3:// bucket"
-        )
 
 
 def _segment_keys(store: Store, run_id: str) -> list[str]:

@@ -87,7 +87,7 @@ def peek(archive: Archive, run_id: str) -> Run | None:
     """
     if archive.cache.run(run_id) is None:
         return None
-    return Run(archive, run_id)
+    return Run(archive._path, run_id)  # not registered: no lease renewal
 
 
 def held_records(archive: Archive, run_id: str) -> tuple[dict[str, Any], str, list[Any]] | None:

@@ -1,22 +1,27 @@
-"""Getting acknowledged records back into the bucket when the normal path cannot:
-``fork`` (records a fenced writer holds) and ``repair`` (objects the bucket lost);
-and ``resume``, taking a run over from the bucket.
+"""Taking a run over, both ways: ``resume`` takes a run over from the bucket (another
+host's, or one whose owner died), ``fork`` archives what this host still holds of a
+run another host took over from it (records a fenced writer acknowledged).
 
-Both run on the host whose cache holds the records; ``docs/design.md`` ("A fenced
-writer", "Healing") says when each applies.
+Both work on the archive's :class:`~runarchive.engine.writepath.WritePath`; the
+writers they return come from the callables the ``Archive`` passes (its run
+handles), so this module knows no facade. ``docs/design.md`` ("A fenced writer")
+says when each applies; ``repair`` (objects the bucket lost) is the flush engine's.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from runarchive.cache.core import RunRow
+from runarchive.crypto.required import check_required
 from runarchive.crypto.sealing import open_index
 from runarchive.engine.ownership import extends, owner_of
 from runarchive.engine.restore import execute_restore, plan_restore
+from runarchive.engine.writepath import WritePath
 from runarchive.errors import (
     EncryptionError,
     FencedError,
@@ -45,19 +50,35 @@ from runarchive.logs import log_run
 from runarchive.policy import Policy
 from runarchive.store import IfMatch
 
-if TYPE_CHECKING:
-    from runarchive.archive import Archive
-    from runarchive.run import Run
-
-log = logging.getLogger("runarchive.recovery")
+log = logging.getLogger("runarchive.recovery")  # the name docs/observability.md documents
 
 
-def fork_run(archive: Archive, run_id: str, to: str | None = None) -> Run:
+class Writer(Protocol):
+    """What :func:`fork_run` writes the stranded records through (a ``Run``)."""
+
+    @property
+    def run_id(self) -> str: ...
+    def checkpoint(self, name: str, state: Any, metadata: dict[str, Any] | None = None) -> Any: ...
+    def event(self, kind: str, data: Any = None, lane: str = "main") -> Any: ...
+    def complete(self, result: Any = None) -> None: ...
+
+
+W = TypeVar("W", bound=Writer)
+H = TypeVar("H")
+
+
+def fork_run(
+    path: WritePath,
+    run_id: str,
+    to: str | None,
+    start: Callable[[str, str | None, dict[str, Any], Policy], W],
+) -> W:
     """Archive the records this host's copy of ``run_id`` holds and the bucket lacks
     (written after another host took the run over) as a new run ``to`` (default: a
-    generated id), then forget the local copy. See :meth:`Archive.fork`."""
+    generated id) that ``start(agent, to, metadata, policy)`` begins, then forget the
+    local copy. See :meth:`Archive.fork`."""
     validate_run_id(run_id)
-    cache, engine = archive.cache, archive.engine
+    cache, engine = path.cache, path.engine
     row = cache.run(run_id)
     if row is None:
         raise RunNotFoundError(
@@ -84,12 +105,12 @@ def fork_run(archive: Archive, run_id: str, to: str | None = None) -> Run:
             "epoch": row.epoch,
             "first_seq": first,
             "last_seq": last,
-            "host": archive.config.host_id,
+            "host": path.config.host_id,
             "at": format_ts(utcnow()),
         },
     }
     # keep_all: every stranded record was acknowledged, none may be dropped now.
-    new = archive.start_run(row.agent, to, meta, policy=Policy(keep_all=True))
+    new = start(row.agent, to, meta, Policy(keep_all=True))
     for cached in stranded:
         rec = parse_records(cached.line, "local cache")[0]
         if isinstance(rec, Checkpoint):
@@ -115,24 +136,32 @@ def fork_run(archive: Archive, run_id: str, to: str | None = None) -> Run:
     return new
 
 
-def _read_all(archive: Archive, index: RunIndex, since: int | None) -> list[Checkpoint | Event]:
+def _read_all(path: WritePath, index: RunIndex, since: int | None) -> list[Checkpoint | Event]:
     """The run's records the index names (from seq ``since`` on, if given)."""
     return execute_restore(
         plan_restore(index, min_seq=since, run_id=index.run_id),
-        archive.store,
-        workers=archive.config.restore_workers,
-        keyring=archive.keyring,
+        path.store,
+        workers=path.config.restore_workers,
+        keyring=path.keyring,
     )
 
 
-def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None) -> Run:
-    """Take over a running run from the bucket and return its writer. See
-    :meth:`Archive.resume`."""
+def resume_run(
+    path: WritePath,
+    run_id: str,
+    expected_epoch: int | None,
+    *,
+    handle: Callable[[str], H],
+    discard: Callable[[str], None],
+) -> H:
+    """Take over a running run from the bucket and return ``handle(run_id)``, its
+    writer; ``discard`` forgets a stale local copy first. See :meth:`Archive.resume`."""
     validate_run_id(run_id)
-    mine = archive.cache.run(run_id)
-    if mine is not None and (run_id in archive.engine.live or archive.engine.revalidate(run_id)):
-        return archive._handle(run_id)
-    mine = archive.cache.run(run_id)
+    cache, engine, store = path.cache, path.engine, path.store
+    mine = cache.run(run_id)
+    if mine is not None and (run_id in engine.live or engine.revalidate(run_id)):
+        return handle(run_id)
+    mine = cache.run(run_id)
     if mine is not None and mine.last_seq > mine.archived_seq:
         raise FencedError(
             f"this host's copy of run {run_id!r} holds {mine.last_seq - mine.archived_seq} "
@@ -141,20 +170,20 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
             "them as a new run; then resume again"
         )
     if mine is not None:  # a stale copy with nothing of its own: the bucket's wins
-        archive.discard_local(run_id)
+        discard(run_id)
     key = index_key(run_id)
     try:
-        got = archive.store.get(key)
+        got = store.get(key)
     except ObjectNotFoundError:
-        raise RunNotFoundError(f"no run {run_id!r} in {archive.store.description}") from None
+        raise RunNotFoundError(f"no run {run_id!r} in {store.description}") from None
     head = parse_index(got.body, key)
-    index = expand(archive.store, head)
-    archive._check_required(index)
+    index = expand(store, head)
+    check_required(index, path.config.encryption_required)
     if index.status != "running":
         raise RunStateError(f"run {run_id!r} is {index.status}; only running runs resume")
     # Before any write: without its key an encrypted run must not be taken over.
-    metadata = open_index(index, archive.keyring, key).metadata
-    if index.keys and not archive.keyring.writes:
+    metadata = open_index(index, path.keyring, key).metadata
+    if index.keys and not path.keyring.writes:
         raise EncryptionError(
             f"run {run_id!r} is encrypted; this archive would write its next records "
             "in plaintext: set encryption (RUNARCHIVE_ENCRYPTION) and its key to resume it"
@@ -176,7 +205,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
     # its writer has not healed it yet) must not lose its owner to a host that cannot
     # continue it. The If-Match proves these records are still the whole run; an owner
     # that flushed meanwhile costs only its new segments and another try.
-    records = _read_all(archive, index, None)
+    records = _read_all(path, index, None)
     for _ in range(10):
         taken = head.model_copy(
             update={
@@ -186,22 +215,22 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
                 },
                 "epoch": index.epoch + 1,
                 "writer": writer,
-                "owner_host": archive.config.host_id,
-                "owner_pid": archive.engine.pid,
+                "owner_host": path.config.host_id,
+                "owner_pid": engine.pid,
                 "updated_at": utcnow(),
             }
         )
         body = taken.model_dump_json()
         try:
-            etag = archive.store.put(key, body.encode(), mode=IfMatch(got.etag))
+            etag = store.put(key, body.encode(), mode=IfMatch(got.etag))
             break
         except PreconditionFailedError:
             try:
-                got = archive.store.get(key)
+                got = store.get(key)
             except ObjectNotFoundError:
                 raise RunNotFoundError(f"run {run_id!r} was deleted while resuming it") from None
             head = parse_index(got.body, key)
-            newer = expand(archive.store, head)
+            newer = expand(store, head)
             if (
                 newer.epoch != index.epoch
                 or newer.writer != index.writer
@@ -212,7 +241,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
                     f"run {run_id!r} changed while resuming it ({owner_of(newer)} now, "
                     f"status {newer.status}); check archive.interrupted() and try again"
                 ) from None
-            records += _read_all(archive, newer, index.last_seq + 1)
+            records += _read_all(path, newer, index.last_seq + 1)
             index = newer
     else:
         raise ResumeConflictError(
@@ -243,7 +272,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
         policy=None if policy is None else policy.model_dump_json(),
         writer=writer,
     )
-    archive.cache.import_run(
+    cache.import_run(
         row,
         [
             (
@@ -256,7 +285,7 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
             for r in records
         ],
     )
-    archive.engine.mark_synced(run_id)
+    engine.mark_synced(run_id)
     log_run(
         log,
         logging.INFO,
@@ -266,9 +295,9 @@ def resume_run(archive: Archive, run_id: str, expected_epoch: int | None = None)
         taken.epoch,
         index.last_seq,
     )
-    handle = archive._handle(run_id)
+    ours = handle(run_id)
     # The manifest entry moves from the previous owner's object to this process's.
-    archive.engine.manifest.moved(run_id, index.owner_host, index.owner_pid)
+    engine.manifest.moved(run_id, index.owner_host, index.owner_pid)
     # Nothing is pending: this flush only lists this host as the owner.
-    archive.flusher.flushed(run_id, archive.engine.flush_run(run_id))
-    return handle
+    path.flusher.flushed(run_id, engine.flush_run(run_id))
+    return ours
