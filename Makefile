@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
+.PHONY: bench-startup demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -89,6 +89,11 @@ bench-peers: $(STAMP)
 # SCALE_RESTORE_ARGS (e.g. SCALE_RUN_ARGS="--flushes 100000").
 bench-scale: $(STAMP)
 	$(BIN)/python bench/bench_scale.py
+
+# `runarchive --help` and `import runarchive` against `python -c pass`, as whole processes
+# (ratios; about 30 s).
+bench-startup: $(STAMP)
+	$(BIN)/python bench/bench_startup.py $(ARGS)
 
 bench-adapters: $(STAMP)
 	$(BIN)/python bench/bench_adapters.py

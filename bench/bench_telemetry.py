@@ -50,7 +50,7 @@ def measure(server: S3Server, tmp: Path, quick: bool) -> tuple[str, dict[str, An
 
     telemetry.reset()
     api = telemetry.activate()  # the global providers: no SDK set, so the API's no-ops
-    assert api.active, "opentelemetry-api is not installed (pip install -e '.[dev]')"
+    assert api.active, "opentelemetry-api is not installed (make bench-telemetry sets it up)"
     tracer_provider = TracerProvider()
     spans = InMemorySpanExporter()
     tracer_provider.add_span_processor(BatchSpanProcessor(spans))
