@@ -334,6 +334,19 @@ RE-CHECK THE HASH CHAIN of a run, in runs/<run_id>/
   # 4. records.jsonl is exactly the segments' records without their headers (no output):
   for f in $(jq -r '.segments[].file' run.json); do zstd -dc "$f" | tail -n +2; done |
     cmp - records.jsonl
+  # 5. index.json (with its pages) names those segments and says what run.json and
+  #    export.json say of the run ("true"); an edited index with a regenerated
+  #    MANIFEST.sha256 passes steps 1-4 and fails here:
+  {{ jq -r '.pages[]?.key | "pages/" + (split("/") | last)' index.json |
+      while read -r p; do zstd -dc "$p"; echo; done; cat index.json; }} |
+    jq -se --slurpfile run run.json --slurpfile exp ../../export.json '
+      def refs: map({{key, sha256, prev_sha256, first_seq, last_seq, records, dropped}});
+      last as $i | $run[0] as $r | ($exp[0].runs[] | select(.run_id == $r.run_id)) as $e
+      | (map(.segments[]) | refs) == ($r.segments | refs)
+        and ([$i, $r, $e] | map({{run_id, agent, status, last_seq, chain_head}}) | unique
+             | length) == 1
+        and ($i.keys != [] or ([$i, $r] | map({{metadata, result, error}}) | unique
+             | length) == 1)'
   (Segments of format 1, written before runarchive had the chain, have no header and no
   link; run.json gives each segment's "format".)
 {_sealed_text(doc)}"""
