@@ -72,6 +72,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"requests  {sum(counts.values())} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
     running = sum(1 for e in listed if e.status == "running")
     print(f"manifest  {len(listed)} runs listed in the archive ({running} running)")
-    exe = "runarchive" if shutil.which("runarchive") else sys.argv[0]
+    if shutil.which("runarchive"):
+        exe = "runarchive"
+    elif sys.argv[0].endswith("__main__.py"):  # python -m runarchive.cli
+        exe = f"{sys.executable} -m runarchive.cli"
+    else:
+        exe = sys.argv[0]
     print(f"\nnext: {exe} show {run_ids[0]}\n      {exe} restore {run_ids[-1]}")
     return 0
