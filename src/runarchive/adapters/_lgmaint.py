@@ -9,6 +9,7 @@ What ``prune`` keeps is in ``docs/langgraph.md``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import threading
@@ -144,3 +145,20 @@ class ThreadMaintenance:
                     refs = sorted(by_event[ev_seq], key=lambda r: r.pos)
                     data = {**ev.data, "writes": [ev.data["writes"][r.pos] for r in refs]}
                     dst.add_writes(ns, cid, dst.run.event(WRITES_KIND, data).seq, data)
+
+    # The async forms run the sync ones on a worker thread, as the saver's others do.
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async :meth:`delete_thread`."""
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async :meth:`delete_for_runs`."""
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async :meth:`copy_thread`."""
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async :meth:`prune`."""
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
