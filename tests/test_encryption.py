@@ -20,7 +20,7 @@ import pytest
 import zstandard
 from conftest import Backend
 from moto import mock_aws
-from servers import S3Server
+from support.servers import S3Server
 
 from runarchive import Archive, Reader
 from runarchive.cli.main import main as cli_main
