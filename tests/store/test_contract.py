@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from support.backends import StoreFactory
+from conftest import StoreFactory
 
 from runarchive.errors import (
     InvalidInputError,
