@@ -436,6 +436,7 @@ def test_concurrent_puts_are_all_kept(saver: ArchiveSaver) -> None:
         assert all(len(t.pending_writes or []) == 1 for t in tuples)
 
 
+@pytest.mark.slow
 def test_import_runarchive_does_not_import_langgraph() -> None:
     code = (
         "import sys, runarchive\n"

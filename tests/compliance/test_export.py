@@ -249,6 +249,7 @@ def _edit_manifest(b: Path) -> str:
     return lines[n][66:].strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "tamper",
     [_flip_records, _delete_segment, _extra_file, _edit_manifest],

@@ -171,6 +171,7 @@ def test_a_long_live_run_is_compact_complete_and_verifies(shared_backend: Backen
     assert all(s["level"] == 0 for s in head["segments"])
 
 
+@pytest.mark.slow
 def test_keep_all_runs_lose_no_checkpoint_to_merges(tmp_path: Path) -> None:
     archive = Archive.open(f"file://{tmp_path}/b", cache_dir=tmp_path / "c", **NEVER)
     names = _long_run(archive, 80, policy=Policy(keep_all=True))
@@ -222,6 +223,7 @@ def test_an_old_format_run_is_continued_and_compacted(tmp_path: Path) -> None:
     assert Reader.open(url).verify("long").problems == []
 
 
+@pytest.mark.slow
 def test_resume_on_another_host_continues_a_paged_run(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/b"
     a = Archive.open(url, cache_dir=tmp_path / "a", host_id="host-a", **NEVER)
@@ -283,6 +285,7 @@ def test_a_tampered_or_missing_page_is_refused(tmp_path: Path) -> None:
     assert Reader.open(f"file://{tmp_path}/b").index("long").last_seq == 160
 
 
+@pytest.mark.slow
 def test_gc_keeps_what_the_live_index_names(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/b"
     archive = Archive.open(url, cache_dir=tmp_path / "c", check_conditional_writes=False, **NEVER)
@@ -355,6 +358,7 @@ def test_a_fenced_writer_counts_as_held_only_what_its_own_index_held() -> None:
     assert held_through(ours, plain) == 4
 
 
+@pytest.mark.slow
 def test_a_compacted_run_exports_and_the_bundle_verifies(tmp_path: Path) -> None:
     url = f"file://{tmp_path}/b"
     archive = Archive.open(url, cache_dir=tmp_path / "c", compaction_fanout=3, **NEVER)

@@ -315,6 +315,7 @@ def test_without_opentelemetry_nothing_is_imported_and_every_hook_is_a_noop() ->
     }
 
 
+@pytest.mark.slow
 def test_importing_runarchive_or_turning_telemetry_off_imports_no_opentelemetry() -> None:
     got = _child(_OFF, RUNARCHIVE_TELEMETRY="false")
     assert got == {"after_import": [], "modules": [], "noop": True}
