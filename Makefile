@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench-startup demo test test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
+.PHONY: bench-startup demo test test-fast test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: $(STAMP) $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download
 	$(BIN)/python -m pytest -q -n 2
 
+# The inner loop, under a minute on 2 cores: no SeaweedFS (-m real_server) and no test
+# marked slow; `make test` runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not real_server and not slow"
+
 # Opt-in, about 1 minute: the multi-node SeaweedFS of infra/local (2 volume servers, 2
 # S3 gateways), two writer processes, one volume server SIGKILLed mid-run.
 test-cluster: $(STAMP)
@@ -47,19 +52,19 @@ test-cluster: $(STAMP)
 # Opt-in, about 15 minutes (~4.5 s per history on 2 cores): CHAOS_HISTORIES (200) chaos histories from CHAOS_SEED (1):
 # 2-4 host processes on shared runs and LangGraph threads, SeaweedFS behind the fault
 # proxy, SIGKILLs; prints the counts table (acked / in the bucket / stranded / lost).
-# `make test` runs 20 of them (tests/test_chaos.py). Replay one history, keeping its
+# `make test` runs 20 of them (tests/trust/test_chaos.py). Replay one history, keeping its
 # journals, logs and caches: CHAOS_SEED=<seed> CHAOS_HISTORIES=1 CHAOS_KEEP=1 make test-chaos
 CHAOS_HISTORIES ?= 200
 CHAOS_SEED ?= 1
 test-chaos: $(STAMP)
-	$(BIN)/python tests/chaos.py --histories $(CHAOS_HISTORIES) --seed $(CHAOS_SEED)
+	$(BIN)/python tests/support/chaos.py --histories $(CHAOS_HISTORIES) --seed $(CHAOS_SEED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 
 # The CloudFormation template: cfn-lint, then checkov (skips are in the template, each
-# with its reason). tests/test_infra_aws.py deploys it into moto.
+# with its reason). tests/store/test_infra_aws.py deploys it into moto.
 lint-infra: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/cfn-lint infra/aws/*.yaml
 	$(CHECKOV_VENV)/bin/checkov -f $(INFRA_AWS) --quiet --compact --skip-download

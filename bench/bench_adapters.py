@@ -1,6 +1,6 @@
 """Benchmark of the compat adapters against the archive API they sit on.
 
-Starts its own SeaweedFS (``tests/servers.py``), measures in one process, prints a
+Starts its own SeaweedFS (``tests/support/servers.py``), measures in one process, prints a
 table and a targets section. Every figure is a ratio against a baseline measured in
 the same run on the same bucket:
 

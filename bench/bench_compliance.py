@@ -1,6 +1,6 @@
 """Benchmark of the compliance tools: compaction on the demo workload, verify and export.
 
-Starts its own SeaweedFS (``tests/servers.py``) and measures in one process:
+Starts its own SeaweedFS (``tests/support/servers.py``) and measures in one process:
 
 1. the ``runarchive demo`` workload (4 runs x 300 steps, growing transcripts, default
    policy and flush triggers): objects and bytes in the bucket before compaction,

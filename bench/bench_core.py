@@ -3,7 +3,7 @@
 Run with ``make bench`` or ``.venv/bin/python bench/bench_core.py [--quick] [--json [PATH]]
 [--encryption-only | --no-encryption]``.
 
-It starts its own SeaweedFS (``tests/servers.py``) in a temporary directory, measures
+It starts its own SeaweedFS (``tests/support/servers.py``) in a temporary directory, measures
 sections 1-3 side by side in one process, stops the server, runs section 4 on file://
 archives, and prints a table and a targets section. Nothing is written into the
 repository.
@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from common import aws_env, kib, mib, pct, warm_bucket  # noqa: E402
-from servers import S3Server, SeaweedFS  # noqa: E402
+from support.servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive, ArchiveConfig, Reader  # noqa: E402
 from runarchive.crypto.sealing import seal_segment, segment_raw  # noqa: E402

@@ -3,7 +3,7 @@
 Run with ``make bench-manifest`` or
 ``.venv/bin/python bench/bench_manifest.py [--quick] [--json [PATH]]``.
 
-It starts its own SeaweedFS (``tests/servers.py``) in a temporary directory, measures,
+It starts its own SeaweedFS (``tests/support/servers.py``) in a temporary directory, measures,
 prints a table and a targets section, and stops the server. Nothing is written into the
 repository.
 
@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from common import aws_env, pct, warm_bucket  # noqa: E402
-from servers import S3Server, SeaweedFS  # noqa: E402
+from support.servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Reader  # noqa: E402
 from runarchive.engine.manifest.core import Manifest, RunEntry  # noqa: E402

@@ -8,7 +8,7 @@ runarchive (its own API, every checkpoint kept) and through
 Each peer is installed from PyPI into its own bench-only virtual environment under
 ``.venv/peers/<name>`` (never the project's), and every system runs in a subprocess
 (``bench/peers/driver.py``, with that venv's python) against the same SeaweedFS,
-started here, through a counting HTTP proxy (``tests/faultproxy.py`` at 0 % faults):
+started here, through a counting HTTP proxy (``tests/support/faultproxy.py`` at 0 % faults):
 every system's requests are counted the same way, at the wire.
 
 Measured: per-checkpoint latency p50/p99, requests per 1,000 checkpoints, stored
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, S3Server, SeaweedFS, aws_env, warm_bucket
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 
 DRIVER = ROOT / "bench" / "peers" / "driver.py"
 PEERS_DIR = ROOT / ".venv" / "peers"

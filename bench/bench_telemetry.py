@@ -4,7 +4,7 @@ telemetry off, with opentelemetry-api but no SDK, and with the SDK recording.
 Run with ``make bench-telemetry`` or ``.venv/bin/python bench/bench_telemetry.py
 [--quick] [--json [PATH]]`` (needs the dev extra: opentelemetry-api and -sdk).
 
-It starts its own SeaweedFS (``tests/servers.py``) and opens one archive on it (the
+It starts its own SeaweedFS (``tests/support/servers.py``) and opens one archive on it (the
 background flusher runs throughout). Telemetry is per process, so before each append
 the bench installs one mode's hooks (one assignment) and appends to the same run,
 three times per step (once per mode, the order rotated), on the same
@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from servers import S3Server
+from support.servers import S3Server
 
 from runarchive import telemetry
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import aws_env  # noqa: E402
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint  # noqa: E402
-from servers import S3Server, SeaweedFS  # noqa: E402
+from support.servers import S3Server, SeaweedFS  # noqa: E402
 
 from runarchive import Archive  # noqa: E402
 from runarchive.langgraph import ArchiveSaver  # noqa: E402

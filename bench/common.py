@@ -15,7 +15,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import S3Server, SeaweedFS  # noqa: E402
+from support.servers import S3Server, SeaweedFS  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from common import aws_env, warm_bucket  # noqa: E402
-from servers import SeaweedFS  # noqa: E402
+from support.servers import SeaweedFS  # noqa: E402
 
 import runarchive.engine.manifest.core as manifest_mod  # noqa: E402
 import runarchive.engine.manifest.listing as list_mod  # noqa: E402

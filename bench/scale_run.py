@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import aws_env  # noqa: E402
-from servers import SeaweedFS  # noqa: E402
+from support.servers import SeaweedFS  # noqa: E402
 
 from runarchive import Archive, Reader  # noqa: E402
 from runarchive.config import load_config  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common import S3Server, aws_env, pct
-from servers import SeaweedFS
+from support.servers import SeaweedFS
 
 from runarchive import Archive, Reader
 

@@ -1,22 +1,24 @@
-"""Shared fixtures: every store backend, real S3 servers, archives on each of them."""
+"""Shared fixtures: every store backend, real S3 servers, archives on each of them.
+
+Helpers live in the ``support`` package (``from support.backends import Backend``).
+Markers: ``real_server`` is put here on every test that uses SeaweedFS (see
+:func:`pytest_collection_modifyitems`); ``slow`` is put on the tests themselves.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
+import zstandard
 from moto import mock_aws
-from servers import MotoServer, S3Server, SeaweedFS
+from support import backends, hostile
+from support.backends import Backend, StoreFactory
+from support.servers import MotoServer, S3Server, SeaweedFS
 
 from runarchive import Archive
-from runarchive.store import FileStore, MemoryStore, S3Settings, S3Store, Store
 
 # No test may reach a real AWS account or read the developer's credentials.
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
@@ -27,12 +29,71 @@ os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 for _var in [v for v in os.environ if v.startswith("RUNARCHIVE_")]:
     os.environ.pop(_var)
 
+SEAWEED = "seaweedfs"
+"""The store kind (and parameter id) of the real server."""
+
+
+def _uses_real_server(item: pytest.Item) -> bool:
+    """Whether ``item`` needs SeaweedFS: it names the ``seaweed`` fixture (directly or
+    through another fixture), or one of its parameters is the ``seaweedfs`` store kind
+    (``backend``, ``store_kind``, ... resolve it at run time with getfixturevalue)."""
+    if "seaweed" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and SEAWEED in callspec.id
+
+
+def _on_in_process_moto(item: pytest.Item) -> bool:
+    """Whether ``item`` runs an archive on in-process moto (the ``backend`` fixtures):
+    0.5-3 s a test where file:// takes milliseconds. The store contract on moto
+    (``store_kind``) stays fast, so ``make test-fast`` still runs S3Store."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(
+        callspec.params.get(name) == "moto" for name in ("backend", "shared_backend")
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # One rule here rather than a mark on each parameter: a new backend fixture or an
+    # indirect parametrisation cannot forget it (test_markers.py checks the selection).
+    for item in items:
+        if _uses_real_server(item) and item.get_closest_marker("real_server") is None:
+            item.add_marker(pytest.mark.real_server)
+        if _on_in_process_moto(item):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _real_server_is_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that started SeaweedFS, or used the session's server, without the
+    ``real_server`` mark (so ``-m "not real_server"`` really runs without one)."""
+    started = SeaweedFS.started
+    yield
+    used = SeaweedFS.started > started or "seaweed" in request.fixturenames
+    if used and request.node.get_closest_marker("real_server") is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses SeaweedFS but is not marked real_server: add "
+            "@pytest.mark.real_server, or a seaweedfs parameter id",
+            pytrace=False,
+        )
+
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real SeaweedFS S3 server on 127.0.0.1 for the whole session."""
     with SeaweedFS(tmp_path_factory.mktemp("seaweed")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bombs() -> dict[bool, bytes]:
+    """Two 10 GiB zstd bombs (about 330 KB each, seconds to make, so once per session):
+    with the content size in the frame header, and without it (streamed: a reader only
+    learns the size by decompressing)."""
+    made = {sized: hostile.make_bomb(sized) for sized in (True, False)}
+    assert zstandard.frame_content_size(made[True]) == hostile.BOMB_SIZE
+    assert zstandard.frame_content_size(made[False]) == -1
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -49,35 +110,7 @@ def moto_s3() -> Iterator[None]:
         yield
 
 
-def s3_store_for(server: S3Server, bucket: str, prefix: str = "p") -> S3Store:
-    """An S3Store pointed at ``server``'s ``bucket`` with the server's credentials."""
-    return S3Store(
-        S3Settings(
-            bucket=bucket,
-            prefix=prefix,
-            endpoint_url=server.endpoint_url,
-            region=server.region,
-            addressing_style="path",
-            max_attempts=2,
-        ),
-        client=server.client(),
-    )
-
-
-StoreFactory = Callable[[], Store]
-
-
-def abandon(archive: Archive) -> None:
-    """Drop an archive the way a killed process would: no final flush, cache released.
-
-    (The crash tests kill real processes; this is for in-process protocol tests.)
-    """
-    archive.flusher.stop()
-    archive.cache.close()
-    archive._path.closed = True
-
-
-@pytest.fixture(params=["memory", "file", "moto", "seaweedfs"])
+@pytest.fixture(params=["memory", "file", "moto", SEAWEED])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -86,7 +119,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 # (moto/s3/responses.py put_object), so truly concurrent conditional writes can
 # both pass there. Race tests run on the backends that are atomic, the real
 # server among them.
-@pytest.fixture(params=["memory", "file", "seaweedfs"])
+@pytest.fixture(params=["memory", "file", SEAWEED])
 def race_store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -96,7 +129,7 @@ def make_store(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[StoreFactory]:
     """A factory of fresh, empty stores of one backend (each call: a new bucket/dir)."""
-    yield from _store_factory(store_kind, tmp_path, request)
+    yield from backends.store_factory(store_kind, tmp_path, request)
 
 
 @pytest.fixture
@@ -104,29 +137,7 @@ def make_race_store(
     race_store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[StoreFactory]:
     """Like ``make_store``, over the backends whose conditional writes are atomic."""
-    yield from _store_factory(race_store_kind, tmp_path, request)
-
-
-def _store_factory(
-    store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[StoreFactory]:
-    counter = iter(range(1000))
-    if store_kind == "memory":
-        yield MemoryStore
-    elif store_kind == "file":
-        yield lambda: FileStore(tmp_path / f"bucket{next(counter)}")
-    elif store_kind == "moto":
-        with mock_aws():
-
-            def make_moto() -> Store:
-                name = f"moto-bucket-{next(counter)}"
-                boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=name)
-                return S3Store(S3Settings(bucket=name, prefix="pre/fix", region="us-east-1"))
-
-            yield make_moto
-    else:
-        server: S3Server = request.getfixturevalue("seaweed")
-        yield lambda: s3_store_for(server, server.make_bucket())
+    yield from backends.store_factory(race_store_kind, tmp_path, request)
 
 
 @pytest.fixture
@@ -148,82 +159,13 @@ def archive_factory(tmp_path: Path) -> Iterator[Callable[..., Archive]]:
         archive.close()
 
 
-class Backend:
-    """Where an archive test runs: a URL plus the settings to reach it."""
-
-    def __init__(self, name: str, url: str, settings: dict[str, object], tmp: Path) -> None:
-        self.name, self.url, self.settings, self.tmp = name, url, settings, tmp
-        self._opened: list[Archive] = []
-        self._n = 0
-
-    def open(self, **overrides: object) -> Archive:
-        """Open the archive with a fresh cache dir (a new host) unless one is given."""
-        self._n += 1
-        settings = {**self.settings, **overrides}
-        settings.setdefault("cache_dir", self.tmp / f"host{self._n}")
-        archive = Archive.open(self.url, **settings)
-        self._opened.append(archive)
-        return archive
-
-    def close_all(self) -> None:
-        for archive in self._opened:
-            archive.close()
-
-
-@pytest.fixture(params=["file", "moto", "seaweedfs"])
+@pytest.fixture(params=["file", "moto", SEAWEED])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """An empty archive on each kind of store: file://, in-process moto, real SeaweedFS."""
-    yield from _backend(str(request.param), request, tmp_path)
+    yield from backends.open_backend(str(request.param), request, tmp_path)
 
 
-@pytest.fixture(params=["file", "seaweedfs"])
+@pytest.fixture(params=["file", SEAWEED])
 def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Like ``backend``, over the stores another process can reach too (not in-process moto)."""
-    yield from _backend(str(request.param), request, tmp_path)
-
-
-def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if kind == "file":
-        b = Backend(kind, (tmp_path / "bucket").as_uri(), {}, tmp_path)
-        yield b
-        b.close_all()
-    elif kind == "moto":
-        with mock_aws():
-            boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="runarchive-test")
-            b = Backend(kind, "s3://runarchive-test/agents", {"region": "us-east-1"}, tmp_path)
-            yield b
-            b.close_all()
-    else:
-        server: S3Server = request.getfixturevalue("seaweed")
-        b = Backend(kind, server.url(server.make_bucket(), "agents"), s3_settings(server), tmp_path)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)
-            mp.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
-            yield b
-            b.close_all()
-
-
-def run_child(backend: Backend, script: str, doc: dict[str, object]) -> str:
-    """Run ``tests/<script>`` with ``doc`` (plus the backend's URL and settings) as JSON;
-    return its stdout. The child sees the backend's credentials through the environment."""
-    settings = {k: v for k, v in backend.settings.items()}
-    settings.setdefault("cache_dir", str(backend.tmp / "child-host"))
-    full = {"url": backend.url, "settings": settings, **doc}
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / script), json.dumps(full, default=str)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
-    return proc.stdout
-
-
-def s3_settings(server: S3Server) -> dict[str, object]:
-    """Archive settings that reach ``server`` (credentials come from the environment)."""
-    return {
-        "endpoint_url": server.endpoint_url,
-        "region": server.region,
-        "addressing_style": "path",
-    }
+    yield from backends.open_backend(str(request.param), request, tmp_path)

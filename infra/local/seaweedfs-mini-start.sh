@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SeaweedFS (`weed mini`: master, volume server, filer and S3 gateway in
-# one process) on 127.0.0.1 only, started the way the tests start it (tests/servers.py).
+# one process) on 127.0.0.1 only, started the way the tests start it (tests/support/servers.py).
 #
 # Usage: infra/local/seaweedfs-mini-start.sh [DATA_DIR]
 #   DATA_DIR  default ./.runarchive/seaweedfs-mini; all state, logs, the PID, the keys

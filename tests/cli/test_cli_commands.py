@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from cli.cli_run import invoke, run_cli, run_ids
+from support.cli import invoke, run_cli, run_ids
 
 from runarchive import Archive
 from runarchive.cli import exitcodes

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli.cli_run import invoke
+from support.cli import invoke
 
 import runarchive
 from runarchive import Archive, Reader, __version__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli.cli_run import invoke
+from support.cli import invoke
 
 from runarchive import Archive
 from runarchive.cli import exitcodes

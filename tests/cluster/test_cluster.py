@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import find_weed
+from support.servers import find_weed
 
 from runarchive import Reader
 

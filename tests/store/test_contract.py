@@ -4,8 +4,8 @@ moto (in-process) and SeaweedFS over HTTP, as a user's custom store runs it."""
 from __future__ import annotations
 
 import pytest
-from conftest import StoreFactory, s3_store_for
-from servers import S3Server
+from support.backends import StoreFactory, s3_store_for
+from support.servers import S3Server
 
 from runarchive.store import CountingStore, MemoryStore, Retention, Store
 from runarchive.testing import StoreContract

@@ -9,8 +9,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from conftest import s3_store_for
-from servers import S3Server
+from support.backends import s3_store_for
+from support.servers import S3Server
 
 from runarchive import Archive
 from runarchive.errors import (
