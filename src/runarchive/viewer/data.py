@@ -80,6 +80,25 @@ def gaps(seqs: Iterable[int], last_seq: int) -> list[list[int]]:
 def timeline(index: RunIndex, records: Iterable[Checkpoint | Event]) -> dict[str, JSON]:
     """A run's page: its metadata, result or error, and its records in seq order
     (seq, time, type, label, lane) with the lanes and the gaps between them."""
+    header = {
+        "run_id": index.run_id,
+        "agent": index.agent,
+        "status": index.status,
+        "created_at": _ts(index.created_at),
+        "ended_at": _ts(index.ended_at),
+        "host": index.owner_host,
+        "metadata": index.metadata,
+        "result": index.result,
+        "error": index.error,
+        "last_seq": index.last_seq,
+        "sealed": sorted(index.sealed),
+    }
+    return run_timeline(header, records)
+
+
+def run_timeline(header: dict[str, JSON], records: Iterable[Checkpoint | Event]) -> dict[str, JSON]:
+    """``header`` (the run's fields, ``last_seq`` among them) with the timeline of
+    ``records`` added: ``records``, ``lanes`` and ``gaps``."""
     items: list[dict[str, JSON]] = []
     seqs: list[int] = []
     lanes: list[str] = []
@@ -97,22 +116,22 @@ def timeline(index: RunIndex, records: Iterable[Checkpoint | Event]) -> dict[str
                 "lane": lane,
             }
         )
-    return {
-        "run_id": index.run_id,
-        "agent": index.agent,
-        "status": index.status,
-        "created_at": _ts(index.created_at),
-        "ended_at": _ts(index.ended_at),
-        "host": index.owner_host,
-        "metadata": index.metadata,
-        "result": index.result,
-        "error": index.error,
-        "last_seq": index.last_seq,
-        "sealed": sorted(index.sealed),
-        "lanes": lanes,
-        "records": items,
-        "gaps": gaps(seqs, index.last_seq),
-    }
+    last_seq = header.get("last_seq") or 0
+    return header | {"lanes": lanes, "records": items, "gaps": gaps(seqs, int(last_seq))}
+
+
+def record_pages(records: Iterable[Checkpoint | Event]) -> dict[str, dict[str, JSON]]:
+    """Every record's page (:func:`record_page`) by seq (as text, a JSON key): what
+    ``report.html`` embeds. One pass, remembering the last checkpoint of each name."""
+    pages: dict[str, dict[str, JSON]] = {}
+    last: dict[str, Checkpoint] = {}
+    for record in sorted(records, key=lambda r: r.seq):
+        if isinstance(record, Checkpoint):
+            pages[str(record.seq)] = record_page(record, last.get(record.name))
+            last[record.name] = record
+        else:
+            pages[str(record.seq)] = record_page(record)
+    return pages
 
 
 def record_value(record: Checkpoint | Event) -> dict[str, JSON]:
