@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[langgraph,otel]' --group dev
 	@command -v zstd >/dev/null || { echo "installing the zstd CLI (used by a format test)"; \
 	  (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null; }
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the viewer's browser tests)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; }
 	touch $(STAMP)
 
 # checkov lives in its own venv inside .venv: in the project's venv it would downgrade
