@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench-startup demo test test-fast test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
+.PHONY: bench-startup demo test test-fast test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-viewer bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -107,6 +107,9 @@ bench-adapters: $(STAMP)
 
 bench-compliance: $(STAMP)
 	$(BIN)/python bench/bench_compliance.py
+
+bench-viewer: $(STAMP)
+	$(BIN)/python bench/bench_viewer.py
 
 # Append p50 with telemetry off / opentelemetry-api only / the SDK recording (~15 s).
 bench-telemetry: $(STAMP)
