@@ -3,6 +3,7 @@ page draws."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -108,3 +109,33 @@ def test_paths_outside_the_routes_and_bad_ids_are_refused(
 ) -> None:
     got, _, body = request(served, "GET", path)
     assert got == status, body
+
+
+def test_an_encrypted_run_without_its_key_names_the_key(
+    archive_factory: Callable[..., Archive],
+) -> None:
+    key = base64.b64encode(bytes(range(32))).decode()
+    archive = archive_factory(encryption="local", encryption_keys=f"k1={key}")
+    with archive.start_run(agent="sealed", run_id="run-sealed", metadata={"secret": 1}) as run:
+        run.checkpoint("plan", {"secret": "s3cr3t"})
+    archive.flush()
+    with Reader.open(archive.url) as reader:
+        server = make_server(reader, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = server.server_address[1]
+            page = get_json(port, "/api/run?id=run-sealed")
+            status, _, body = request(port, "GET", "/api/record?id=run-sealed&seq=1")
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+    assert "local:k1" in page["missing_key"]
+    assert page["records"] == []
+    assert page["metadata"] == {}
+    assert page["sealed"]  # the sealed fields are named, their values not shown
+    assert b"s3cr3t" not in json.dumps(page).encode()
+    assert status == 403
+    assert b"k1" in body
+    assert b"s3cr3t" not in body

@@ -203,6 +203,8 @@ def make_handler(viewer: Viewer) -> type[BaseHTTPRequestHandler]:
                 self._error(HTTPStatus.NOT_FOUND, str(exc), send_body)
             except InvalidInputError as exc:
                 self._error(HTTPStatus.BAD_REQUEST, str(exc), send_body)
+            except KeyUnavailableError as exc:  # names the key to configure
+                self._error(HTTPStatus.FORBIDDEN, str(exc), send_body)
             except RunArchiveError as exc:
                 self._error(HTTPStatus.BAD_GATEWAY, f"{type(exc).__name__}: {exc}", send_body)
             else:
