@@ -3,6 +3,7 @@ their timelines, record pages and diffs, agent data escaped."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -55,3 +56,26 @@ def test_the_bundle_holds_a_report_of_its_runs(
     assert last["previous_seq"] == 1
     assert last["diff"] == [{"op": "changed", "path": "/step"}]
     assert last["record"]["state"]["note"] == HOSTILE
+
+
+def test_a_run_exported_sealed_is_listed_without_its_records(
+    archive_factory: Callable[..., Archive], tmp_path: Path
+) -> None:
+    key = base64.b64encode(bytes(range(32))).decode()
+    archive = archive_factory(encryption="local", encryption_keys=f"k1={key}")
+    with archive.start_run(agent="sealed", run_id="run-sealed") as run:
+        run.checkpoint("plan", {"secret": "s3cr3t"})
+    archive.flush()
+    dest = tmp_path / "bundle"
+    with Reader.open(archive.url) as reader:
+        reader.export(["run-sealed"], dest=dest, progress=lambda done, total: None)
+    assert verify_export(dest) == []
+    page = (dest / "report.html").read_text()
+    assert "s3cr3t" not in page
+    data = embedded(page)
+    (row,) = data["runs"]["runs"]
+    assert row["sealed"] is True
+    run_page = data["run_pages"]["run-sealed"]
+    assert run_page["records"] == []
+    assert run_page["sealed"] == ["records (exported sealed)"]
+    assert data["record_pages"]["run-sealed"] == {}
