@@ -376,6 +376,33 @@ def test_start_up_imports_no_subsystem(code: str) -> None:
     assert not {"runarchive.archive", "runarchive.reader", "runarchive.store"} & loaded
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["runs", "--json"], ["stats"], ["verify", "--all"]],
+    ids=" ".join,
+)
+def test_a_command_on_a_file_archive_does_not_import_boto3(tmp_path: Path, argv: list[str]) -> None:
+    """boto3 (~0.25 s to import) is for s3:// archives and KMS keys only: a reading
+    command on a ``file://`` archive runs without it."""
+    url = (tmp_path / "arch").as_uri()
+    with Archive.open(url, cache_dir=tmp_path / "c") as archive:
+        archive.start_run(agent="a", run_id="r1").complete()
+    probe = (
+        "import json, sys\n"
+        "from runarchive.cli import main\n"
+        f"code = main({[*argv, '--url', url]!r})\n"
+        "print('LOADED', code, json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    code, modules = done.stdout.split("LOADED ", 1)[1].split(" ", 1)
+    loaded = {m.split(".")[0] for m in json.loads(modules)}
+    assert code == "0", done.stdout + done.stderr
+    assert "runarchive" in loaded  # the probe ran the command
+    assert not {"boto3", "botocore", "s3transfer"} & loaded
+
+
 def test_the_lazy_package_still_exports_every_name() -> None:
     assert set(runarchive.__all__) <= set(dir(runarchive))
     for name in runarchive.__all__:

@@ -28,8 +28,7 @@ import zstandard
 from support.backends import abandon
 from support.faultproxy import FaultProxy
 from support.hostile import run_limited
-from support.servers import S3Server
-from support.trust import Hosts, cli, cli_env, content
+from support.trust import Hosts, cli, content
 
 from runarchive import Archive, CorruptObjectError, Policy, Reader
 from runarchive.engine.ownership import reconcile
@@ -54,15 +53,6 @@ Filter = Callable[[str, str], bool]
 
 
 # -- fixtures and helpers -----------------------------------------------------------
-
-
-@pytest.fixture
-def hosts(seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hosts]:
-    for name, value in cli_env(seaweed).items():
-        monkeypatch.setenv(name, value)
-    h = Hosts(seaweed, tmp_path)
-    yield h
-    h.close_all()
 
 
 @pytest.fixture

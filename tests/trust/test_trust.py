@@ -13,14 +13,12 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from support.backends import abandon
 from support.faultproxy import FaultProxy
-from support.servers import S3Server
-from support.trust import Hosts, cli, cli_env, content, first, run_exists_error
+from support.trust import Hosts, cli, content, first, run_exists_error
 
 from runarchive import errors
 from runarchive.errors import FencedError, InvalidInputError, RunArchiveError, RunNotFoundError
@@ -28,15 +26,6 @@ from runarchive.format.model import Checkpoint, Event
 from runarchive.run import Run
 
 pytestmark = pytest.mark.real_server
-
-
-@pytest.fixture
-def hosts(seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hosts]:
-    for name, value in cli_env(seaweed).items():
-        monkeypatch.setenv(name, value)
-    h = Hosts(seaweed, tmp_path)
-    yield h
-    h.close_all()
 
 
 @pytest.fixture

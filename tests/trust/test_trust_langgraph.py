@@ -16,8 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import operator
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -26,8 +25,7 @@ from langgraph.checkpoint.base import ChannelVersions, CheckpointMetadata
 from langgraph.checkpoint.base import Checkpoint as LGCheckpoint
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint, generate_metadata
 from langgraph.graph import END, START, StateGraph
-from support.servers import S3Server
-from support.trust import Hosts, cli, cli_env, run_exists_error
+from support.trust import Hosts, cli, run_exists_error
 
 from runarchive import Archive
 from runarchive.errors import InvalidInputError
@@ -40,15 +38,6 @@ pytestmark = pytest.mark.real_server
 T = "T"
 CONFIG: RunnableConfig = {"configurable": {"thread_id": T}}
 RUN_ID = "lg-T"
-
-
-@pytest.fixture
-def hosts(seaweed: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hosts]:
-    for name, value in cli_env(seaweed).items():
-        monkeypatch.setenv(name, value)
-    h = Hosts(seaweed, tmp_path)
-    yield h
-    h.close_all()
 
 
 class RecordingSaver(ArchiveSaver):

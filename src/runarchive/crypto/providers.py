@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from runarchive.errors import ConfigError, KeyUnavailableError
@@ -237,6 +235,8 @@ class KmsKeyProvider(KeyProvider):
         under a ``kms:`` key is met)."""
         with self._lock:
             if self._client is None:
+                import boto3.session  # noqa: PLC0415 - ~0.25 s, only for kms: keys
+
                 args = dict(self._client_args)
                 session = boto3.session.Session(profile_name=args.pop("profile", None))
                 self._client = session.client("kms", **{k: v for k, v in args.items() if v})
@@ -247,6 +247,8 @@ class KmsKeyProvider(KeyProvider):
         return f"kms:{self._key}" if self._key else None
 
     def _call(self, key_id: str, op: str, **kwargs: Any) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
         try:
             result: dict[str, Any] = getattr(self.client(), op)(**kwargs)
         except ClientError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from runarchive.config import ArchiveConfig, load_config, parse_url
 from runarchive.errors import ConfigError
 from runarchive.store._file import FileStore
-from runarchive.store._s3 import S3Settings, S3Store
 from runarchive.store.base import Retention, Store
 
 
@@ -20,6 +19,9 @@ def make_store(config: ArchiveConfig, *, create: bool = True) -> Store:
     scheme, where, prefix = parse_url(config.resolved_url)
     if scheme == "file":
         return FileStore(where, create=create)
+    # boto3 costs ~0.25 s to import: only an s3:// archive pays it.
+    from runarchive.store._s3 import S3Settings, S3Store  # noqa: PLC0415
+
     return S3Store(
         S3Settings(
             bucket=where,

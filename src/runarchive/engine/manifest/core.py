@@ -19,15 +19,13 @@ of older archives stay readable, and are rewritten only to remove a run from the
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,12 +57,11 @@ from runarchive.engine.manifest.format import (
     shard_of,
     writer_of_live_key,
 )
-from runarchive.engine.manifest.listing import Filters, PageWalk, fetch, scan
+from runarchive.engine.manifest.listing import Filters, PageWalk, fetch, gc_paused, scan
 from runarchive.engine.manifest.live import RECENT, LiveWriter, abandoned, edit_remote, stale_before
 from runarchive.errors import (
     CorruptObjectError,
     EncryptionError,
-    InvalidInputError,
 )
 from runarchive.format.model import RunStatus, format_ts, utcnow
 from runarchive.logs import log_run
@@ -84,19 +81,6 @@ __all__ = [
 log = logging.getLogger("runarchive.manifest")
 MAX_ATTEMPTS = 50
 CLEANUP_EVERY = 600.0  # seconds between sweeps of this host's stale, emptied objects
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Decoding many entries allocates ~100,000 dicts with no cycles; the cyclic GC
-    # would rescan them over and over (half the time of a full listing, measured).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class RunList(list[RunEntry]):
@@ -476,7 +460,7 @@ class Manifest:
     def read_all(self, kinds: tuple[Kind, ...] = KINDS) -> dict[str, dict[str, Any]]:
         """Every entry of the given kinds (``active``: running), done winning. Reads
         the whole manifest: 1 LIST per 1,000 objects and 1 GET per object."""
-        with _gc_paused():
+        with gc_paused():
             merged = scan(self.store, self._remember, "active" in kinds, "done" in kinds)
         if kinds == ("active",):
             return {r: d for r, d in merged.items() if d.get("status") == "running"}
@@ -495,9 +479,9 @@ class Manifest:
         """Runs matching the filters (on ``created_at``, inclusive), newest first,
         from a whole scan (:meth:`read_all`); :meth:`page` bounds the cost instead.
         ``decrypt_remote`` overrides :attr:`decrypt_remote` for this call."""
-        filters = _filters(status, agent, since, until)
+        filters = Filters.of(status, agent, since, until)
         remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
-        with _gc_paused():
+        with gc_paused():
             merged = scan(
                 self.store, self._remember, status in (None, "running"), status != "running"
             )
@@ -522,9 +506,9 @@ class Manifest:
         across pages: running runs, then finished ones newest end first, then legacy
         format 1 entries) and ``next_page``. Cost: bounded by the page — 1 LIST of
         writers, 1 LIST per day visited, 1 GET per object read (docs/format.md §10.4)."""
-        filters = _filters(status, agent, since, until)
+        filters = Filters.of(status, agent, since, until)
         remote = self.decrypt_remote if decrypt_remote is None else decrypt_remote
-        with _gc_paused():
+        with gc_paused():
             rows, token = PageWalk(self.store, filters, limit, page, self._remember).run()
             rows.sort(key=lambda d: (d["created_at"], d["run_id"]), reverse=True)
             out = RunList(self._entry(d, remote) for d in rows)
@@ -583,7 +567,7 @@ class Manifest:
                 stale.append(meta.key)
         legacy = [m.key for m in self.store.list("manifest/active/")]
         best: dict[str, dict[str, Any]] = {}
-        with _gc_paused():
+        with gc_paused():
             bodies = fetch(self.store, stale + legacy, self._remember)
             for key, body in zip(stale + legacy, bodies, strict=True):
                 if body is None:
@@ -597,14 +581,3 @@ class Manifest:
             out = [self._entry(d, True) for d in best.values()]  # few: opening is cheap
         out.sort(key=lambda e: (e.created_at, e.run_id))
         return out
-
-
-def _filters(
-    status: RunStatus | None, agent: str | None, since: datetime | None, until: datetime | None
-) -> Filters:
-    for bound in (since, until):
-        if bound is not None and bound.tzinfo is None:
-            raise InvalidInputError("since/until must be timezone-aware datetimes")
-    return Filters(
-        status, agent, format_ts(since) if since else None, format_ts(until) if until else None
-    )

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +80,19 @@ class PageToken(BaseModel):
             ) from None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    # Decoding many entries allocates ~100,000 dicts with no cycles; the cyclic GC
+    # would rescan them over and over (half the time of a full listing, measured).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass(frozen=True)
 class Filters:
     """A listing's filters, on the raw entries (timestamps compare as text)."""
@@ -86,6 +101,22 @@ class Filters:
     agent: str | None = None
     lo: str | None = None  # created_at >= lo
     hi: str | None = None  # created_at <= hi
+
+    @classmethod
+    def of(
+        cls,
+        status: RunStatus | None,
+        agent: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> Filters:
+        """The filters of ``list_runs``'s arguments (aware datetimes only)."""
+        for bound in (since, until):
+            if bound is not None and bound.tzinfo is None:
+                raise InvalidInputError("since/until must be timezone-aware datetimes")
+        return cls(
+            status, agent, format_ts(since) if since else None, format_ts(until) if until else None
+        )
 
     def match(self, d: Row) -> bool:
         created = str(d.get("created_at", ""))
