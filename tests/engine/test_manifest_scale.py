@@ -384,16 +384,6 @@ def test_every_manifest_key_matches_the_regexes_of_format_md(tmp_path: Path) -> 
         assert any(p.fullmatch(key) for p in patterns), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PageExpiredError,
-    reason="open bug (found by the issue 15 work): a process that finishes more than "
-    "MAX_ENDED (256) runs within RECENT (180 s) drops the oldest from its live object's "
-    "`ended` and sets `complete_after` past the listing's cut, so even a FIRST page raises "
-    "PageExpiredError ('list again from the first page') for up to 3 minutes. Fix idea: "
-    "a walk's cut becomes max(t0 - MARGIN, every live object's complete_after), carried "
-    "in the page token, for both the live and the done phase.",
-)
 def test_a_first_page_right_after_a_burst_of_finishes_lists_every_run() -> None:
     store = MemoryStore()
     m = Manifest(store, host="burst", pid=1)

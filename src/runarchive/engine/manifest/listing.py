@@ -5,16 +5,30 @@ done partitions (newest day first, objects newest first), then any legacy format
 shards. Its first page fixes a time ``t0``; the walk lists each run created by
 ``t0`` once (docs/format.md §10.4):
 
-* the done phase lists only runs whose done entry was written before ``t0 - MARGIN``
-  (``updated_at``, the finisher's clock): those were in their partition before the
-  walk began, whatever the clock skew up to ``MARGIN``;
-* the live phase lists running runs, and the runs a writer finished since
-  ``t0 - MARGIN`` from its object's ``ended`` list (kept ``RECENT``); so a run that
-  finishes while the walk goes on is listed once, as running or as finished.
+* each writer gets a cut: ``t0 - MARGIN``, raised to its live object's
+  ``complete_after`` when that is later (a burst of finishes made it drop runs from
+  ``ended`` sooner than ``RECENT``). The cut is fixed when the walk first reads the
+  object and travels in the page token;
+* the done phase lists only runs whose done entry is not later than its finisher's
+  cut (``updated_at``, the finisher's clock): a finish writes the done entry before it
+  moves the run to ``ended``, so those were in their partition before the walk read
+  the live object, whatever the clock skew up to ``MARGIN``;
+* the live phase lists running runs, and the runs a writer finished after its cut
+  from its object's ``ended`` list (kept ``RECENT``, and every run dropped from it is
+  not later than ``complete_after``); so a run that finishes while the walk goes on is
+  listed once, as running or as finished.
 
 Runs taken over from one process to another during the walk may be listed twice
 or not at all (the move is two writes); a token older than ``LIVE_TTL`` in the live
 phase is refused (``PageExpiredError``), since ``ended`` may have dropped runs.
+
+A page that goes on inside a live object which has dropped runs since the walk last
+read it records a band (the last id listed from it, its new ``complete_after``): the
+runs that object finished in that band are left to the done phase, which lists them
+only past that id (the others were listed as running). At most ``MAX_BANDS`` per
+walk and writer, which bounds the token. A run finishing in one thread while another
+thread of the same process drops older runs from ``ended`` may be listed twice (as
+running, and finished), never not at all.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ from runarchive.store import Store
 MARGIN = timedelta(seconds=30)  # clock skew tolerated between writers and readers
 LIVE_TTL = RECENT - 2 * MARGIN
 BATCH = 16  # objects fetched in parallel while a page fills
+MAX_BANDS = 64  # bounds a page token's size (see PageToken.bands)
 Row = dict[str, Any]
 Phase = Literal["live", "done", "legacy"]
 
@@ -64,6 +79,13 @@ class PageToken(BaseModel):
     phase: Phase
     key: str | None = None  # the object the last page stopped in
     after: str | None = None  # the last run id listed from it
+    # Writers whose cut is later than t0 - MARGIN (their complete_after): only those
+    # that dropped finished runs from `ended` within the last moments, so it stays small.
+    cuts: dict[str, str] = {}
+    # Per writer, (after, upto): when a page went on inside its object, that object had
+    # dropped runs up to `upto`; the done phase lists those ending in the band above the
+    # previous one only if their id is past `after` (the rest were listed as running).
+    bands: dict[str, list[tuple[str, str]]] = {}
 
     def text(self) -> str:
         return base64.urlsafe_b64encode(self.model_dump_json().encode()).decode().rstrip("=")
@@ -209,8 +231,29 @@ class PageWalk:
         self.cut = format_ts(t0 - MARGIN)
         self.created_by = format_ts(t0 + MARGIN)
         self.stale = utcnow() - t0 > LIVE_TTL
+        self.cuts = dict(self.token.cuts)
+        self.bands = {w: list(b) for w, b in self.token.bands.items()}
         self.rows: list[Row] = []
         self.seen: set[str] = set()
+
+    def cut_of(self, writer: str) -> str:
+        """The walk's cut for runs ``writer`` finished (see the module docstring)."""
+        return max(self.cut, self.cuts.get(writer, self.cut))
+
+    def in_done(self, writer: str, updated_at: str, run_id: str) -> bool:
+        """Whether the done phase lists this run ``writer`` finished (the live phase
+        listed it otherwise)."""
+        if updated_at <= self.cut_of(writer):
+            return True
+        for after, upto in self.bands.get(writer, ()):
+            if updated_at <= upto:
+                return run_id > after
+        return False
+
+    def _token(self, phase: Phase, key: str, after: str | None) -> PageToken:
+        return PageToken(
+            t0=self.t0, phase=phase, key=key, after=after, cuts=self.cuts, bands=self.bands
+        )
 
     def _wanted(self, d: Row) -> bool:
         # "Created by t0", with the skew margin: a run just created on a host whose
@@ -226,9 +269,12 @@ class PageWalk:
             if (after is not None and rid <= after) or rid in self.seen:
                 continue
             if len(self.rows) == self.limit:
-                return PageToken(t0=self.t0, phase=phase, key=key, after=self.rows[-1]["run_id"])
+                # `after` is the last id taken from this object: when the page filled
+                # up with the previous object, nothing of this one is listed yet.
+                return self._token(phase, key, after)
             self.rows.append(d)
             self.seen.add(rid)
+            after = rid
         return None
 
     def _objects(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -261,23 +307,45 @@ class PageWalk:
             )
         start = self.token.key if self.token.phase == "live" else None
         keys = [k for k in live_keys(self.store) if start is None or k >= start]
+        # Filtered to running runs, `ended` plays no part: no cut to fix or to check.
+        finished_too = self.filters.status is None
         for key, body in self._objects(keys):
             doc = decode_live(body, key)
-            if doc.complete_after is not None and doc.complete_after > self.cut:
-                raise PageExpiredError(
-                    f"{key!r} no longer lists every run it finished since this listing "
-                    "began; list again from the first page (page=None)"
-                )
             rows = [d for d in doc.runs.values() if self._wanted(d)]
-            rows += [
-                d
-                for d in doc.ended.values()
-                if str(d.get("updated_at", "")) > self.cut and self._wanted(d)
-            ]
+            if finished_too:
+                writer = writer_of_live_key(key) or key
+                cut = self.cut_of(writer)
+                dropped = doc.complete_after
+                if key == start and self.token.after is not None:
+                    # Part of it was listed on an earlier page: runs it dropped since
+                    # are left to the done phase, past the ids already listed.
+                    self._band(key, writer, self.token.after, dropped)
+                elif dropped is not None and dropped > cut:
+                    self.cuts[writer] = cut = dropped
+                rows += [
+                    d
+                    for d in doc.ended.values()
+                    if str(d.get("updated_at", "")) > cut and self._wanted(d)
+                ]
             stop = self._take(key, rows, "live")
             if stop is not None:
                 return stop
         return None
+
+    def _band(self, key: str, writer: str, after: str, dropped: str | None) -> None:
+        bands = self.bands.setdefault(writer, [])
+        top = bands[-1][1] if bands else self.cut_of(writer)
+        if dropped is None or dropped <= top:
+            if not bands:
+                del self.bands[writer]
+            return
+        if len(bands) >= MAX_BANDS:
+            raise PageExpiredError(
+                f"{key!r} dropped finished runs while this listing paged through it "
+                f"{MAX_BANDS} times; list again from the first page (page=None), "
+                "or with a larger limit"
+            )
+        bands.append((after, dropped))
 
     def _done(self) -> PageToken | None:
         days, _ = done_days(self.store)
@@ -293,12 +361,16 @@ class PageWalk:
             keys = [k for k in keys if start is None or k <= start]
             for key, body in self._objects(keys):
                 doc = decode_done(body, key)
-                # Unfiltered, a run finished since t0 - MARGIN was listed by the live
-                # phase (running, or from `ended`); by status, no run is listed twice.
+                # Unfiltered, a run finished after its finisher's cut was listed by the
+                # live phase (running, or from `ended`); by status, no run is listed twice.
+                unfiltered = self.filters.status is None
                 rows = [
                     d
-                    for d in doc.runs.values()
-                    if (self.filters.status is not None or str(d.get("updated_at", "")) <= self.cut)
+                    for rid, d in doc.runs.items()
+                    if not (
+                        unfiltered
+                        and not self.in_done(doc.writer, str(d.get("updated_at", "")), rid)
+                    )
                     and self._wanted(d)
                 ]
                 stop = self._take(key, rows, "done")
