@@ -34,6 +34,7 @@ if CHROMIUM is None:
 
 HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=1">'
 BIG = 10_000
+LONG = 1500  # checkpoints of thread "long"
 THREAD_RUN = "lg-ticket-7"  # ArchiveSaver's run of LangGraph thread "ticket-7"
 
 
@@ -101,6 +102,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         saver = ArchiveSaver(archive)
         assert saver.run_id_for("ticket-7") == THREAD_RUN
         write_thread(saver)
+        for i in range(LONG):  # more rows than the first screen draws, in two groups
+            ns = "" if i % 3 else "sub"
+            saver.put(generate_config("long", checkpoint_ns=ns), generate_checkpoint(), {}, {})
         archive.flush()
     with Reader.open(url) as reader:
         server = make_server(reader, "127.0.0.1", 0)
@@ -225,3 +229,17 @@ def test_the_runs_page_filters_until_a_time(site: str, page: Any) -> None:
     page.get_by_role("button", name="Filter").click()
     page.wait_for_selector("#error")
     assert "give a timezone" in page.locator("#error").inner_text()
+
+
+def test_a_long_thread_is_drawn_in_full(site: str, page: Any) -> None:
+    page.goto(site)
+    page.wait_for_selector("#runs tbody tr")
+    page.evaluate("location.hash = '#/run/lg-long'")
+    page.wait_for_function("() => window.runDoneMs !== undefined", timeout=60_000)
+    groups = page.locator("#thread .ns-group h4").all_text_contents()
+    assert groups == [f"root ({LONG * 2 // 3} checkpoints)", f"sub ({LONG // 3} checkpoints)"]
+    root, sub = page.locator("#thread .ns-group").all()
+    assert root.locator("tbody tr").count() == LONG * 2 // 3
+    assert sub.locator("tbody tr").count() == LONG // 3
+    seqs = [int(s) for s in page.locator("#thread tbody tr td:first-child").all_text_contents()]
+    assert sorted(seqs) == list(range(1, LONG + 1))
