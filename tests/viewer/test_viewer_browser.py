@@ -23,6 +23,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 from support.cli import invoke
 
 from runarchive import Archive, Policy, Reader
+from runarchive.format.lgshapes import THREAD_KEY, WRITES_KIND
 from runarchive.langgraph import ArchiveSaver
 from runarchive.viewer.server import make_server
 
@@ -105,6 +106,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for i in range(LONG):  # more rows than the first screen draws, in two groups
             ns = "" if i % 3 else "sub"
             saver.put(generate_config("long", checkpoint_ns=ns), generate_checkpoint(), {}, {})
+        with archive.start_run(agent="lg", run_id="run-odd", metadata={THREAD_KEY: HOSTILE}) as run:
+            run.checkpoint("root", "not a LangGraph state")
+            run.checkpoint("root", {"checkpoint_id": HOSTILE, "checkpoint_ns": {"x": HOSTILE}})
+            run.event(WRITES_KIND, {"checkpoint_id": "gone", "writes": [{"channel": HOSTILE}]})
         archive.flush()
     with Reader.open(url) as reader:
         server = make_server(reader, "127.0.0.1", 0)
@@ -243,3 +248,21 @@ def test_a_long_thread_is_drawn_in_full(site: str, page: Any) -> None:
     assert sub.locator("tbody tr").count() == LONG // 3
     seqs = [int(s) for s in page.locator("#thread tbody tr td:first-child").all_text_contents()]
     assert sorted(seqs) == list(range(1, LONG + 1))
+
+
+def test_a_thread_of_odd_records_is_shown_as_text(site: str, page: Any) -> None:
+    page.goto(site + "#/run/run-odd")
+    page.wait_for_selector("#thread")
+    thread = page.locator("#thread")
+    assert thread.locator("h3").inner_text() == "LangGraph thread " + HOSTILE
+    (group,) = thread.locator(".ns-group").all()
+    assert group.locator("h4").inner_text() == json.dumps({"x": HOSTILE}) + " (1 checkpoint)"
+    assert group.locator("tbody tr td code").first.inner_text() == HOSTILE
+    lists = thread.locator("ul.bad li").all_text_contents()
+    assert lists == [
+        f"seq 3 /gone: {HOSTILE} ← not a serialised value: null",
+        "seq 1 not a LangGraph checkpoint (its state has no checkpoint_id)",
+    ]
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("main img").count() == 0
+    assert page.locator("main script").count() == 0
