@@ -220,7 +220,7 @@ def thread_view(metadata: Any, records: Iterable[Checkpoint | Event]) -> dict[st
 
     ``{"thread_id", "namespaces": [{"ns", "label", "checkpoints": [...]}],
     "unattached_writes", "problems"}``: the root namespace first (label ``root``),
-    each checkpoint with ``seq``, ``checkpoint_id``, ``parent_id`` and ``parent_seq``
+    each checkpoint with ``seq``, ``ts``, ``checkpoint_id``, ``parent_id``, ``parent_seq``
     (the parent's record, if the run holds it), ``step``, ``source``, ``writes``
     (node names), ``parents`` (the enclosing graphs' checkpoints), ``metadata``
     (serialised type and size), ``tombstoned`` (``{"seq", "reason"}`` of the
