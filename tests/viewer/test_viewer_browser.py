@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint,
+    generate_config,
+    generate_metadata,
+)
 from support.cli import invoke
 
 from runarchive import Archive, Policy, Reader
+from runarchive.format.lgshapes import THREAD_KEY, WRITES_KIND
+from runarchive.langgraph import ArchiveSaver
 from runarchive.viewer.server import make_server
 
 pytestmark = pytest.mark.slow
@@ -28,6 +35,24 @@ if CHROMIUM is None:
 
 HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=1">'
 BIG = 10_000
+LONG = 1500  # checkpoints of thread "long"
+THREAD_RUN = "lg-ticket-7"  # ArchiveSaver's run of LangGraph thread "ticket-7"
+
+
+def write_thread(saver: ArchiveSaver) -> list[str]:
+    """Thread ``ticket-7``: two root checkpoints, one in subgraph ``child:1``, pending
+    writes on the second root one (one on a channel named like markup). Its ids."""
+    configs: list[Any] = []
+    for ns, parent, step in (("", None, -1), ("", 0, 0), ("child:1", None, 0)):
+        config = generate_config("ticket-7", checkpoint_ns=ns)
+        if parent is not None:
+            config["configurable"]["checkpoint_id"] = configs[parent]["configurable"][
+                "checkpoint_id"
+            ]
+        meta = generate_metadata(source=HOSTILE if step == 0 else "input", step=step)
+        configs.append(saver.put(config, generate_checkpoint(), meta, {}))
+    saver.put_writes(configs[1], [("messages", "hi"), (HOSTILE, 1)], "task-a")
+    return [c["configurable"]["checkpoint_id"] for c in configs]
 
 
 def distinct_bytes(png: bytes) -> int:
@@ -75,6 +100,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             for i in range(BIG // 2):
                 run.checkpoint("step", {"i": i})
                 run.event("tick", {"i": i}, lane="tools" if i % 2 else "main")
+        saver = ArchiveSaver(archive)
+        assert saver.run_id_for("ticket-7") == THREAD_RUN
+        write_thread(saver)
+        for i in range(LONG):  # more rows than the first screen draws, in two groups
+            ns = "" if i % 3 else "sub"
+            saver.put(generate_config("long", checkpoint_ns=ns), generate_checkpoint(), {}, {})
+        with archive.start_run(agent="lg", run_id="run-odd", metadata={THREAD_KEY: HOSTILE}) as run:
+            run.checkpoint("root", "not a LangGraph state")
+            run.checkpoint("root", {"checkpoint_id": HOSTILE, "checkpoint_ns": {"x": HOSTILE}})
+            run.event(WRITES_KIND, {"checkpoint_id": "gone", "writes": [{"channel": HOSTILE}]})
         archive.flush()
     with Reader.open(url) as reader:
         server = make_server(reader, "127.0.0.1", 0)
@@ -161,3 +196,73 @@ def test_a_10000_record_run_page_time_is_recorded(
         f"\n10,000-record run page: interactive in {ms:.0f} ms (fetch + first rows), "
         f"every row in {done:.0f} ms (performance.now)"
     )
+
+
+def test_a_langgraph_thread_by_namespace_with_parent_links_and_writes(
+    site: str, page: Any, tmp_path: Path
+) -> None:
+    page.goto(site + "#/run/" + THREAD_RUN)
+    page.wait_for_selector("#thread .ns-group")
+    groups = page.locator("#thread .ns-group h4").all_text_contents()
+    assert groups == ["root (2 checkpoints)", "child:1 (1 checkpoint)"]
+    root = page.locator("#thread .ns-group").first
+    assert root.locator("li.write code.channel").all_text_contents() == ["messages", HOSTILE]
+    source = root.locator("tbody tr").nth(1).locator("td").nth(4)
+    assert source.inner_text() == HOSTILE  # as text
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("main img").count() == 0
+    shot(page, tmp_path / "thread.png")
+
+    (link,) = page.locator("#thread a.parent").all()  # only the second root one has a parent
+    first_seq = root.locator("tbody tr").first.locator("td").first.inner_text()
+    assert link.inner_text() == "seq " + first_seq
+    link.click()
+    page.wait_for_selector("#json")
+    assert page.evaluate("location.hash") == f"#/run/{THREAD_RUN}/{first_seq}"
+    assert "first checkpoint of this name" in page.locator("main").inner_text()
+    assert "parent_checkpoint_id: null" in page.locator("#json").inner_text()
+
+
+def test_the_runs_page_filters_until_a_time(site: str, page: Any) -> None:
+    page.goto(site)
+    page.wait_for_selector("#runs tbody tr")
+    page.fill("input[name=until]", "2000-01-01T00:00:00Z")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_function("() => location.hash.includes('until=')")
+    page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 0")
+    page.fill("input[name=until]", "2000-01-01")  # no timezone: the server says what to do
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_selector("#error")
+    assert "give a timezone" in page.locator("#error").inner_text()
+
+
+def test_a_long_thread_is_drawn_in_full(site: str, page: Any) -> None:
+    page.goto(site)
+    page.wait_for_selector("#runs tbody tr")
+    page.evaluate("location.hash = '#/run/lg-long'")
+    page.wait_for_function("() => window.runDoneMs !== undefined", timeout=60_000)
+    groups = page.locator("#thread .ns-group h4").all_text_contents()
+    assert groups == [f"root ({LONG * 2 // 3} checkpoints)", f"sub ({LONG // 3} checkpoints)"]
+    root, sub = page.locator("#thread .ns-group").all()
+    assert root.locator("tbody tr").count() == LONG * 2 // 3
+    assert sub.locator("tbody tr").count() == LONG // 3
+    seqs = [int(s) for s in page.locator("#thread tbody tr td:first-child").all_text_contents()]
+    assert sorted(seqs) == list(range(1, LONG + 1))
+
+
+def test_a_thread_of_odd_records_is_shown_as_text(site: str, page: Any) -> None:
+    page.goto(site + "#/run/run-odd")
+    page.wait_for_selector("#thread")
+    thread = page.locator("#thread")
+    assert thread.locator("h3").inner_text() == "LangGraph thread " + HOSTILE
+    (group,) = thread.locator(".ns-group").all()
+    assert group.locator("h4").inner_text() == json.dumps({"x": HOSTILE}) + " (1 checkpoint)"
+    assert group.locator("tbody tr td code").first.inner_text() == HOSTILE
+    lists = thread.locator("ul.bad li").all_text_contents()
+    assert lists == [
+        f"seq 3 /gone: {HOSTILE} ← not a serialised value: null",
+        "seq 1 not a LangGraph checkpoint (its state has no checkpoint_id)",
+    ]
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("main img").count() == 0
+    assert page.locator("main script").count() == 0

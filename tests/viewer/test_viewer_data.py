@@ -99,6 +99,7 @@ def test_a_real_run_timeline_has_lanes_labels_and_policy_gaps(
     assert page["result"] == {"answer": 42}
     assert page["metadata"] == {"k": "v"}
     assert page["lanes"] == ["checkpoints", "tools"]
+    assert page["thread"] is None  # not a LangGraph thread (test_viewer_thread.py)
     seqs = [r["seq"] for r in page["records"]]
     assert seqs == sorted(seqs) == [r.seq for r in records]
     assert {r["label"] for r in page["records"]} == {"act", "plan", "tool_call"}

@@ -13,6 +13,7 @@ from typing import Any
 from runarchive.compliance.verify import VerifyReport
 from runarchive.engine.manifest.core import RunEntry
 from runarchive.format.model import Checkpoint, Event, RunIndex
+from runarchive.viewer.lgthread import thread_view
 
 JSON = Any
 
@@ -97,12 +98,15 @@ def timeline(index: RunIndex, records: Iterable[Checkpoint | Event]) -> dict[str
 
 
 def run_timeline(header: dict[str, JSON], records: Iterable[Checkpoint | Event]) -> dict[str, JSON]:
-    """``header`` (the run's fields, ``last_seq`` among them) with the timeline of
-    ``records`` added: ``records``, ``lanes`` and ``gaps``."""
+    """``header`` (the run's fields, ``last_seq`` and ``metadata`` among them) with
+    the timeline of ``records`` added: ``records``, ``lanes`` and ``gaps``; and
+    ``thread``: a LangGraph thread's view (:func:`~runarchive.viewer.lgthread.thread_view`),
+    ``None`` for any other run."""
     items: list[dict[str, JSON]] = []
     seqs: list[int] = []
     lanes: list[str] = []
-    for record in sorted(records, key=lambda r: r.seq):
+    ordered = sorted(records, key=lambda r: r.seq)
+    for record in ordered:
         lane = record_lane(record)
         if lane not in lanes:
             lanes.append(lane)
@@ -117,7 +121,12 @@ def run_timeline(header: dict[str, JSON], records: Iterable[Checkpoint | Event])
             }
         )
     last_seq = header.get("last_seq") or 0
-    return header | {"lanes": lanes, "records": items, "gaps": gaps(seqs, int(last_seq))}
+    return header | {
+        "lanes": lanes,
+        "records": items,
+        "gaps": gaps(seqs, int(last_seq)),
+        "thread": thread_view(header.get("metadata"), ordered),
+    }
 
 
 def record_pages(records: Iterable[Checkpoint | Event]) -> dict[str, dict[str, JSON]]:
