@@ -504,7 +504,7 @@ def test_a_50_mb_record_is_not_sent_whole(tmp_path: Path) -> None:
         status, headers, body = served.get("/api/record?id=run-big&seq=1")
         assert status == 413, body[:300]
         assert b"50.0 MiB" in body
-        assert b"runarchive restore" in body
+        assert b"`runarchive restore run-big --seq 1 --json`" in body
         assert_hardened(status, headers, body)
         status, _, body = served.get("/api/record?id=run-big&seq=2")
         assert status == 200

@@ -224,7 +224,7 @@ def _answer_of(route: str, exc: Exception) -> tuple[HTTPStatus, str]:
     if isinstance(exc, RecursionError):
         return HTTPStatus.BAD_GATEWAY, (
             "cannot show this: its JSON is nested too deeply for the viewer; read it with "
-            "`runarchive restore RUN_ID`"
+            "`runarchive show RUN --json` (the run's index) or `runarchive restore RUN --json`"
         )
     # A bug of ours: name it, show nothing of what was being read.
     return HTTPStatus.INTERNAL_SERVER_ERROR, (
@@ -352,13 +352,15 @@ def make_handler(
                 return
             allowed, route = found
             try:
-                body = json.dumps(route(_query(query_text, allowed))).encode()
+                query = _query(query_text, allowed)
+                body = json.dumps(route(query)).encode()
                 if path == "/api/record" and len(body) > max_record_bytes:
+                    rid, seq = query["id"], query["seq"]
                     raise _HTTPError(
                         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"this record is {len(body) / MiB:,.1f} MiB of JSON, over the viewer's "
-                        f"{max_record_bytes / MiB:,.0f} MiB: read it with `runarchive restore "
-                        "RUN_ID` or export the run",
+                        f"record {seq} of run {rid} is {len(body) / MiB:,.1f} MiB of JSON, over "
+                        f"the viewer's {max_record_bytes / MiB:,.0f} MiB: read it with "
+                        f"`runarchive restore {rid} --seq {seq} --json`",
                     )
             except Exception as exc:
                 self._error(*_answer_of(path, exc), send_body)
