@@ -40,3 +40,13 @@ def launch_chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def launch_another(browser: Any, *extra_args: str) -> Any:
+    """A second chromium from ``browser``'s Playwright (one per process: a second
+    ``sync_playwright`` refuses to start), with ``extra_args`` added; close it after."""
+    return browser.browser_type.launch(
+        executable_path=shutil.which("chromium"),
+        headless=True,
+        args=[*CHROMIUM_ARGS, *extra_args],
+    )

@@ -2,21 +2,25 @@
 the embedded JSON cannot leave its ``<script type="application/json">`` block, every
 view draws the data as text, and no script of anyone else runs (a sentinel global
 stays unset, no dialog opens, no console message, no page error). The page's CSP
-allows only its own scripts by hash: a script smuggled into the file does not run."""
+allows only its own scripts by hash: a script smuggled into the file does not run.
+Then the same run served by ``runarchive ui``, a DNS-rebinding name, and another
+site's page trying to read the API."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.browser import launch_chromium
+from support.browser import launch_another, launch_chromium
 
 from runarchive import Archive, Policy, Reader
 from runarchive.viewer.render import render_page
+from runarchive.viewer.server import make_server
 
 pytestmark = pytest.mark.slow
 
@@ -253,3 +257,82 @@ def test_a_report_of_hostile_ids_and_fields_runs_nothing(tab: Tab, tmp_path: Pat
     tab.page.wait_for_selector("#diff")
     assert bad in tab.page.locator("#diff").inner_text()
     tab.assert_nothing_ran()
+
+
+# -- the same page served by `runarchive ui` ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(bundle: Path) -> Iterator[str]:
+    """`runarchive ui` on the bucket the bundle was exported from."""
+    url = (bundle.parent.parent / "bucket").as_uri()
+    with Reader.open(url) as reader:
+        server = make_server(reader, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def test_every_served_view_of_a_hostile_run_shows_text_and_runs_nothing(
+    site: str, tab: Tab
+) -> None:
+    tab.open(site)
+    assert NAME in tab.page.locator("main").inner_text()
+    assert NAME in tab.show(site + "#/run/run-x")
+    for seq in (1, 2, 3):
+        assert json.dumps(PAYLOADS[0]) in tab.show(site + f"#/run/run-x/{seq}")
+    assert PAYLOADS[1] in tab.show(site + "#/run/run-failed")
+    tab.show(site + "#/run/%3Cimg%20src%3Dx%20onerror%3Dwindow.pwned%3D1%3E")
+    assert "invalid run_id" in tab.page.locator("#error").inner_text()
+    # the 400 above is the browser's one console message: anything else is an attack
+    tab.console = [m for m in tab.console if "400 (Bad Request)" not in m]
+    tab.assert_nothing_ran()
+
+
+@pytest.fixture(scope="module")
+def rebinding_browser(browser: Any) -> Iterator[Any]:
+    """A browser for which evil.example resolves to 127.0.0.1: a DNS-rebinding attack
+    after the rebinding, with no DNS server involved."""
+    rebound = launch_another(browser, "--host-resolver-rules=MAP evil.example 127.0.0.1")
+    try:
+        yield rebound
+    finally:
+        rebound.close()
+
+
+def test_a_rebound_name_gets_403_and_no_data(site: str, rebinding_browser: Any) -> None:
+    port = site.rsplit(":", 1)[1].strip("/")
+    context = rebinding_browser.new_context()
+    try:
+        page = context.new_page()
+        for path in ("/", "/api/runs", "/api/run?id=run-x"):
+            answer = page.goto(f"http://evil.example:{port}{path}")
+            assert answer.status == 403, path
+            text = page.locator("body").inner_text()
+            assert "run-x" not in text
+            assert "Host" in text
+    finally:
+        context.close()
+
+
+def test_another_sites_page_cannot_read_the_api(site: str, tab: Tab) -> None:
+    # A page of evil.example (served by Playwright, no network) fetching the API.
+    script = f"""<script>
+      window.got = "pending";
+      fetch("{site}api/runs").then((r) => r.text()).then((t) => {{ window.got = t }},
+        (e) => {{ window.got = "refused: " + e }});
+    </script>"""
+    tab.page.route(
+        "http://evil.example/**",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=script),
+    )
+    tab.page.goto("http://evil.example/")
+    tab.page.wait_for_function("() => window.got !== 'pending'")
+    got = tab.page.evaluate("window.got")
+    assert got.startswith("refused: "), got
+    assert "run-x" not in got
