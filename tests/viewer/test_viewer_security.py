@@ -509,3 +509,25 @@ def test_a_50_mb_record_is_not_sent_whole(tmp_path: Path) -> None:
         status, _, body = served.get("/api/record?id=run-big&seq=2")
         assert status == 200
         assert len(body) < 1 << 20
+
+
+def test_a_flood_of_idle_connections_gets_503_not_a_thread_each(tmp_path: Path) -> None:
+    for served in serve(make_archive(tmp_path).as_uri(), max_connections=2):
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=30) for _ in "ab"]
+        try:
+            for sock in idle:
+                sock.sendall(b"GET /api/runs HTTP/1.1\r\n")  # and never finishes
+            status, headers, body = served.get("/api/runs")
+            assert status == 503
+            assert b"too many connections" in body
+            assert headers["retry-after"] == "1"
+            assert_hardened(status, headers, body)
+        finally:
+            for sock in idle:
+                sock.close()
+        # Their threads see the close and free their slots: served again.
+        for _ in range(600):  # 30 s at most: a thread that never frees its slot fails
+            if (status := served.get("/api/runs")[0]) != 503:
+                break
+            threading.Event().wait(0.05)
+        assert status == 200

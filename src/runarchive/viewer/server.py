@@ -11,6 +11,7 @@ joined to a path). Nothing here writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Lock
+from threading import BoundedSemaphore, Lock
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -46,6 +47,7 @@ REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request
 MAX_RECORD_ANSWER = 16 * MiB  # a larger record would stall the page's JSON tree
 MAX_TARGET = 8192  # characters of a request target: ids are <= 128, page tokens ~ 200
 MAX_ERROR = 1000  # characters of an error message: an echoed field is cut
+MAX_CONNECTIONS = 32  # served at once; a browser opens 6 per host
 _STATUSES = ("running", "completed", "failed")
 _SEQ_RE = re.compile(r"[0-9]{1,18}")
 # The page runs only its own inline scripts (by hash); nothing else is allowed to load,
@@ -402,6 +404,52 @@ def make_handler(
     return Handler
 
 
+_BUSY_BODY = b"too many connections at once: try again in a moment\n"
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\nRetry-After: 1\r\n".encode()
+    + "".join(f"{name}: {value}\r\n" for name, value in _HEADERS).encode()
+    + f"Content-Security-Policy: {_DATA_CSP}\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+
+
+class _Server(ThreadingHTTPServer):
+    """At most ``max_connections`` connections served at once, a thread each; one more
+    gets 503 at once and is closed, so a flood of idle connections cannot pile up
+    threads (each is dropped after ``request_timeout`` anyway)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            # Read (a little of) the request first: closing a socket with unread data
+            # resets it, and the client could lose the answer. This holds the accept
+            # loop 0.2 s at most, which only slows the flood down.
+            with contextlib.suppress(OSError):
+                request.settimeout(0.2)
+                request.recv(65536)
+            with contextlib.suppress(OSError):  # it went away: nothing to tell it
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started: it would never release
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def make_server(
     source: Source,
     host: str = "127.0.0.1",
@@ -409,6 +457,7 @@ def make_server(
     *,
     request_timeout: float = REQUEST_TIMEOUT,
     max_record_bytes: int = MAX_RECORD_ANSWER,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ThreadingHTTPServer:
     """A server of ``source`` on ``host:port`` (port 0: any free one), not yet serving:
     call ``serve_forever()``; ``server.server_address`` is where it listens. It answers
@@ -416,6 +465,4 @@ def make_server(
     handler = make_handler(
         Viewer(source), request_timeout=request_timeout, max_record_bytes=max_record_bytes
     )
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), handler, max_connections)
