@@ -284,6 +284,9 @@ BAD_TARGETS = [
     ("/api/runs?page=garbage", 400),
     ("/api/runs?page=" + "QUFB" * 1000, 400),
     ("/api/runs?since=" + "9" * 3000, 400),
+    ("/api/runs?since=0001-01-01T00:00:00%2B14:00", 400),  # before year 1 in UTC
+    ("/api/runs?until=9999-12-31T23:59:59-14:00", 400),  # after 9999 in UTC
+    ("/api/runs?since=2026-13-01T00:00:00Z", 400),
     ("/api/runs?x=" + "a" * 20_000, 414),
     ("/" + "a" * 70_000, 414),
 ]

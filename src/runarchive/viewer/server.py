@@ -16,7 +16,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import BoundedSemaphore, Lock
@@ -172,8 +172,12 @@ def _time(text: str | None) -> datetime | None:
     except ValueError:
         raise InvalidInputError(f"not an ISO 8601 time: {text!r}") from None
     if ts.tzinfo is None:
-        raise InvalidInputError(f"give a timezone, e.g. {text}Z")
-    return ts
+        example = f"{text}Z" if "T" in text else f"{text}T00:00:00Z"
+        raise InvalidInputError(f"give a timezone, e.g. {example}")
+    try:
+        return ts.astimezone(UTC)  # the listing compares in UTC
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise InvalidInputError(f"time out of range: {text!r}") from None
 
 
 def _query(text: str, allowed: tuple[str, ...]) -> dict[str, str]:
