@@ -4,8 +4,11 @@ bucket. Raw sockets where http.client would refuse to send what an attacker send
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
+import re
 import resource
 import socket
 import threading
@@ -19,6 +22,7 @@ import zstandard
 from support.hostile import OTHER, VICTIM, make_archive, read_index, write_index
 
 from runarchive import Archive, Policy, Reader
+from runarchive.viewer.render import render_page
 from runarchive.viewer.server import make_server
 
 HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=1">'
@@ -587,3 +591,13 @@ def test_random_targets_never_crash_the_server(served: Served) -> None:
         status, headers, body = served.get(target)
         assert 200 <= status < 500, (target, status, body[:200])
         assert_hardened(status, headers, body)
+
+
+def test_the_pages_csp_allows_exactly_its_own_scripts() -> None:
+    page = render_page({"mode": "report", "runs": {"runs": [], "next_page": None}})
+    (meta,) = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    (script_src,) = [d.strip() for d in meta.split(";") if d.strip().startswith("script-src")]
+    code = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(code) == 1  # the data block is not a script; the code is the one
+    digest = base64.b64encode(hashlib.sha256(code[0].encode()).digest()).decode()
+    assert script_src == f"script-src 'sha256-{digest}'"
