@@ -6,7 +6,6 @@ record's diff, a screenshot of each page, agent data shown as text, and the time
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import threading
 import zlib
@@ -20,6 +19,7 @@ from langgraph.checkpoint.conformance.test_utils import (
     generate_config,
     generate_metadata,
 )
+from support.browser import launch_chromium
 from support.cli import invoke
 
 from runarchive import Archive, Policy, Reader
@@ -28,10 +28,6 @@ from runarchive.langgraph import ArchiveSaver
 from runarchive.viewer.server import make_server
 
 pytestmark = pytest.mark.slow
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip("no chromium on PATH: `make test` installs it", allow_module_level=True)
 
 HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=1">'
 BIG = 10_000
@@ -125,12 +121,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launch_chromium()
 
 
 @pytest.fixture

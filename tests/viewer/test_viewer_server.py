@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import invoke
 
 from runarchive import Archive, Policy, Reader
 from runarchive.viewer.server import make_server
@@ -139,3 +142,28 @@ def test_an_encrypted_run_without_its_key_names_the_key(
     assert status == 403
     assert b"k1" in body
     assert b"s3cr3t" not in body
+
+
+def test_ui_refuses_a_port_that_is_not_one(tmp_path: Path) -> None:
+    done = invoke(["--url", (tmp_path / "b").as_uri(), "ui", "--port", "70000"])
+    assert done.returncode == 2, done.stderr
+    assert "--port 70000 is not a port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ui_on_a_port_in_use_says_to_pick_another(
+    archive_factory: Callable[..., Archive],
+) -> None:
+    archive = archive_factory()
+    with archive.start_run(agent="a", run_id="run-1") as run:
+        run.checkpoint("plan", {"step": 1})
+    archive.flush()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = invoke(["--url", archive.url, "ui", "--port", str(port)])
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "--port 0" in done.stderr
+    assert "Traceback" not in done.stderr
