@@ -174,6 +174,20 @@ def test_a_crafted_link_into_the_report_runs_nothing(bundle: Path, tab: Tab, rou
     assert tab.page.locator("main img, main script, main svg").count() == 0
 
 
+@pytest.mark.parametrize("name", ["__proto__", "constructor", "toString", "hasOwnProperty"])
+def test_a_link_to_an_objects_own_name_is_no_run_of_the_report(
+    bundle: Path, tab: Tab, name: str
+) -> None:
+    # The embedded runs are a JSON object: a lookup by key must see only its own keys,
+    # not Object.prototype's (which once showed a JavaScript error instead).
+    tab.open(bundle.as_uri())
+    assert f"run {name} is not in this report" in tab.show(bundle.as_uri() + f"#/run/{name}")
+    text = tab.show(bundle.as_uri() + f"#/run/{name}/1")
+    assert f"record {name} 1 is not in this report" in text
+    text = tab.show(bundle.as_uri() + "#/run/run-x/" + name)
+    assert f"record run-x {name} is not in this report" in text
+
+
 def _smuggle(page: str, tmp_path: Path, *, keep_csp: bool) -> str:
     """``page`` with a script and an event handler added outside the data block, as if
     an escaping bug let them through (and, for the control, the CSP removed)."""
