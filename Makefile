@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench-startup demo test test-fast test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
+.PHONY: bench-startup demo test test-fast test-cluster test-chaos lint lint-infra typecheck check bench bench-manifest bench-fleet bench-adapters bench-compliance bench-viewer bench-telemetry bench-peers bench-trust bench-wal bench-scale soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[langgraph,otel]' --group dev
 	@command -v zstd >/dev/null || { echo "installing the zstd CLI (used by a format test)"; \
 	  (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null; }
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (the viewer's browser tests)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; }
 	touch $(STAMP)
 
 # checkov lives in its own venv inside .venv: in the project's venv it would downgrade
@@ -105,6 +107,9 @@ bench-adapters: $(STAMP)
 
 bench-compliance: $(STAMP)
 	$(BIN)/python bench/bench_compliance.py
+
+bench-viewer: $(STAMP)
+	$(BIN)/python bench/bench_viewer.py
 
 # Append p50 with telemetry off / opentelemetry-api only / the SDK recording (~15 s).
 bench-telemetry: $(STAMP)

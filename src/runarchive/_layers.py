@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engine", frozenset({"engine"})),
     ("maintenance", frozenset({"maintenance"})),
     ("compliance", frozenset({"compliance"})),
+    ("viewer", frozenset({"viewer"})),
     ("facade", frozenset({"archive", "run", "reader"})),
     ("adapters", frozenset({"adapters", "langgraph", "compat", "testing"})),
     ("cli", frozenset({"cli"})),

@@ -43,6 +43,7 @@ from runarchive.format.indexpages import load_index
 from runarchive.format.model import Checkpoint, Event, RunIndex, RunStatus, validate_run_id
 from runarchive.store import CountingStore, Store
 from runarchive.store.url import make_store
+from runarchive.viewer.report import report_html
 
 _TYPES = frozenset({"checkpoint", "event"})
 
@@ -324,6 +325,7 @@ class Reader:
         still in this host's cache. Encrypted runs are exported sealed (ciphertext
         segments, the index with its wrapped data keys, no ``records.jsonl``) unless
         ``decrypt=True``, which needs their keys and writes plaintext records.
+        ``report.html`` shows the exported runs in a browser, offline.
 
         Cost: 16 GETs for a filter (8 with ``status``), 1 GET per run index and per
         segment (``restore_workers`` in parallel), 1 LIST + 1 PUT per bundle file to a
@@ -343,6 +345,7 @@ class Reader:
             dest=dest,
             progress=progress,
             decrypt=decrypt,
+            report=report_html,
         )
 
     def stats(

@@ -1,7 +1,8 @@
-"""Record shapes and the per-thread index of :mod:`runarchive.adapters.langgraph` (private).
+"""Record helpers and the per-thread index of :mod:`runarchive.adapters.langgraph` (private).
 
 Kept apart from the saver so that each file stays readable; imported only by
-``runarchive.langgraph``. The shapes are described in ``docs/langgraph.md``.
+``runarchive.langgraph``. The shapes are described in ``docs/langgraph.md``; the names
+in them are in :mod:`runarchive.format.lgshapes`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from runarchive.errors import CorruptObjectError, StateNotSerializableError
 from runarchive.format.jsonvalue import check_json_value
+from runarchive.format.lgshapes import TOMBSTONE_KIND, WRITES_KIND
 from runarchive.format.model import Checkpoint, Event
 from runarchive.policy import Policy
 
@@ -24,10 +26,6 @@ if TYPE_CHECKING:
     from runarchive.engine.view import RunView
     from runarchive.run import Run
 
-STATE_FORMAT = 1  # version of the record shapes below (docs/langgraph.md)
-WRITES_KIND = "lg.writes"
-TOMBSTONE_KIND = "lg.tombstone"
-THREAD_KEY = "langgraph_thread_id"  # run metadata key holding the real thread_id
 KEEP_ALL = Policy(keep_all=True)
 HASHED = "sha256-"
 

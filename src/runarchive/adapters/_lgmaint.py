@@ -16,15 +16,9 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from runarchive.adapters._lgindex import (
-    TOMBSTONE_KIND,
-    WRITES_KIND,
-    Entry,
-    Loc,
-    ThreadIndex,
-    WriteRef,
-)
+from runarchive.adapters._lgindex import Entry, Loc, ThreadIndex, WriteRef
 from runarchive.errors import CorruptObjectError, InvalidInputError, RunNotFoundError, RunStateError
+from runarchive.format.lgshapes import TOMBSTONE_KIND, WRITES_KIND
 from runarchive.format.model import Checkpoint, Event
 
 if TYPE_CHECKING:

@@ -51,9 +51,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from runarchive.adapters._lgindex import (
     HASHED,
     KEEP_ALL,
-    STATE_FORMAT,
-    THREAD_KEY,
-    WRITES_KIND,
     Entry,
     PendingWrite,
     ThreadIndex,
@@ -74,6 +71,7 @@ from runarchive.errors import (
     StateNotSerializableError,
 )
 from runarchive.format.jsonvalue import loads
+from runarchive.format.lgshapes import STATE_FORMAT, THREAD_KEY, WRITES_KIND
 from runarchive.format.model import Checkpoint, Event, validate_name, validate_run_id
 from runarchive.policy import Policy
 

@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="print the manifest entries as JSON")
 
     cmd = c.add(
+        "ui",
+        "runarchive.cli.ui:cmd_ui",
+        "serve a read-only web page of the archive's runs on 127.0.0.1 (docs/viewer.md)",
+        ["runarchive ui", "runarchive ui --url s3://bucket/agents --port 9000"],
+    )
+    cmd.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+
+    cmd = c.add(
         "interrupted",
         _MAIN + "cmd_interrupted",
         "list running runs whose owner stopped renewing its lease",

@@ -40,6 +40,7 @@ from runarchive.format.model import (
 
 BUNDLE_FORMAT = 1
 README, EXPORT_JSON, MANIFEST = "README", "export.json", "MANIFEST.sha256"
+REPORT = "report.html"  # the viewer's page of the bundle's runs (runarchive.viewer.report)
 _MANIFEST_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
 _records = TypeAdapter(Record)
 
@@ -296,6 +297,8 @@ LAYOUT (paths relative to this directory)
   README                              this file
   export.json                         what was exported: time, source, filter, runs, chain heads
   MANIFEST.sha256                     SHA-256 of every other file (sha256sum format)
+  report.html                         the runs, their timelines and records, to open in a
+                                      browser (self-contained, no network)
   runs/<run_id>/records.jsonl         every archived record, one JSON object per line, by seq
   runs/<run_id>/index.json            the run index exactly as the archive stored it
   runs/<run_id>/run.json              agent, status, times, counts, seq range, chain_head and

@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import uuid
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +44,7 @@ from runarchive.compliance.bundle import (
     EXPORT_JSON,
     MANIFEST,
     README,
+    REPORT,
     CheckFailed,
     ExportProblem,
     chain_prev,
@@ -90,6 +91,9 @@ __all__ = ["ExportProblem", "ExportResult", "ExportedRun", "export_runs", "verif
 
 _COMPRESSED = (".tar.gz", ".tgz", ".tar.zst", ".tar.xz", ".tar.bz2", ".zip")
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+# (export.json, the staging directory) -> report.html's text (runarchive.viewer.report)
+ReportWriter = Callable[[dict[str, Any], Path], str]
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,10 @@ class _Staged:
             del self.sums[rel], self.sizes[rel]
 
     def order(self) -> list[str]:
-        """README, export.json, MANIFEST.sha256 first, then the runs' files by path."""
-        head = [README, EXPORT_JSON, MANIFEST]
-        return head + sorted(r for r in self.sums if r not in head)
+        """README, export.json, MANIFEST.sha256 (and report.html) first, then the runs'
+        files by path."""
+        head = [README, EXPORT_JSON, MANIFEST, REPORT]
+        return [h for h in head if h in self.sums] + sorted(r for r in self.sums if r not in head)
 
 
 @dataclass
@@ -412,10 +417,13 @@ def export_runs(
     dest: str | os.PathLike[str] | Store,
     progress: ProgressArg = None,
     decrypt: bool = False,
+    report: ReportWriter | None = None,
 ) -> ExportResult:
     """Write a bundle of the chosen runs of ``store`` (listed by ``manifest``) at
     ``dest``; see :meth:`Reader.export`. ``config`` gives the source URL, the workers
-    and the settings of a destination URL; ``keyring`` opens runs when ``decrypt``."""
+    and the settings of a destination URL; ``keyring`` opens runs when ``decrypt``.
+    ``report`` writes ``report.html`` from ``export.json`` and the staged files (the
+    viewer's, passed in by the facade: this layer does not import the viewer)."""
     opener = keyring if decrypt else None
     ids = select_runs(manifest, run_ids, agent=agent, since=since, until=until, status=status)
     target = _target(dest, config)
@@ -454,6 +462,8 @@ def export_runs(
                     for d in docs
                 ],
             }
+            if report is not None:
+                staged.write(REPORT, [report(export_doc, staging).encode()])
             staged.write(README, [readme_text(export_doc).encode()])
             staged.write(EXPORT_JSON, [orjson.dumps(export_doc, option=_JSON)])
             staged.write(MANIFEST, [manifest_text(staged.sums).encode()])
