@@ -26,7 +26,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ from runarchive.engine.manifest.core import Manifest, RunEntry
 from runarchive.engine.manifest.format import DONE_CAP, done_key, encode, new_writer_key
 from runarchive.langgraph import ArchiveSaver
 from runarchive.store import FileStore
-from runarchive.viewer.server import make_server
+from runarchive.viewer.server import serving
 
 GOAL_MS = 1000.0
 RECORDS = 10_000
@@ -159,17 +158,10 @@ class PageError(Exception):
 
 
 @contextmanager
-def serving(url: str) -> Iterator[str]:
+def site_for(url: str) -> Iterator[str]:
     """``runarchive ui``'s server for ``url`` on a free port, in a thread."""
-    with Reader.open(url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
-            server.server_close()
+    with Reader.open(url) as reader, serving(reader) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def api_ms(site: str, pages: int) -> float:
@@ -195,10 +187,10 @@ def measure(runs: int) -> dict[str, Any]:
         big_url = build_runs(Path(tmp) / "big", runs)
         build_s = time.perf_counter() - t
         with (
-            serving(run_url) as run_site,
-            serving(thread_url) as thread_site,
-            serving(small_url) as small_site,
-            serving(big_url) as big_site,
+            site_for(run_url) as run_site,
+            site_for(thread_url) as thread_site,
+            site_for(small_url) as small_site,
+            site_for(big_url) as big_site,
             sync_playwright() as pw,
         ):
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from support.cli import invoke
 from runarchive import Archive, Policy, Reader
 from runarchive.format.lgshapes import THREAD_KEY, WRITES_KIND
 from runarchive.langgraph import ArchiveSaver
-from runarchive.viewer.server import make_server
+from runarchive.viewer.server import serving
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +106,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             run.checkpoint("root", {"checkpoint_id": HOSTILE, "checkpoint_ns": {"x": HOSTILE}})
             run.event(WRITES_KIND, {"checkpoint_id": "gone", "writes": [{"channel": HOSTILE}]})
         archive.flush()
-    with Reader.open(url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+    with Reader.open(url) as reader, serving(reader) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from support.browser import launch_another, launch_chromium
 
 from runarchive import Archive, Policy, Reader
 from runarchive.viewer.render import render_page
-from runarchive.viewer.server import make_server
+from runarchive.viewer.server import serving
 
 pytestmark = pytest.mark.slow
 
@@ -280,16 +279,8 @@ def test_a_report_of_hostile_ids_and_fields_runs_nothing(tab: Tab, tmp_path: Pat
 def site(bundle: Path) -> Iterator[str]:
     """`runarchive ui` on the bucket the bundle was exported from."""
     url = (bundle.parent.parent / "bucket").as_uri()
-    with Reader.open(url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+    with Reader.open(url) as reader, serving(reader) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def test_every_served_view_of_a_hostile_run_shows_text_and_runs_nothing(

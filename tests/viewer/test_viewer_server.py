@@ -7,7 +7,6 @@ import base64
 import http.client
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from support.cli import invoke
 
 from runarchive import Archive, Policy, Reader
-from runarchive.viewer.server import make_server
+from runarchive.viewer.server import serving
 
 
 @pytest.fixture
@@ -28,16 +27,8 @@ def served(archive_factory: Callable[..., Archive]) -> Iterator[int]:
         run.checkpoint("plan", {"step": 2, "items": [1]})
         run.complete({"answer": 42})
     archive.flush()
-    with Reader.open(archive.url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield server.server_address[1]
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+    with Reader.open(archive.url) as reader, serving(reader) as port:
+        yield port
 
 
 def request(port: int, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -122,18 +113,9 @@ def test_an_encrypted_run_without_its_key_names_the_key(
     with archive.start_run(agent="sealed", run_id="run-sealed", metadata={"secret": 1}) as run:
         run.checkpoint("plan", {"secret": "s3cr3t"})
     archive.flush()
-    with Reader.open(archive.url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            port = server.server_address[1]
-            page = get_json(port, "/api/run?id=run-sealed")
-            status, _, body = request(port, "GET", "/api/record?id=run-sealed&seq=1")
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+    with Reader.open(archive.url) as reader, serving(reader) as port:
+        page = get_json(port, "/api/run?id=run-sealed")
+        status, _, body = request(port, "GET", "/api/record?id=run-sealed&seq=1")
     assert "local:k1" in page["missing_key"]
     assert page["records"] == []
     assert page["metadata"] == {}

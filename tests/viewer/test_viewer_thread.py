@@ -9,7 +9,6 @@ import http.client
 import json
 import pickle
 import re
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from runarchive.format.model import Checkpoint, Event
 from runarchive.langgraph import ArchiveSaver
 from runarchive.viewer.data import timeline
 from runarchive.viewer.lgthread import JSON_LIMIT, TEXT_LIMIT, thread_view, typed_value
-from runarchive.viewer.server import make_server
+from runarchive.viewer.server import serving
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -155,20 +154,12 @@ def test_the_server_answers_the_thread_with_the_run(
     write_a_thread(archive)
     archive.flush()
     rid = ArchiveSaver(archive).run_id_for("ticket-7")
-    with Reader.open(archive.url) as reader:
-        server = make_server(reader, "127.0.0.1", 0)
-        serving = threading.Thread(target=server.serve_forever, daemon=True)
-        serving.start()
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
-            conn.request("GET", f"/api/run?id={rid}")
-            res = conn.getresponse()
-            body = json.loads(res.read())
-            conn.close()
-        finally:
-            server.shutdown()
-            server.server_close()
-            serving.join()
+    with Reader.open(archive.url) as reader, serving(reader) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", f"/api/run?id={rid}")
+        res = conn.getresponse()
+        body = json.loads(res.read())
+        conn.close()
     assert res.status == 200
     assert [g["label"] for g in body["thread"]["namespaces"]] == ["root", "child:1"]
 

@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from runarchive import Archive, Reader
-from runarchive.viewer.server import make_server
-
-
-@contextmanager
-def serving(source: Any) -> Iterator[int]:
-    server = make_server(source, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+from runarchive.viewer.server import serving
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -470,3 +471,20 @@ def make_server(
         Viewer(source), request_timeout=request_timeout, max_record_bytes=max_record_bytes
     )
     return _Server((host, port), handler, max_connections)
+
+
+@contextlib.contextmanager
+def serving(source: Source, host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """:func:`make_server` answering from a background thread for the ``with`` block;
+    yields the port it listens on (``port=0``, the default: any free one). The server is
+    shut down and its socket closed on exit. For tests and notebooks; ``runarchive ui``
+    serves in the foreground."""
+    server = make_server(source, host, port)
+    thread = threading.Thread(target=server.serve_forever, name="runarchive-ui", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
