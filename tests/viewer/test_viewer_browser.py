@@ -130,6 +130,15 @@ def shot(page: Any, path: Path) -> None:
     assert distinct_bytes(path.read_bytes()) > 16, f"{path} looks blank"
 
 
+def test_the_blank_check_fails_a_blank_screenshot(page: Any, tmp_path: Path) -> None:
+    # The check below would pass a page that drew nothing if it could not fail.
+    page.set_content("<html><body style='margin:0;background:#fafafa'></body></html>")
+    with pytest.raises(AssertionError, match="looks blank"):
+        shot(page, tmp_path / "blank.png")
+    page.set_content("<html><body><h1>runs</h1><p>one line of text</p></body></html>")
+    shot(page, tmp_path / "text.png")
+
+
 def test_runs_then_a_run_then_a_record_diff(site: str, page: Any, tmp_path: Path) -> None:
     page.goto(site)
     page.wait_for_selector("#runs tbody tr")
