@@ -20,9 +20,8 @@ tools:
 	if [ -n "$$missing" ]; then echo "installing from Debian:" $$missing; \
 	  (apt-get update -qq && apt-get install -y -qq $$missing) >/dev/null; fi
 
-# Everything `make test` needs. The three parts run side by side: on a fresh machine the
-# two venvs take about 45 s together instead of 85 s one after the other, and chromium
-# downloads meanwhile.
+# Everything `make test` needs. The three parts run side by side: 61 s on a fresh machine,
+# chromium's download included (the two venvs alone took 85 s one after the other).
 setup-test:
 	@mkdir -p $(VENV)  # both venvs create it otherwise, racing
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(STAMP) $(CHECKOV_STAMP) tools
